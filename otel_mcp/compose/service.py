@@ -1,0 +1,77 @@
+"""Composition as a service: the store's current rules, the engine, and a cache.
+
+The service keeps the decoded rule set of the store's current ``generation`` in
+memory and reloads it only when the generation moves (one indexed read per
+request tells it, also for writes made by other processes). Cache keys carry
+the generation, so a write can never let a stale composition be served.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from typing import Protocol
+
+from otel_mcp.compose.engine import ComposeOptions, ComposeRequest, Composition, compose
+from otel_mcp.store.model import Rule
+from otel_mcp.store.sqlite import RuleStore
+
+
+class CompositionCache(Protocol):
+    """What the service needs from a cache; failures must degrade to a miss, never raise."""
+
+    def get(self, key: str) -> Composition | None: ...
+
+    def put(self, key: str, composition: Composition) -> None: ...
+
+
+class RuleSet:
+    """The rules of one store generation, by id."""
+
+    def __init__(self, generation: int, rules: list[Rule]) -> None:
+        self.generation = generation
+        self.rules = {r.id: r for r in rules}
+
+
+class ComposeService:
+    """:param store: the rule store
+    :param cache: optional composition cache (default none)
+    :param options: engine limits (default ``ComposeOptions()``)
+    """
+
+    def __init__(
+        self, store: RuleStore, cache: CompositionCache | None = None, options: ComposeOptions = ComposeOptions()
+    ) -> None:
+        self.store = store
+        self.cache = cache
+        self.options = options
+        self._ruleset = RuleSet(-1, [])
+        self._lock = threading.Lock()
+
+    def ruleset(self) -> RuleSet:
+        generation = self.store.generation()
+        current = self._ruleset
+        if current.generation == generation:
+            return current
+        with self._lock:
+            if self._ruleset.generation != generation:
+                loaded_generation, rules = self.store.snapshot()
+                self._ruleset = RuleSet(loaded_generation, rules)
+            return self._ruleset
+
+    @staticmethod
+    def cache_key(request: ComposeRequest, generation: int) -> str:
+        digest = hashlib.blake2b(request.key().encode(), digest_size=16).hexdigest()
+        return f"c:{generation}:{digest}"
+
+    def compose(self, request: ComposeRequest) -> Composition:
+        ruleset = self.ruleset()
+        if self.cache is None:
+            return compose(ruleset.rules, request, self.options)
+        key = self.cache_key(request, ruleset.generation)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        composition = compose(ruleset.rules, request, self.options)
+        self.cache.put(key, composition)
+        return composition

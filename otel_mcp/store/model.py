@@ -1,0 +1,221 @@
+"""The rule model and its validation.
+
+A rule is validated completely before any write starts, so a malformed
+argument can never leave a half-written rule behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field, fields
+from enum import Enum
+from typing import Any
+
+from otel_mcp.errors import InvalidRule
+
+RULE_ID_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,126}[a-z0-9])?$")
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024  # 1 MiB
+DEFAULT_MAX_IMPORTS = 64
+MAX_DESCRIPTION_CHARS = 1024
+MAX_LIST_ITEMS = 256
+
+
+class Activation(str, Enum):
+    """When a rule is part of a composition.
+
+    ``always``: every composition. ``auto``: when a context file matches its
+    globs. ``agent_requested``: listed by description; included only when named.
+    ``manual``: only when named in ``rule_ids``.
+    """
+
+    ALWAYS = "always"
+    AUTO = "auto"
+    AGENT_REQUESTED = "agent_requested"
+    MANUAL = "manual"
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """The caller-controlled part of a rule: what create/update write."""
+
+    id: str
+    body: str
+    description: str = ""
+    activation: Activation = Activation.MANUAL
+    globs: tuple[str, ...] = ()
+    exclude_globs: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    priority: int = 0
+    imports: tuple[str, ...] = ()
+    overrides: tuple[str, ...] = ()
+    settings: dict[str, Any] = field(default_factory=dict)
+    enabled: bool = True
+
+    def content_hash(self) -> str:
+        """sha256 over body and metadata: the rule's etag (equal etags mean equal content)."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "body": self.body,
+            "description": self.description,
+            "activation": self.activation.value,
+            "globs": list(self.globs),
+            "exclude_globs": list(self.exclude_globs),
+            "tags": list(self.tags),
+            "priority": self.priority,
+            "imports": list(self.imports),
+            "overrides": list(self.overrides),
+            "settings": dict(self.settings),
+            "enabled": self.enabled,
+        }
+
+
+SPEC_FIELDS = frozenset(f.name for f in fields(RuleSpec))
+
+
+@dataclass(frozen=True)
+class Rule(RuleSpec):
+    """A stored rule: the spec plus what the store maintains."""
+
+    version: int = 1
+    etag: str = ""
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+    @property
+    def spec(self) -> RuleSpec:
+        return RuleSpec(**{name: getattr(self, name) for name in SPEC_FIELDS})
+
+    def to_dict(self, *, with_body: bool = True) -> dict[str, Any]:
+        data = super().to_dict()
+        if not with_body:
+            del data["body"]
+            data["body_bytes"] = len(self.body.encode())
+        data.update(
+            version=self.version, etag=self.etag, created_at=self.created_at, updated_at=self.updated_at
+        )
+        return data
+
+
+@dataclass(frozen=True)
+class RuleLimits:
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_imports: int = DEFAULT_MAX_IMPORTS
+
+
+def _string_list(name: str, value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise InvalidRule(f"{name} must be a list of strings, got {type(value).__name__}")
+    if len(value) > MAX_LIST_ITEMS:
+        raise InvalidRule(f"{name} has {len(value)} items; at most {MAX_LIST_ITEMS} are allowed")
+    out: list[str] = []
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not item.strip():
+            raise InvalidRule(f"{name}[{i}] must be a non-empty string")
+        if item not in out:
+            out.append(item)
+    return tuple(out)
+
+
+def check_rule_id(rule_id: Any, what: str = "id") -> str:
+    if not isinstance(rule_id, str) or not RULE_ID_PATTERN.match(rule_id):
+        raise InvalidRule(
+            f"{what} {rule_id!r} is not a valid rule id: use 1-128 lowercase letters, digits, '.', '_' or '-',"
+            " starting and ending with a letter or digit"
+        )
+    return rule_id
+
+
+def build_spec(data: dict[str, Any], limits: RuleLimits = RuleLimits()) -> RuleSpec:
+    """Validate untrusted field values and return a ``RuleSpec``; raise ``InvalidRule`` naming the field."""
+    unknown = set(data) - SPEC_FIELDS
+    if unknown:
+        raise InvalidRule(f"unknown rule field(s): {', '.join(sorted(unknown))}")
+    rule_id = check_rule_id(data.get("id"))
+    body = data.get("body")
+    if not isinstance(body, str):
+        raise InvalidRule("body must be a string")
+    size = len(body.encode("utf-8", errors="surrogatepass"))
+    if size > limits.max_body_bytes:
+        raise InvalidRule(f"body is {size} bytes; the limit is {limits.max_body_bytes} bytes")
+    if "\x00" in body:
+        raise InvalidRule("body must not contain NUL characters")
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise InvalidRule("description must be a string")
+    if len(description) > MAX_DESCRIPTION_CHARS or "\n" in description:
+        raise InvalidRule(f"description must be one line of at most {MAX_DESCRIPTION_CHARS} characters")
+    raw_activation = data.get("activation", Activation.MANUAL)
+    try:
+        activation = Activation(raw_activation)
+    except ValueError:
+        allowed = ", ".join(a.value for a in Activation)
+        raise InvalidRule(f"activation {raw_activation!r} is not one of: {allowed}") from None
+    priority = data.get("priority", 0)
+    if isinstance(priority, bool) or not isinstance(priority, int) or not -(10**6) <= priority <= 10**6:
+        raise InvalidRule("priority must be an integer between -1000000 and 1000000")
+    imports = tuple(check_rule_id(i, "import") for i in _string_list("imports", data.get("imports")))
+    if len(imports) > limits.max_imports:
+        raise InvalidRule(f"rule has {len(imports)} imports; the limit is {limits.max_imports}")
+    if rule_id in imports:
+        raise InvalidRule(f"rule {rule_id!r} imports itself")
+    overrides = tuple(check_rule_id(i, "override") for i in _string_list("overrides", data.get("overrides")))
+    settings = data.get("settings") or {}
+    if not isinstance(settings, dict) or not all(isinstance(k, str) for k in settings):
+        raise InvalidRule("settings must be an object with string keys")
+    try:
+        json.dumps(settings)
+    except (TypeError, ValueError) as exc:
+        raise InvalidRule(f"settings must be JSON-serialisable: {exc}") from None
+    enabled = data.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise InvalidRule("enabled must be true or false")
+    globs = _string_list("globs", data.get("globs"))
+    exclude_globs = _string_list("exclude_globs", data.get("exclude_globs"))
+    if activation is Activation.AUTO and not globs:
+        raise InvalidRule("an 'auto' rule needs at least one glob")
+    from otel_mcp.compose.globs import check_pattern
+
+    for pattern in (*globs, *exclude_globs):
+        check_pattern(pattern)
+    return RuleSpec(
+        id=rule_id,
+        body=body,
+        description=description,
+        activation=activation,
+        globs=globs,
+        exclude_globs=exclude_globs,
+        tags=_string_list("tags", data.get("tags")),
+        priority=priority,
+        imports=imports,
+        overrides=overrides,
+        settings=dict(settings),
+        enabled=enabled,
+    )
+
+
+def merge_spec(current: RuleSpec, changes: dict[str, Any], limits: RuleLimits = RuleLimits()) -> RuleSpec:
+    """Apply a partial update to ``current`` and validate the result as a whole."""
+    if "id" in changes and changes["id"] != current.id:
+        raise InvalidRule("a rule's id cannot be changed; create a new rule instead")
+    merged = current.to_dict()
+    merged.update({k: v for k, v in changes.items() if v is not None})
+    return build_spec(merged, limits)
+
+
+__all__ = [
+    "Activation",
+    "Rule",
+    "RuleLimits",
+    "RuleSpec",
+    "build_spec",
+    "check_rule_id",
+    "merge_spec",
+]

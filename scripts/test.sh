@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The README's test command: install everything, then lint, type-check, run the
+# tests with coverage (>= 80%) and the perf regression gate. Exits non-zero on any failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+export PATH="$PWD/.venv/bin:$PATH"
+
+echo "==> ruff"
+ruff check otel_mcp tests perf
+echo "==> mypy --strict otel_mcp"
+mypy
+echo "==> pytest (with coverage)"
+rm -f .coverage .coverage.*
+COVERAGE_PROCESS_START="$PWD/pyproject.toml" python -m pytest --cov=otel_mcp --cov-report= "$@"
+coverage combine -q 2>/dev/null || true
+coverage report --fail-under=80
+coverage xml -q -o coverage.xml
