@@ -68,7 +68,9 @@ def _top_level(text: str) -> str:
 
 def split_top_level(text: str) -> list[str]:
     """Split on commas outside braces: ``a,{b,c}`` -> ``a``, ``{b,c}``."""
-    parts, depth, current = [], 0, []
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
     for ch in text:
         if ch == "," and depth == 0:
             parts.append("".join(current))

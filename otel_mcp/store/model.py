@@ -10,7 +10,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field, fields
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from otel_mcp.errors import InvalidRule
@@ -22,7 +22,7 @@ MAX_DESCRIPTION_CHARS = 1024
 MAX_LIST_ITEMS = 256
 
 
-class Activation(str, Enum):
+class Activation(StrEnum):
     """When a rule is part of a composition.
 
     ``always``: every composition. ``auto``: when a context file matches its

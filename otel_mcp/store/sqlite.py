@@ -129,10 +129,13 @@ class RuleStore:
         if conn is None:
             if self.read_only:
                 conn = sqlite3.connect(
-                    f"file:{self.path}?mode=ro", uri=True, timeout=self.busy_timeout, isolation_level=None
+                    f"file:{self.path}?mode=ro", uri=True, timeout=self.busy_timeout, isolation_level=None,
+                    check_same_thread=False,
                 )
             else:
-                conn = sqlite3.connect(str(self.path), timeout=self.busy_timeout, isolation_level=None)
+                conn = sqlite3.connect(
+                    str(self.path), timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+                )
                 conn.execute("PRAGMA journal_mode=WAL")
                 # NORMAL is durable across process crashes in WAL mode; only an OS crash can lose the tail.
                 conn.execute("PRAGMA synchronous=NORMAL")
@@ -204,7 +207,7 @@ class RuleStore:
             conn.execute("COMMIT")
         return int(generation), [_row_to_rule(r) for r in rows]
 
-    def list(
+    def list_page(
         self,
         *,
         activation: str | None = None,
@@ -215,7 +218,8 @@ class RuleStore:
     ) -> tuple[list[Rule], str | None]:
         """A page of rules ordered by id, and the cursor for the next page (``None`` at the end)."""
         limit = max(1, min(limit, MAX_PAGE_SIZE))
-        where, args = [], []
+        where: list[str] = []
+        args: list[object] = []
         if activation is not None:
             where.append("activation = ?")
             args.append(Activation(activation).value)

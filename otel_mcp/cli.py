@@ -1,0 +1,146 @@
+"""The ``otel-mcp`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from otel_mcp import __version__
+from otel_mcp.config import Settings, setting_help
+from otel_mcp.errors import ConfigError, RuleError
+
+SERVE_FLAGS = ("transport", "host", "port", "db", "cache_dir", "files_root", "read_only", "log_level")
+log = logging.getLogger("otel_mcp")
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
+    helps = setting_help()
+    for name in names:
+        flag = "--" + name.replace("_", "-")
+        if name == "read_only":
+            parser.add_argument(flag, action="store_true", default=None, help=helps[name])
+        elif name == "transport":
+            parser.add_argument(flag, choices=["stdio", "http"], default=None, help=helps[name])
+        else:
+            parser.add_argument(flag, default=None, help=helps[name])
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.load({k: v for k, v in vars(args).items() if k in Settings.__dataclass_fields__})
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from otel_mcp.server.runner import serve
+
+    serve(_settings(args))
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from otel_mcp.interchange import import_directory
+    from otel_mcp.store import RuleStore
+
+    settings = _settings(args)
+    folder = Path(args.directory).resolve()
+    store = RuleStore(settings.db)
+    results = import_directory(store, folder, ".", args.format)
+    for r in results:
+        line = f"{r.status:9} {r.path}" + (f"  ({r.error})" if r.error else f"  -> {r.rule_id}@{r.version}")
+        print(line)
+    errors = sum(r.status == "error" for r in results)
+    print(f"{len(results) - errors} imported, {errors} failed, into {settings.db}")
+    return 1 if errors else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from otel_mcp.interchange import export_directory
+    from otel_mcp.store import RuleStore
+
+    settings = _settings(args)
+    folder = Path(args.directory).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    results = export_directory(RuleStore(settings.db), folder, ".", args.format)
+    print(f"{len(results)} file(s) written to {folder}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from otel_mcp.demo import run_demo
+
+    return run_demo(_settings(args), with_stack=not args.no_stack, duration=args.duration)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="otel-mcp", description="Rules MCP server, observed with OpenTelemetry.")
+    parser.add_argument("--version", action="version", version=f"otel-mcp {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the MCP server (stdio by default)")
+    _add_setting_flags(serve, SERVE_FLAGS)
+    serve.set_defaults(func=cmd_serve)
+
+    imp = sub.add_parser("import", help="import rule files from a folder")
+    imp.add_argument("directory")
+    imp.add_argument("--format", default="auto", choices=["auto", "cursor", "claude", "copilot", "agents"])
+    _add_setting_flags(imp, ("db",))
+    imp.set_defaults(func=cmd_import)
+
+    exp = sub.add_parser("export", help="export every rule as files into a folder")
+    exp.add_argument("directory")
+    exp.add_argument("--format", default="cursor", choices=["cursor", "claude", "copilot", "agents"])
+    _add_setting_flags(exp, ("db",))
+    exp.set_defaults(func=cmd_export)
+
+    demo = sub.add_parser("demo", help="start the telemetry stack and the HTTP server, run a demo workload")
+    _add_setting_flags(demo, ("host", "port", "db", "cache_dir"))
+    demo.add_argument("--no-stack", action="store_true", help="skip the Collector/Jaeger/Prometheus stack")
+    demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    demo.set_defaults(func=cmd_demo)
+
+    for module in ("otel_mcp.stack", "otel_mcp.cache.cli", "otel_mcp.telemetry.cli", "otel_mcp.perf_cli"):
+        register = _optional_register(module)
+        if register is not None:
+            register(sub)
+    return parser
+
+
+def _optional_register(module: str) -> Callable[[Any], None] | None:
+    """Subcommand groups that live with their feature (stack, cache, stats, perf)."""
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        return None
+    register: Callable[[Any], None] | None = getattr(mod, "register_cli", None)
+    return register
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        result: int = args.func(args)
+        return result
+    except ConfigError as exc:
+        print(f"otel-mcp: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except RuleError as exc:
+        print(f"otel-mcp: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""Settings: command-line flags, then ``OTEL_MCP_*`` environment variables, then defaults.
+
+Every setting is declared once in ``Settings`` (name, type, default, help);
+its environment variable is ``OTEL_MCP_`` + the upper-cased name. A bad value
+is refused at start with a ``ConfigError`` naming the setting and where it
+came from. Telemetry is configured by the standard ``OTEL_*`` variables, not here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from platformdirs import user_cache_dir, user_data_dir, user_state_dir
+
+from otel_mcp.errors import ConfigError
+
+ENV_PREFIX = "OTEL_MCP_"
+APP = "otel-mcp"
+
+
+def _doc(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass(frozen=True)
+class Settings:
+    transport: str = field(default="stdio", metadata=_doc("stdio or http"))
+    host: str = field(default="127.0.0.1", metadata=_doc("HTTP bind address"))
+    port: int = field(default=8000, metadata=_doc("HTTP port (0 picks a free one)"))
+    db: Path = field(default=Path(user_data_dir(APP)) / "rules.db", metadata=_doc("SQLite database file"))
+    cache_dir: Path = field(default=Path(user_cache_dir(APP)) / "compositions", metadata=_doc("disk cache"))
+    cache: bool = field(default=True, metadata=_doc("cache compositions (memory + disk)"))
+    state_dir: Path = field(default=Path(user_state_dir(APP)), metadata=_doc("logs, pid files, snapshots"))
+    files_root: Path = field(default=Path.cwd(), metadata=_doc("import/export paths must stay under this"))
+    read_only: bool = field(default=False, metadata=_doc("refuse every write tool"))
+    max_body_bytes: int = field(default=1024 * 1024, metadata=_doc("largest rule body accepted"))
+    max_imports: int = field(default=64, metadata=_doc("most imports one rule may declare"))
+    max_import_depth: int = field(default=5, metadata=_doc("deepest import chain composed"))
+    max_rules: int = field(default=500, metadata=_doc("most rules in one composition"))
+    max_request_bytes: int = field(default=4 * 1024 * 1024, metadata=_doc("largest HTTP request body"))
+    max_sessions: int = field(default=1000, metadata=_doc("concurrent HTTP sessions"))
+    auth_token: str = field(default="", metadata=_doc("bearer token required on HTTP (empty: no auth)"))
+    auth_token_file: Path | None = field(default=None, metadata=_doc("file holding the bearer token"))
+    log_level: str = field(default="INFO", metadata=_doc("DEBUG, INFO, WARNING or ERROR"))
+
+    @classmethod
+    def load(cls, flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+        """Flags (``None`` means unset) win over the environment, which wins over defaults."""
+        flags = flags or {}
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            flag = flags.get(f.name)
+            env_name = ENV_PREFIX + f.name.upper()
+            if flag is not None:
+                values[f.name] = _coerce(f.name, f.type, flag, f"--{f.name.replace('_', '-')}")
+            elif env.get(env_name, "") != "":
+                values[f.name] = _coerce(f.name, f.type, env[env_name], env_name)
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        if self.transport not in ("stdio", "http"):
+            raise ConfigError(f"transport must be 'stdio' or 'http', got {self.transport!r}")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be between 0 and 65535, got {self.port}")
+        for name in ("max_body_bytes", "max_imports", "max_import_depth", "max_rules", "max_request_bytes",
+                     "max_sessions"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
+
+    def bearer_token(self) -> str | None:
+        """The configured token, from ``auth_token`` or the first line of ``auth_token_file``."""
+        if self.auth_token:
+            return self.auth_token
+        if self.auth_token_file is None:
+            return None
+        try:
+            token = self.auth_token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"auth_token_file {str(self.auth_token_file)!r} cannot be read: {exc.strerror}") from None
+        if not token:
+            raise ConfigError(f"auth_token_file {str(self.auth_token_file)!r} is empty")
+        return token
+
+
+def _coerce(name: str, kind: Any, value: Any, source: str) -> Any:
+    kind = str(kind)
+    try:
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true or false")
+        if kind == "int":
+            if isinstance(value, bool):
+                raise ValueError("expected an integer")
+            return int(value)
+        if kind in ("Path", "Path | None"):
+            return Path(os.path.expanduser(str(value)))
+        return str(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name} (from {source}) has an invalid value {value!r}: {exc}") from None
+
+
+def setting_help() -> dict[str, str]:
+    """Each setting's one-line help, for ``--help`` and the docs."""
+    return {f.name: f.metadata.get("help", "") for f in fields(Settings)}

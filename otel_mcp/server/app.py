@@ -1,0 +1,78 @@
+"""Assemble the MCP server and serve it over stdio or streamable HTTP.
+
+The HTTP app adds the operator's endpoints next to ``/mcp``: ``/healthz``
+(liveness, always open) and ``/readyz`` (database answers).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+from mcp.server.mcpserver import MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from otel_mcp import __version__
+from otel_mcp.server.context import RulesContext
+from otel_mcp.server.resources import register_resources
+from otel_mcp.server.tools import register_tools
+
+INSTRUCTIONS = (
+    "Stores coding-agent rules and composes the ones that apply to a task. Call compose_rules with the files "
+    "you are working on to get your instructions; use list_rules/search_rules to browse, and "
+    "create_rule/update_rule (with expected_version) to change them."
+)
+
+
+def build_server(rules: RulesContext) -> MCPServer:
+    server: MCPServer = MCPServer(
+        "otel-mcp",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        log_level=rules.settings.log_level.upper(),  # type: ignore[arg-type]
+    )
+    register_tools(server, rules)
+    register_resources(server, rules)
+    server.extras = rules  # type: ignore[attr-defined]
+    return server
+
+
+def transport_security(host: str, port: int) -> TransportSecuritySettings:
+    """DNS-rebinding protection: only loopback Host/Origin headers unless bound elsewhere."""
+    hosts = ["127.0.0.1", "localhost", "[::1]"] if host in ("127.0.0.1", "localhost", "::1") else [host]
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=[f"{h}:{port}" for h in hosts] + [f"{h}:*" for h in hosts],
+        allowed_origins=[f"http://{h}:{port}" for h in hosts] + [f"http://{h}:*" for h in hosts],
+    )
+
+
+def build_http_app(server: MCPServer, rules: RulesContext, port: int | None = None) -> Starlette:
+    settings = rules.settings
+
+    async def healthz(_: Request) -> Response:
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    async def readyz(_: Request) -> Response:
+        checks: dict[str, Any] = {}
+        try:
+            checks["rules"] = await anyio.to_thread.run_sync(rules.store.count)
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"error: {type(exc).__name__}"
+        for name, probe in rules.extras.get("readiness", {}).items():
+            checks[name] = probe()
+        ready = checks["database"] == "ok"
+        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    server.custom_route("/healthz", methods=["GET"])(healthz)
+    server.custom_route("/readyz", methods=["GET"])(readyz)
+    return server.streamable_http_app(
+        max_request_body_size=settings.max_request_bytes,
+        max_sessions=settings.max_sessions,
+        transport_security=transport_security(settings.host, port if port is not None else settings.port),
+        host=settings.host,
+    )

@@ -1,0 +1,253 @@
+"""The MCP tools: thin adapters from tool arguments to the store and the composer.
+
+Each tool validates its arguments (pydantic from the signature, then the
+model's own checks) before touching the store, and turns every domain error
+into a ``ToolError``: the client gets an ``isError`` result with the precise
+message, never a traceback, and the stored data is unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Literal, ParamSpec, TypeVar
+
+import anyio
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import Field
+
+from otel_mcp.compose.engine import ComposeRequest
+from otel_mcp.errors import InvalidRule, RuleError
+from otel_mcp.interchange import export_directory, import_directory
+from otel_mcp.server.context import RulesContext
+from otel_mcp.store.model import SPEC_FIELDS, build_spec
+from otel_mcp.store.sqlite import StoreBusy
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+ActivationArg = Literal["always", "auto", "agent_requested", "manual"]
+RuleId = Annotated[str, Field(description="rule id: lowercase letters, digits, '.', '_', '-'", max_length=128)]
+StrList = Annotated[list[Annotated[str, Field(max_length=512)]], Field(max_length=256)]
+WRITE_TOOLS = frozenset(
+    {"create_rule", "update_rule", "delete_rule", "rollback_rule", "import_rules", "export_rules"}
+)
+
+
+def _domain_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except (RuleError, StoreBusy) as exc:
+            raise ToolError(str(exc)) from exc
+
+    return wrapper
+
+
+def register_tools(server: MCPServer, rules: RulesContext) -> None:
+    store, composer, settings = rules.store, rules.composer, rules.settings
+
+    def ensure_writable() -> None:
+        if settings.read_only:
+            raise InvalidRule("this server is read-only: write tools are disabled")
+
+    async def run(fn: Callable[[], R]) -> R:
+        return await anyio.to_thread.run_sync(fn)
+
+    async def changed(ctx: Context, *rule_ids: str) -> None:
+        """Tell subscribers what changed (best effort: a notification never fails a write)."""
+        try:
+            await ctx.notify_resources_changed()
+            await ctx.notify_resource_updated("rules://index")
+            for rule_id in rule_ids:
+                await ctx.notify_resource_updated(f"rules://{rule_id}")
+        except Exception:
+            pass
+
+    @server.tool()
+    @_domain_errors
+    async def list_rules(
+        activation: ActivationArg | None = None,
+        tag: str | None = None,
+        enabled: bool | None = None,
+        cursor: Annotated[str | None, Field(description="next_cursor from the previous page")] = None,
+        limit: Annotated[int, Field(ge=1, le=200)] = 50,
+    ) -> dict[str, Any]:
+        """List rules (metadata only, no bodies), ordered by id, one page at a time."""
+        page, next_cursor = await run(
+            lambda: store.list_page(activation=activation, tag=tag, enabled=enabled, after=cursor, limit=limit)
+        )
+        return {"rules": [r.to_dict(with_body=False) for r in page], "next_cursor": next_cursor}
+
+    @server.tool()
+    @_domain_errors
+    async def get_rule(id: RuleId, version: Annotated[int | None, Field(ge=1)] = None) -> dict[str, Any]:
+        """Get one rule with its body; pass `version` for an older version from its history."""
+        rule = await run(lambda: store.get(id, version))
+        return rule.to_dict()
+
+    @server.tool()
+    @_domain_errors
+    async def create_rule(
+        ctx: Context,
+        id: RuleId,
+        body: Annotated[str, Field(description="markdown instructions")],
+        description: str = "",
+        activation: ActivationArg = "manual",
+        globs: StrList | None = None,
+        exclude_globs: StrList | None = None,
+        tags: StrList | None = None,
+        priority: int = 0,
+        imports: StrList | None = None,
+        overrides: StrList | None = None,
+        settings: dict[str, Any] | None = None,
+        enabled: bool = True,
+    ) -> dict[str, Any]:
+        """Create a rule. Fails if the id exists. Returns the stored rule's metadata (version 1)."""
+        ensure_writable()
+        fields = {k: v for k, v in locals().items() if k in SPEC_FIELDS}
+        rule = await run(lambda: store.create(fields))
+        await changed(ctx, rule.id)
+        return rule.to_dict(with_body=False)
+
+    @server.tool()
+    @_domain_errors
+    async def update_rule(
+        ctx: Context,
+        id: RuleId,
+        expected_version: Annotated[int, Field(ge=1, description="the version you read; stale -> conflict")],
+        body: str | None = None,
+        description: str | None = None,
+        activation: ActivationArg | None = None,
+        globs: StrList | None = None,
+        exclude_globs: StrList | None = None,
+        tags: StrList | None = None,
+        priority: int | None = None,
+        imports: StrList | None = None,
+        overrides: StrList | None = None,
+        settings: dict[str, Any] | None = None,
+        enabled: bool | None = None,
+    ) -> dict[str, Any]:
+        """Change some fields of a rule, if it is still at `expected_version` (optimistic concurrency)."""
+        ensure_writable()
+        changes = {k: v for k, v in locals().items() if k in SPEC_FIELDS and k != "id" and v is not None}
+        rule = await run(lambda: store.update(id, expected_version, changes))
+        await changed(ctx, rule.id)
+        return rule.to_dict(with_body=False)
+
+    @server.tool()
+    @_domain_errors
+    async def delete_rule(ctx: Context, id: RuleId, expected_version: Annotated[int, Field(ge=1)]) -> dict[str, Any]:
+        """Delete a rule if it is still at `expected_version`. Its history is kept (see rollback_rule)."""
+        ensure_writable()
+        version = await run(lambda: store.delete(id, expected_version))
+        await changed(ctx, id)
+        return {"id": id, "deleted": True, "version": version}
+
+    @server.tool()
+    @_domain_errors
+    async def compose_rules(
+        context_files: StrList | None = None,
+        tags: StrList | None = None,
+        rule_ids: StrList | None = None,
+        agent: str | None = None,
+        token_budget: Annotated[int | None, Field(ge=1)] = None,
+    ) -> dict[str, Any]:
+        """Compose the rules that apply to these files/tags/ids into one markdown document plus a manifest
+        (what was included and why, what was dropped, settings conflicts, token estimate)."""
+        request = ComposeRequest.from_args(context_files, tags, rule_ids, agent, token_budget)
+        composition = await run(lambda: composer.compose(request))
+        return composition.to_dict()
+
+    @server.tool()
+    @_domain_errors
+    async def search_rules(
+        query: Annotated[str, Field(min_length=1, max_length=1000)],
+        limit: Annotated[int, Field(ge=1, le=200)] = 20,
+    ) -> dict[str, Any]:
+        """Full-text search over rule ids, descriptions and bodies, best match first."""
+        hits = await run(lambda: store.search(query, limit))
+        return {"results": [{**h.rule.to_dict(with_body=False), "snippet": h.snippet} for h in hits]}
+
+    @server.tool()
+    @_domain_errors
+    async def rule_history(id: RuleId, limit: Annotated[int, Field(ge=1, le=200)] = 50) -> dict[str, Any]:
+        """A rule's versions, newest first (create, update, delete, rollback, import)."""
+        entries = await run(lambda: store.history(id, limit))
+        return {"id": id, "versions": [e.to_dict() for e in entries]}
+
+    @server.tool()
+    @_domain_errors
+    async def rollback_rule(
+        ctx: Context,
+        id: RuleId,
+        to_version: Annotated[int, Field(ge=1)],
+        expected_version: Annotated[int | None, Field(ge=1)] = None,
+    ) -> dict[str, Any]:
+        """Restore the content of `to_version` as a new version (also revives a deleted rule)."""
+        ensure_writable()
+        rule = await run(lambda: store.rollback(id, to_version, expected_version))
+        await changed(ctx, rule.id)
+        return rule.to_dict(with_body=False)
+
+    @server.tool()
+    @_domain_errors
+    async def validate_rule(
+        id: RuleId,
+        body: str,
+        description: str = "",
+        activation: ActivationArg = "manual",
+        globs: StrList | None = None,
+        exclude_globs: StrList | None = None,
+        tags: StrList | None = None,
+        priority: int = 0,
+        imports: StrList | None = None,
+        overrides: StrList | None = None,
+        settings: dict[str, Any] | None = None,
+        enabled: bool = True,
+    ) -> dict[str, Any]:
+        """Check a rule without storing it: field errors, plus warnings about imports and overrides
+        that name rules that do not exist."""
+        fields = {k: v for k, v in locals().items() if k in SPEC_FIELDS}
+        try:
+            spec = build_spec(fields, store.limits)
+        except InvalidRule as exc:
+            return {"valid": False, "errors": [str(exc)], "warnings": []}
+        known = composer.ruleset().rules
+        warnings = [f"import {i!r} does not exist yet" for i in spec.imports if i not in known]
+        warnings += [f"override {o!r} does not exist" for o in spec.overrides if o not in known]
+        return {"valid": True, "errors": [], "warnings": warnings, "etag": spec.content_hash()}
+
+    @server.tool()
+    @_domain_errors
+    async def import_rules(
+        ctx: Context,
+        directory: Annotated[str, Field(description="folder relative to the server's files root")],
+        format: Literal["auto", "cursor", "claude", "copilot", "agents"] = "auto",
+    ) -> dict[str, Any]:
+        """Import rule files (.mdc, .claude/rules/*.md, *.instructions.md, AGENTS.md) from a folder.
+        Each file is reported on its own; a bad file does not stop the others."""
+        ensure_writable()
+        results = await run(lambda: import_directory(store, settings.files_root, directory, format))
+        await changed(ctx, *(r.rule_id for r in results if r.rule_id and r.status in ("created", "updated")))
+        counts: dict[str, int] = {}
+        for r in results:
+            counts[r.status] = counts.get(r.status, 0) + 1
+        return {"counts": counts, "files": [r.to_dict() for r in results]}
+
+    @server.tool()
+    @_domain_errors
+    async def export_rules(
+        directory: Annotated[str, Field(description="folder relative to the server's files root")],
+        format: Literal["cursor", "claude", "copilot", "agents"] = "cursor",
+    ) -> dict[str, Any]:
+        """Write every rule as files of the given tool's format into a folder."""
+        ensure_writable()
+        results = await run(lambda: export_directory(store, settings.files_root, directory, format))
+        return {"written": len(results), "files": [r.to_dict() for r in results]}
+
+    if settings.read_only:
+        for name in WRITE_TOOLS:
+            server.remove_tool(name)
