@@ -25,6 +25,12 @@ class CompositionCache(Protocol):
     def put(self, key: str, composition: Composition) -> None: ...
 
 
+class RequestObserver(Protocol):
+    """Sees every request composed (popularity tracking for cache warming); must not raise."""
+
+    def observe(self, request: ComposeRequest) -> None: ...
+
+
 class RuleSet:
     """The rules of one store generation, by id."""
 
@@ -37,14 +43,20 @@ class ComposeService:
     """:param store: the rule store
     :param cache: optional composition cache (default none)
     :param options: engine limits (default ``ComposeOptions()``)
+    :param observer: told of every request, e.g. ``TieredCache`` for popularity (default none)
     """
 
     def __init__(
-        self, store: RuleStore, cache: CompositionCache | None = None, options: ComposeOptions = ComposeOptions()
+        self,
+        store: RuleStore,
+        cache: CompositionCache | None = None,
+        options: ComposeOptions = ComposeOptions(),
+        observer: RequestObserver | None = None,
     ) -> None:
         self.store = store
         self.cache = cache
         self.options = options
+        self.observer = observer
         self._ruleset = RuleSet(-1, [])
         self._lock = threading.Lock()
 
@@ -65,6 +77,8 @@ class ComposeService:
         return f"c:{generation}:{digest}"
 
     def compose(self, request: ComposeRequest) -> Composition:
+        if self.observer is not None:
+            self.observer.observe(request)
         ruleset = self.ruleset()
         if self.cache is None:
             return compose(ruleset.rules, request, self.options)

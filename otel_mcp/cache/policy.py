@@ -1,0 +1,349 @@
+"""Eviction policies bounded by weight (bytes), shared by L1 and ``perf/cache_sim.py``.
+
+Each policy maps keys to values, each with a weight, and keeps the total
+weight at or under ``capacity`` by evicting. They are not thread-safe: the
+L1 cache holds its lock around every call. The simulator replays traces
+through the very same classes, so the figures in ``docs/cache.md`` describe
+the code that runs.
+
+- ``LRUPolicy``: least recently used.
+- ``S3FIFOPolicy``: S3-FIFO (Yang et al., SOSP 2023): a small probationary FIFO,
+  a main FIFO with re-insertion, and a ghost FIFO of recently evicted keys.
+- ``TinyLFUPolicy``: W-TinyLFU (Einziger et al., 2017; Caffeine's design): an
+  LRU window, then a segmented LRU main area guarded by a frequency sketch
+  that admits a newcomer only if it is more popular than the victim.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Generic, Protocol, TypeVar
+
+V = TypeVar("V")
+
+S3_SMALL_FRACTION = 0.10  # of capacity, the probationary FIFO (the paper's default)
+S3_MAX_FREQ = 3  # 2-bit frequency counter
+TLFU_WINDOW_FRACTION = 0.01  # of capacity, the admission window (Caffeine's default)
+TLFU_PROTECTED_FRACTION = 0.80  # of the main area
+TLFU_SKETCH_DEPTH = 4
+TLFU_MIN_SKETCH_WIDTH = 64  # counters per row
+TLFU_MAX_COUNT = 15  # 4-bit counters, as in Caffeine
+TLFU_SAMPLE_FACTOR = 10  # age (halve) the sketch after width * this many increments
+
+
+class Policy(Protocol[V]):
+    """What the L1 cache and the simulator need from a policy."""
+
+    capacity: int
+    weight: int
+
+    def get(self, key: str) -> V | None: ...
+
+    def put(self, key: str, value: V, weight: int) -> None: ...
+
+    def pop(self, key: str) -> V | None: ...
+
+    def clear(self) -> None: ...
+
+    def __len__(self) -> int: ...
+
+    def __contains__(self, key: object) -> bool: ...
+
+
+class LRUPolicy(Generic[V]):
+    """:param int capacity: total weight kept (bytes in L1, entries in the simulator)"""
+
+    name = "lru"
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.weight = 0
+        self._data: OrderedDict[str, tuple[V, int]] = OrderedDict()
+
+    def get(self, key: str) -> V | None:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        self._data.move_to_end(key)
+        return item[0]
+
+    def put(self, key: str, value: V, weight: int) -> None:
+        self.pop(key)
+        if weight > self.capacity:
+            return
+        self._data[key] = (value, weight)
+        self.weight += weight
+        while self.weight > self.capacity:
+            _, (_, w) = self._data.popitem(last=False)
+            self.weight -= w
+
+    def pop(self, key: str) -> V | None:
+        item = self._data.pop(key, None)
+        if item is None:
+            return None
+        self.weight -= item[1]
+        return item[0]
+
+    def clear(self) -> None:
+        self._data.clear()
+        self.weight = 0
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+
+class _Entry(Generic[V]):
+    __slots__ = ("freq", "queue", "value", "weight")
+
+    def __init__(self, value: V, weight: int, queue: int) -> None:
+        self.value = value
+        self.weight = weight
+        self.freq = 0
+        self.queue = queue
+
+
+_SMALL, _MAIN, _WINDOW, _PROBATION, _PROTECTED = range(5)
+
+
+class S3FIFOPolicy(Generic[V]):
+    """:param int capacity: total weight kept
+    :param float small_fraction: share of capacity for the probationary FIFO (default 0.10)
+    """
+
+    name = "s3fifo"
+
+    def __init__(self, capacity: int, small_fraction: float = S3_SMALL_FRACTION) -> None:
+        self.capacity = capacity
+        self.weight = 0
+        self._small_capacity = max(1, int(capacity * small_fraction))
+        self._small: OrderedDict[str, _Entry[V]] = OrderedDict()
+        self._main: OrderedDict[str, _Entry[V]] = OrderedDict()
+        self._ghost: OrderedDict[str, None] = OrderedDict()
+        self._small_weight = 0
+
+    def get(self, key: str) -> V | None:
+        entry = self._small.get(key) or self._main.get(key)
+        if entry is None:
+            return None
+        entry.freq = min(entry.freq + 1, S3_MAX_FREQ)  # no reordering on a hit: that is the point of FIFO
+        return entry.value
+
+    def put(self, key: str, value: V, weight: int) -> None:
+        self.pop(key)
+        if weight > self.capacity:
+            return
+        if key in self._ghost:
+            del self._ghost[key]
+            self._main[key] = _Entry(value, weight, _MAIN)
+        else:
+            self._small[key] = _Entry(value, weight, _SMALL)
+            self._small_weight += weight
+        self.weight += weight
+        while self.weight > self.capacity:
+            if self._small_weight > self._small_capacity or not self._main:
+                self._evict_small()
+            else:
+                self._evict_main()
+
+    def _evict_small(self) -> None:
+        key, entry = self._small.popitem(last=False)
+        self._small_weight -= entry.weight
+        if entry.freq > 0:
+            entry.freq = 0
+            entry.queue = _MAIN
+            self._main[key] = entry
+            return
+        self.weight -= entry.weight
+        self._ghost[key] = None
+        # The ghost remembers about as many keys as the main queue holds.
+        while len(self._ghost) > max(len(self._main), 1):
+            self._ghost.popitem(last=False)
+
+    def _evict_main(self) -> None:
+        while True:
+            key, entry = self._main.popitem(last=False)
+            if entry.freq > 0:
+                entry.freq -= 1
+                self._main[key] = entry
+                continue
+            self.weight -= entry.weight
+            return
+
+    def pop(self, key: str) -> V | None:
+        entry = self._small.pop(key, None)
+        if entry is not None:
+            self._small_weight -= entry.weight
+        else:
+            entry = self._main.pop(key, None)
+        if entry is None:
+            return None
+        self.weight -= entry.weight
+        return entry.value
+
+    def clear(self) -> None:
+        self._small.clear()
+        self._main.clear()
+        self._ghost.clear()
+        self.weight = self._small_weight = 0
+
+    def __len__(self) -> int:
+        return len(self._small) + len(self._main)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._small or key in self._main
+
+
+class FrequencySketch:
+    """A count-min sketch of 4-bit counters with periodic halving (TinyLFU's aging).
+
+    :param int width: counters per row, rounded up to a power of two
+    """
+
+    def __init__(self, width: int) -> None:
+        size = TLFU_MIN_SKETCH_WIDTH
+        while size < width:
+            size *= 2
+        self._mask = size - 1
+        self._rows = [[0] * size for _ in range(TLFU_SKETCH_DEPTH)]
+        self._multipliers = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93)
+        self._additions = 0
+        self._sample = size * TLFU_SAMPLE_FACTOR
+
+    def _indexes(self, key: str) -> list[int]:
+        h = hash(key) & 0xFFFFFFFFFFFFFFFF
+        return [(h * m) >> 40 & self._mask for m in self._multipliers]
+
+    def add(self, key: str) -> None:
+        for row, i in zip(self._rows, self._indexes(key), strict=True):
+            if row[i] < TLFU_MAX_COUNT:
+                row[i] += 1
+        self._additions += 1
+        if self._additions >= self._sample:
+            for row in self._rows:
+                row[:] = [c >> 1 for c in row]
+            self._additions //= 2
+
+    def estimate(self, key: str) -> int:
+        return min(row[i] for row, i in zip(self._rows, self._indexes(key), strict=True))
+
+
+class TinyLFUPolicy(Generic[V]):
+    """:param int capacity: total weight kept
+    :param int expected_entries: sizes the frequency sketch (default: capacity / 4 KiB, at least 64)
+    :param float window_fraction: share of capacity for the LRU window (default 0.01)
+    """
+
+    name = "tinylfu"
+
+    def __init__(
+        self, capacity: int, expected_entries: int | None = None, window_fraction: float = TLFU_WINDOW_FRACTION
+    ) -> None:
+        self.capacity = capacity
+        self.weight = 0
+        self._window_capacity = max(1, int(capacity * window_fraction))
+        main = capacity - self._window_capacity
+        self._protected_capacity = int(main * TLFU_PROTECTED_FRACTION)
+        self._window: OrderedDict[str, _Entry[V]] = OrderedDict()
+        self._probation: OrderedDict[str, _Entry[V]] = OrderedDict()
+        self._protected: OrderedDict[str, _Entry[V]] = OrderedDict()
+        self._window_weight = 0
+        self._protected_weight = 0
+        self.sketch = FrequencySketch(expected_entries or max(TLFU_MIN_SKETCH_WIDTH, capacity // 4096))
+
+    def _find(self, key: str) -> _Entry[V] | None:
+        return self._window.get(key) or self._probation.get(key) or self._protected.get(key)
+
+    def get(self, key: str) -> V | None:
+        self.sketch.add(key)
+        entry = self._find(key)
+        if entry is None:
+            return None
+        if entry.queue == _WINDOW:
+            self._window.move_to_end(key)
+        elif entry.queue == _PROTECTED:
+            self._protected.move_to_end(key)
+        else:
+            del self._probation[key]
+            entry.queue = _PROTECTED
+            self._protected[key] = entry
+            self._protected_weight += entry.weight
+            while self._protected_weight > self._protected_capacity and len(self._protected) > 1:
+                demoted_key, demoted = self._protected.popitem(last=False)
+                self._protected_weight -= demoted.weight
+                demoted.queue = _PROBATION
+                self._probation[demoted_key] = demoted
+        return entry.value
+
+    def put(self, key: str, value: V, weight: int) -> None:
+        self.pop(key)
+        if weight > self.capacity:
+            return
+        self._window[key] = _Entry(value, weight, _WINDOW)
+        self._window_weight += weight
+        self.weight += weight
+        while self._window_weight > self._window_capacity and len(self._window) > 1:
+            candidate_key, candidate = self._window.popitem(last=False)
+            self._window_weight -= candidate.weight
+            candidate.queue = _PROBATION
+            self._probation[candidate_key] = candidate
+            self._admit(candidate_key, candidate)
+        while self.weight > self.capacity:
+            self._evict_any()
+
+    def _admit(self, key: str, candidate: _Entry[V]) -> None:
+        """Make room in the main area for ``candidate``, or drop it if it is the least popular."""
+        while self.weight > self.capacity:
+            victim_key = next((k for k in self._probation if k != key), None)
+            if victim_key is None:
+                victim_key = next((k for k in self._protected), None)
+                if victim_key is None:
+                    return
+            # Ties go to the victim: a one-hit wonder must not displace an entry of equal standing.
+            if self.sketch.estimate(key) > self.sketch.estimate(victim_key):
+                self.pop(victim_key)
+            else:
+                self.pop(key)
+                return
+
+    def _evict_any(self) -> None:
+        for queue in (self._probation, self._window, self._protected):
+            if queue:
+                self.pop(next(iter(queue)))
+                return
+
+    def pop(self, key: str) -> V | None:
+        entry = self._find(key)
+        if entry is None:
+            return None
+        if entry.queue == _WINDOW:
+            del self._window[key]
+            self._window_weight -= entry.weight
+        elif entry.queue == _PROTECTED:
+            del self._protected[key]
+            self._protected_weight -= entry.weight
+        else:
+            del self._probation[key]
+        self.weight -= entry.weight
+        return entry.value
+
+    def clear(self) -> None:
+        self._window.clear()
+        self._probation.clear()
+        self._protected.clear()
+        self.weight = self._window_weight = self._protected_weight = 0
+
+    def __len__(self) -> int:
+        return len(self._window) + len(self._probation) + len(self._protected)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._window or key in self._probation or key in self._protected
+
+
+POLICIES: dict[str, type[LRUPolicy[object]] | type[S3FIFOPolicy[object]] | type[TinyLFUPolicy[object]]] = {
+    "lru": LRUPolicy,
+    "s3fifo": S3FIFOPolicy,
+    "tinylfu": TinyLFUPolicy,
+}
