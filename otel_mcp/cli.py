@@ -125,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    for chatty in ("httpx", "httpx2", "mcp.client"):  # one INFO line per HTTP request drowns the demo's output
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         result: int = args.func(args)
         return result

@@ -1,16 +1,31 @@
-"""The README's main job: the telemetry stack, the HTTP server with sample rules, a demo workload."""
+"""The README's main job: the telemetry stack, the HTTP server with sample rules, a demo workload.
+
+``otel-mcp demo`` installs and starts the Collector, Jaeger and Prometheus,
+starts ``otel-mcp serve --transport http`` exporting OTLP to the Collector, runs
+a short workload with a real MCP client that sends its trace context in
+``params._meta``, and prints where to look. It then keeps serving until Ctrl-C
+(or ``--duration`` seconds) and stops everything it started.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
+from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 from otel_mcp.config import Settings
 
 SAMPLES = Path(__file__).parent / "samples"
+DEMO_QUERY = "sum by (mcp_method_name) (rate(mcp_server_operation_duration_seconds_count[1m]))"
+SERVER_START_TIMEOUT = 30.0  # seconds
 
 
 def seed_samples(settings: Settings) -> int:
@@ -28,27 +43,155 @@ def seed_samples(settings: Settings) -> int:
 
 
 def client_snippet(settings: Settings) -> str:
-    url = f"http://{settings.host}:{settings.port}/mcp"
-    exe = shutil.which("otel-mcp") or f"{sys.executable} -m otel_mcp.cli"
+    beside_python = Path(sys.executable).with_name("otel-mcp")
+    exe = str(beside_python) if beside_python.exists() else shutil.which("otel-mcp") or sys.executable
+    args = ["-m", "otel_mcp.cli"] if exe == sys.executable else []
+    args += ["serve", "--db", str(settings.db)]
     return json.dumps(
         {
             "mcpServers": {
-                "otel-mcp": {"command": exe, "args": ["serve", "--db", str(settings.db)]},
-                "otel-mcp-http": {"url": url},
+                "otel-mcp": {"command": exe, "args": args},
+                "otel-mcp-http": {"url": f"http://{settings.host}:{settings.port}/mcp"},
             }
         },
         indent=2,
     )
 
 
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with code {proc.returncode} while starting")
+        with suppress(OSError), urllib.request.urlopen(url, timeout=1) as response:
+            if response.status == 200:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"the server did not answer {url} within {timeout:.0f}s")
+
+
+def start_server(settings: Settings, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    argv = [
+        sys.executable, "-m", "otel_mcp.cli", "serve", "--transport", "http",
+        "--host", settings.host, "--port", str(settings.port), "--db", str(settings.db),
+        "--cache-dir", str(settings.cache_dir),
+    ]
+    proc = subprocess.Popen(argv, env={**os.environ, **env})
+    try:
+        _wait_healthy(f"http://{settings.host}:{settings.port}/healthz", proc, SERVER_START_TIMEOUT)
+    except BaseException:
+        proc.terminate()
+        proc.wait(10)
+        raise
+    return proc
+
+
+async def demo_workload(url: str) -> dict[str, Any]:
+    """A short, realistic session: browse, compose, write with a conflict, search, history.
+
+    Runs inside one client span, so the client's trace context reaches the
+    server through ``params._meta`` and the whole session is one trace.
+    """
+    from mcp import Client
+    from opentelemetry import trace
+
+    tracer = trace.get_tracer("otel_mcp.demo")
+    calls = 0
+    with tracer.start_as_current_span("demo workload") as span:
+        async with Client(url) as client:
+            await client.call_tool("list_rules", {})
+            for files in (["src/app.py"], ["src/ui/App.tsx", "src/ui/App.test.tsx"], ["README.md"]):
+                for _ in range(5):
+                    await client.call_tool("compose_rules", {"context_files": files, "token_budget": 2000})
+                    calls += 1
+            created = await client.call_tool(
+                "create_rule",
+                {"id": f"demo-{int(time.time())}", "body": "# Demo\n\nWritten by the demo.", "activation": "manual"},
+            )
+            rule = created.structured_content or {}
+            conflict = await client.call_tool(
+                "update_rule", {"id": rule.get("id", "missing"), "expected_version": 99, "body": "stale write"}
+            )
+            await client.call_tool("search_rules", {"query": "python"})
+            await client.call_tool("rule_history", {"id": "python-style"})
+            await client.read_resource("rules://index")
+            calls += 6
+        trace_id = format(span.get_span_context().trace_id, "032x")
+    return {"calls": calls, "trace_id": trace_id, "conflict_shown": bool(conflict.is_error)}
+
+
+def _client_tracing(endpoint: str) -> Any:
+    from opentelemetry import trace
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    provider = TracerProvider(resource=Resource.create({"service.name": "otel-mcp-demo-client"}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True)))
+    trace.set_tracer_provider(provider)
+    return provider
+
+
 def run_demo(settings: Settings, with_stack: bool = True, duration: float | None = None) -> int:
-    from otel_mcp.server.runner import serve
+    import anyio
 
     seeded = seed_samples(settings)
     print(f"==> rules database: {settings.db} ({seeded} sample rules imported)")
-    print(f"==> connect an MCP client to http://{settings.host}:{settings.port}/mcp, or add to mcpServers:")
-    print(client_snippet(settings))
-    started = time.monotonic()
-    del started, with_stack, duration
-    serve(Settings(**{**settings.__dict__, "transport": "http"}))
+    stack_env: dict[str, str] = {}
+    urls: dict[str, str] = {}
+    if with_stack:
+        from otel_mcp import stack
+
+        stack.install(progress=True)
+        status = stack.up(progress=True)
+        urls = status.urls
+        otlp = "http://" + urls.get("otlp_grpc", "127.0.0.1:4317").removeprefix("http://")
+        stack_env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp,
+            "OTEL_SERVICE_NAME": "otel-mcp",
+            "OTEL_METRIC_EXPORT_INTERVAL": "5000",
+        }
+    server = start_server(settings, stack_env)
+    provider = None
+    try:
+        mcp_url = f"http://{settings.host}:{settings.port}/mcp"
+        print(f"==> otel-mcp serving MCP at {mcp_url}")
+        if with_stack:
+            provider = _client_tracing(stack_env["OTEL_EXPORTER_OTLP_ENDPOINT"])
+        result = anyio.run(demo_workload, mcp_url)
+        if provider is not None:
+            provider.force_flush()
+        print(f"==> demo workload: {result['calls']} calls; optimistic-concurrency conflict shown: "
+              f"{result['conflict_shown']}")
+        print("==> where to look:")
+        print(f"  MCP endpoint        {mcp_url}")
+        if with_stack:
+            prometheus = urls.get("prometheus", "http://127.0.0.1:9090")
+            jaeger_api = urls.get("jaeger_api", "http://127.0.0.1:16686/api/traces?service=otel-mcp")
+            graph = f"{prometheus}/graph?g0.expr={urllib.parse.quote(DEMO_QUERY)}&g0.tab=0&g0.range_input=15m"
+            print(f"  Prometheus graph    {graph}")
+            print(f"  Prometheus alerts   {prometheus}/alerts")
+            print(f"  Jaeger: demo trace  {jaeger_api.split('/api/')[0]}/api/traces/{result['trace_id']}")
+            print(f"  Jaeger: all traces  {jaeger_api}")
+        print(f"  live figures        otel-mcp stats --url http://{settings.host}:{settings.port}")
+        print("==> add this to your MCP client's configuration:")
+        print(client_snippet(settings))
+        print("==> serving; press Ctrl-C to stop everything" if duration is None else "")
+        deadline = None if duration is None else time.monotonic() + duration
+        while server.poll() is None and (deadline is None or time.monotonic() < deadline):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.terminate()
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        if with_stack:
+            from otel_mcp import stack
+
+            stack.down()
+            print("==> stack stopped")
     return 0
