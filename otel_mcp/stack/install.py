@@ -1,0 +1,321 @@
+"""Build or install the stack's binaries once, into a cache keyed by version.
+
+- Collector: the official builder (``go install .../cmd/builder@v0.165.0``) compiles the
+  distribution described by ``collector/builder-config.yaml``.
+- Jaeger v2: the ``github.com/jaegertracing/jaeger`` module is downloaded and built as the
+  main module (its go.mod has a ``replace`` directive, so ``go install mod@version`` refuses it).
+- Prometheus and promtool: taken from ``PATH`` when present, otherwise Debian's package via
+  ``apt-get install --no-install-recommends`` (as root) or extracted from ``apt-get download``.
+
+Each binary lives in ``<cache>/<name>-<version>/``; a build writes to a temporary name and
+renames, so an interrupted build never leaves a half binary that later runs would trust.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from otel_mcp.stack import _settings as s
+
+GO_BUILD_FLAGS = ["-p", "2", "-trimpath", "-ldflags=-s -w"]  # 2 cores; small binaries
+_OUTPUT_TAIL = 40  # lines of a failed command's output kept in the error
+
+
+class InstallError(RuntimeError):
+    """A binary could not be built or installed; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Binaries:
+    """Absolute paths of the stack's executables."""
+
+    otelcol: Path
+    jaeger: Path
+    prometheus: Path
+    promtool: Path
+
+
+def _say(progress: bool, message: str) -> None:
+    if progress:
+        print(f"==> stack install: {message}", file=sys.stderr, flush=True)
+
+
+def _manifest_path() -> Path:
+    return s.config_root() / "collector" / "builder-config.yaml"
+
+
+def collector_path() -> Path:
+    """Where the Collector build for the current manifest lives (it may not exist yet).
+
+    The folder is keyed by the core version and a hash of the manifest, so adding a
+    component to ``builder-config.yaml`` rebuilds instead of reusing a stale binary.
+    """
+    digest = hashlib.sha256(_manifest_path().read_bytes()).hexdigest()[:10]
+    return s.cache_dir() / f"{s.COLLECTOR_BINARY}-{s.COLLECTOR_VERSION}-{digest}" / s.COLLECTOR_BINARY
+
+
+def jaeger_path() -> Path:
+    return s.cache_dir() / f"jaeger-{s.JAEGER_VERSION}" / "jaeger"
+
+
+def builder_path() -> Path:
+    return s.cache_dir() / f"builder-{s.BUILDER_VERSION}" / "builder"
+
+
+def _prometheus_cache_bin() -> Path:
+    return s.cache_dir() / "prometheus-deb" / "usr" / "bin"
+
+
+def prometheus_paths() -> tuple[Path, Path] | None:
+    """``(prometheus, promtool)`` from ``$OTEL_MCP_PROMETHEUS_BIN_DIR``, ``PATH`` or the cache."""
+    dirs: list[Path] = []
+    override = os.environ.get("OTEL_MCP_PROMETHEUS_BIN_DIR")
+    if override:
+        dirs.append(Path(override))
+    found = shutil.which("prometheus"), shutil.which("promtool")
+    if found[0] and found[1]:
+        dirs.append(Path(found[0]).parent)
+    dirs.append(_prometheus_cache_bin())
+    for d in dirs:
+        prom, tool = d / "prometheus", d / "promtool"
+        if os.access(prom, os.X_OK) and os.access(tool, os.X_OK):
+            return prom, tool
+    return None
+
+
+def find_binaries() -> Binaries | None:
+    """The installed binaries, or None when any is missing (nothing is built)."""
+    otelcol, jaeger, prom = collector_path(), jaeger_path(), prometheus_paths()
+    if prom is None or not (os.access(otelcol, os.X_OK) and os.access(jaeger, os.X_OK)):
+        return None
+    return Binaries(otelcol=otelcol, jaeger=jaeger, prometheus=prom[0], promtool=prom[1])
+
+
+def install(progress: bool = True, *, force: bool = False) -> Binaries:
+    """Build or install whatever is missing and return the paths of all four binaries.
+
+    Instant when everything is cached. A first build on 2 cores takes several minutes;
+    with ``progress`` the go and apt output is streamed to stderr.
+
+    :param bool progress: print steps and stream tool output (default True)
+    :param bool force: rebuild the Collector and Jaeger even if cached (default False)
+    :raises InstallError: a build or install step failed (with the tail of its output)
+    """
+    s.cache_dir().mkdir(parents=True, exist_ok=True)
+    # One installer at a time (a test run and a CLI call may race); the second one waits
+    # and then finds the binaries the first one built.
+    with _locked(s.cache_dir() / ".install.lock"):
+        otelcol = collector_path()
+        if force or not os.access(otelcol, os.X_OK):
+            _build_collector(otelcol, progress)
+        else:
+            _say(progress, f"collector cached: {otelcol}")
+        jaeger = jaeger_path()
+        if force or not os.access(jaeger, os.X_OK):
+            _build_jaeger(jaeger, progress)
+        else:
+            _say(progress, f"jaeger cached: {jaeger}")
+        prom = prometheus_paths()
+        if prom is None:
+            prom = _install_prometheus(progress)
+        else:
+            _say(progress, f"prometheus found: {prom[0]}")
+    return Binaries(otelcol=otelcol, jaeger=jaeger, prometheus=prom[0], promtool=prom[1])
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _go_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # -mod=mod lets go update go.sum for the generated/copied modules; GOTOOLCHAIN and
+    # GOPROXY are passed through untouched (a go.mod needing a newer Go sets GOTOOLCHAIN).
+    flags = env.get("GOFLAGS", "")
+    if "-mod=" not in flags:
+        env["GOFLAGS"] = (flags + " -mod=mod").strip()
+    return env
+
+
+def _go() -> str:
+    go = shutil.which("go")
+    if go is None:
+        raise InstallError(
+            "the Go toolchain is needed to build the Collector and Jaeger: `go` is not on PATH"
+        )
+    return go
+
+
+def run_streamed(argv: Sequence[str], *, label: str, progress: bool, cwd: Path | None = None,
+                 env: dict[str, str] | None = None) -> str:
+    """Run ``argv``; stream its output prefixed by ``label`` when ``progress``; return it.
+
+    :raises InstallError: non-zero exit, with the last lines of output
+    """
+    _say(progress, f"[{label}] $ {' '.join(argv)}")
+    started = time.monotonic()
+    try:
+        proc = subprocess.Popen(
+            list(argv), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+        )
+    except OSError as exc:
+        raise InstallError(f"[{label}] cannot run {argv[0]}: {exc}") from exc
+    lines: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line.rstrip("\n"))
+        if progress:
+            print(f"  [{label}] {line}", end="", file=sys.stderr, flush=True)
+    code = proc.wait()
+    elapsed = time.monotonic() - started
+    if code != 0:
+        tail = "\n".join(lines[-_OUTPUT_TAIL:])
+        raise InstallError(f"[{label}] {' '.join(argv)} exited {code} after {elapsed:.0f}s:\n{tail}")
+    _say(progress, f"[{label}] done in {elapsed:.0f}s")
+    return "\n".join(lines)
+
+
+def _ensure_builder(progress: bool) -> Path:
+    builder = builder_path()
+    if os.access(builder, os.X_OK):
+        return builder
+    _say(progress, f"installing the collector builder {s.BUILDER_VERSION}")
+    builder.parent.mkdir(parents=True, exist_ok=True)
+    env = _go_env() | {"GOBIN": str(builder.parent)}
+    run_streamed(
+        [_go(), "install", *GO_BUILD_FLAGS, f"go.opentelemetry.io/collector/cmd/builder@{s.BUILDER_VERSION}"],
+        label="builder", progress=progress, env=env,
+    )
+    return builder
+
+
+def _build_collector(target: Path, progress: bool) -> None:
+    builder = _ensure_builder(progress)
+    _say(progress, f"building the Collector {s.COLLECTOR_VERSION} -> {target} (several minutes on 2 cores)")
+    manifest = yaml.safe_load(_manifest_path().read_text())
+    with tempfile.TemporaryDirectory(prefix="otelcol-build-", dir=s.cache_dir()) as tmp:
+        work = Path(tmp)
+        manifest["dist"]["output_path"] = str(work / "src")
+        (work / "manifest.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+        env = _go_env()
+        env["GOFLAGS"] = env["GOFLAGS"] + " -p=2"  # builder runs `go build` itself
+        run_streamed([str(builder), "--config", str(work / "manifest.yaml")],
+                     label="collector", progress=progress, cwd=work, env=env)
+        _place(work / "src" / s.COLLECTOR_BINARY, target)
+
+
+def _build_jaeger(target: Path, progress: bool) -> None:
+    go = _go()
+    module = f"{s.JAEGER_MODULE}@{s.JAEGER_VERSION}"
+    _say(progress, f"building Jaeger {s.JAEGER_VERSION} (v2) -> {target} (several minutes on 2 cores)")
+    out = run_streamed([go, "mod", "download", "-json", module], label="jaeger", progress=False,
+                       env=_go_env())
+    source = Path(json.loads(out)["Dir"])
+    with tempfile.TemporaryDirectory(prefix="jaeger-build-", dir=s.cache_dir()) as tmp:
+        # The module cache is read-only, and go.mod's replace directive only applies to the
+        # main module: build a writable copy as the main module.
+        work = Path(tmp) / "src"
+        shutil.copytree(source, work, symlinks=True)
+        for path in [work, *work.rglob("*")]:
+            if not path.is_symlink():
+                path.chmod(path.stat().st_mode | 0o200)
+        binary = Path(tmp) / "jaeger"
+        run_streamed([go, "build", *GO_BUILD_FLAGS, "-o", str(binary), "./cmd/jaeger"],
+                     label="jaeger", progress=progress, cwd=work, env=_go_env())
+        _place(binary, target)
+
+
+def _place(built: Path, target: Path) -> None:
+    if not built.is_file():
+        raise InstallError(f"the build finished but {built} is missing")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    shutil.copy2(built, partial)
+    partial.chmod(0o755)
+    os.replace(partial, target)
+
+
+def _install_prometheus(progress: bool) -> tuple[Path, Path]:
+    apt = shutil.which("apt-get")
+    if apt is None:
+        raise InstallError(
+            "prometheus/promtool are not on PATH and apt-get is missing: install Prometheus 2.x "
+            "and set OTEL_MCP_PROMETHEUS_BIN_DIR to the folder holding both"
+        )
+    env = dict(os.environ) | {"DEBIAN_FRONTEND": "noninteractive"}
+    if os.geteuid() == 0:
+        _say(progress, f"installing Debian's {s.PROMETHEUS_DEB} package (apt-get, --no-install-recommends)")
+        run_streamed([apt, "update"], label="apt", progress=progress, env=env)
+        with _no_service_start():
+            run_streamed([apt, "install", "-y", "--no-install-recommends", s.PROMETHEUS_DEB],
+                         label="apt", progress=progress, env=env)
+        _disable_system_service(progress)
+    else:
+        # Not root: take the same package's files without installing it system-wide.
+        _say(progress, f"extracting Debian's {s.PROMETHEUS_DEB} package into {s.cache_dir()}")
+        with tempfile.TemporaryDirectory(dir=s.cache_dir()) as tmp:
+            run_streamed([apt, "download", s.PROMETHEUS_DEB], label="apt", progress=progress,
+                         cwd=Path(tmp), env=env)
+            debs = sorted(Path(tmp).glob("*.deb"))
+            if not debs:
+                raise InstallError("apt-get download produced no .deb")
+            run_streamed(["dpkg-deb", "-x", str(debs[0]), str(s.cache_dir() / "prometheus-deb")],
+                         label="apt", progress=progress)
+    found = prometheus_paths()
+    if found is None:
+        raise InstallError("Prometheus was installed but prometheus/promtool are still not found")
+    return found
+
+
+_POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
+
+
+@contextmanager
+def _no_service_start() -> Iterator[None]:
+    """Stop the package's postinst from starting the system service on :9090.
+
+    We run our own Prometheus with our config; a system one would take its port. Debian's
+    policy-rc.d hook (exit 101 = "action forbidden") is the documented way to say so.
+    """
+    if _POLICY_RC_D.exists():
+        yield
+        return
+    try:
+        _POLICY_RC_D.write_text("#!/bin/sh\n# written by otel-mcp stack install; removed after\nexit 101\n")
+        _POLICY_RC_D.chmod(0o755)
+    except OSError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        _POLICY_RC_D.unlink(missing_ok=True)
+
+
+def _disable_system_service(progress: bool) -> None:
+    systemctl = shutil.which("systemctl")
+    if systemctl and Path("/run/systemd/system").is_dir():
+        subprocess.run([systemctl, "disable", "--now", "prometheus"], check=False,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _say(progress, "disabled the prometheus system service (otel-mcp runs its own)")
