@@ -62,6 +62,7 @@ DEFAULT_L1_POLICY = "tinylfu"  # see docs/cache.md: closest to Belady, never wor
 DEFAULT_L2_BYTES = 512 * 2**20  # 512 MiB on disk, bodies and skeletons together
 DEFAULT_L2_TIMEOUT = 0.5  # seconds to wait for L2's SQLite lock before giving up (a miss)
 DEFAULT_BODY_MIN_BYTES = 256  # bodies below this stay inline in the skeleton
+DEFAULT_BODY_MEMO_BYTES = 16 * 2**20  # 16 MiB of decoded bodies kept in memory by digest
 DEFAULT_SNAPSHOT_INTERVAL = 60.0  # seconds between popularity snapshots
 POPULARITY_FILE = "popularity.json"
 SKELETON_VERSION = 1
@@ -151,25 +152,24 @@ def encode_composition(composition: Composition, body_min_bytes: int = DEFAULT_B
     return Encoded(skeleton, bodies, len(skeleton) + sum(len(b) for b in bodies.values()))
 
 
-def decode_composition(skeleton: bytes, fetch_body: Callable[[str], bytes | None]) -> tuple[Composition, int] | None:
+def decode_composition(
+    skeleton: bytes, fetch_bodies: Callable[[list[str]], dict[str, str]]
+) -> tuple[Composition, int] | None:
     """The composition and its L1 weight, or None when a body is missing.
 
+    :param fetch_bodies: digests to bodies; a digest it cannot find is left out
     :raises ValueError: when the skeleton is malformed
     """
     data = json.loads(skeleton)
     if not isinstance(data, dict) or data.get("v") != SKELETON_VERSION:
         raise ValueError("unknown skeleton version")
-    pieces: list[str] = []
-    weight = len(skeleton)
-    for part in data["md"]:
-        if isinstance(part, str):
-            pieces.append(part)
-            continue
-        raw = fetch_body(part[0])
-        if raw is None:
-            return None
-        weight += len(raw)
-        pieces.append(raw.decode())
+    parts = data["md"]
+    wanted = [p[0] for p in parts if not isinstance(p, str)]
+    bodies = fetch_bodies(wanted) if wanted else {}
+    if len(bodies) < len(set(wanted)):
+        return None
+    pieces = [p if isinstance(p, str) else bodies[p[0]] for p in parts]
+    weight = len(skeleton) + sum(len(b) for b in bodies.values())
     return Composition.from_dict({"markdown": "".join(pieces), "manifest": data["manifest"]}), weight
 
 
@@ -184,6 +184,7 @@ class TieredCache:
     :param int compress_threshold: bytes at or above which L2 values are compressed (default 1 KiB)
     :param int compress_quality: brotli quality (default 5)
     :param int body_min_bytes: smallest rule body stored content-addressed (default 256)
+    :param int body_memo_bytes: decoded bodies kept in memory, by digest (default 16 MiB)
     :param float snapshot_interval: seconds between popularity snapshots (default 60)
     :param popularity: the popularity tracker (default a new one, loaded from the directory)
     """
@@ -199,6 +200,7 @@ class TieredCache:
         compress_threshold: int = DEFAULT_COMPRESS_THRESHOLD,
         compress_quality: int = DEFAULT_COMPRESS_QUALITY,
         body_min_bytes: int = DEFAULT_BODY_MIN_BYTES,
+        body_memo_bytes: int = DEFAULT_BODY_MEMO_BYTES,
         snapshot_interval: float = DEFAULT_SNAPSHOT_INTERVAL,
         popularity: Popularity | None = None,
     ) -> None:
@@ -215,6 +217,9 @@ class TieredCache:
         self.l1_hits = self.l2_hits = self.misses = self.puts = self.errors = 0
         self.bodies_written = self.bodies_reused = 0
         self._l1: Policy[Composition] = _POLICIES[l1_policy](l1_bytes)
+        # Bodies are immutable by digest, so this memo can never be stale; it spares an L2 hit
+        # the SQLite reads and brotli work for bodies that other compositions already brought in.
+        self._bodies: LRUPolicy[str] = LRUPolicy(body_memo_bytes)
         self._lock = threading.Lock()
         # Bodies this process knows are in L2, so a put skips rewriting them; forgotten when one is missing.
         self._stored_bodies: set[str] = set()
@@ -281,6 +286,7 @@ class TieredCache:
         """Empty both tiers (L2 for every process sharing it); returns the L2 entries removed."""
         with self._lock:
             self._l1.clear()
+            self._bodies.clear()
         self._stored_bodies.clear()
         l2 = self._l2_handle()
         if l2 is None:
@@ -319,10 +325,12 @@ class TieredCache:
             popularity_tracked=len(self.popularity),
         )
 
-    def clear_l1(self) -> None:
-        """Drop L1 only (benchmarks and tests measure L2 this way)."""
+    def clear_l1(self, bodies: bool = False) -> None:
+        """Drop L1 only, and with ``bodies`` the body memo too (benchmarks and tests measure L2 this way)."""
         with self._lock:
             self._l1.clear()
+            if bodies:
+                self._bodies.clear()
 
     def close(self) -> None:
         """Save the popularity snapshot and close L2; the object must not be used afterwards."""
@@ -408,18 +416,20 @@ class TieredCache:
             return None
         missing: list[str] = []
 
-        def fetch_body(digest: str) -> bytes | None:
-            raw = l2.get(body_key(digest))
-            if raw is None:
-                missing.append(digest)
-                return None
-            return bytes(raw)
+        def fetch_bodies(digests: list[str]) -> dict[str, str]:
+            found = self._memo_bodies(digests)
+            wanted = [d for d in dict.fromkeys(digests) if d not in found]
+            if wanted:
+                fetched = self._l2_get_bodies(l2, wanted)
+                missing.extend(d for d in wanted if d not in fetched)
+                found.update(fetched)
+            return found
 
         try:
-            skeleton = l2.get(key)
+            skeleton = l2.get(key, retry=False)
             if skeleton is None:
                 return None
-            decoded = decode_composition(bytes(skeleton), fetch_body)
+            decoded = decode_composition(bytes(skeleton), fetch_bodies)
         except Exception as exc:
             self._error("get", key, exc)
             self._discard(l2, key)
@@ -431,6 +441,38 @@ class TieredCache:
         composition, weight = decoded
         self._l1_put(key, composition, weight)
         return composition
+
+    def _memo_bodies(self, digests: list[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        with self._lock:
+            for digest in digests:
+                body = self._bodies.get(digest)
+                if body is not None:
+                    found[digest] = body
+        return found
+
+    def _l2_get_bodies(self, l2: diskcache.Cache, digests: list[str]) -> dict[str, str]:
+        """Bodies by digest in one SQLite query (diskcache has no multi-get; 50 gets cost ~1 ms).
+
+        Reads diskcache's ``Cache`` table directly: its schema is stable across 5.x and the
+        version is pinned. Values still go through ``BrotliDisk.fetch``.
+        """
+        keys = [body_key(d) for d in digests]
+        rows = l2._sql(
+            f"SELECT key, mode, filename, value FROM Cache WHERE raw = 1 AND key IN ({','.join('?' * len(keys))})",
+            keys,
+        ).fetchall()
+        found: dict[str, str] = {}
+        for db_key, mode, filename, value in rows:
+            try:
+                raw = l2._disk.fetch(mode, filename, value, False)
+            except OSError:  # a value file deleted under us: that body is missing
+                continue
+            found[db_key[len(BODY_PREFIX) :]] = bytes(raw).decode()
+        with self._lock:
+            for digest, body in found.items():
+                self._bodies.put(digest, body, len(body))
+        return found
 
     def _l2_put(self, key: str, encoded: Encoded) -> None:
         l2 = self._l2_handle()
@@ -444,6 +486,10 @@ class TieredCache:
                     l2.add(body_key(digest), encoded.bodies[digest], retry=False)
                 l2.set(key, encoded.skeleton, retry=False)
             self._stored_bodies.update(new)
+            with self._lock:
+                for digest, raw in encoded.bodies.items():
+                    if digest not in self._bodies:
+                        self._bodies.put(digest, raw.decode(), len(raw))
             self.bodies_written += len(new)
             self.bodies_reused += len(encoded.bodies) - len(new)
         except Exception as exc:

@@ -1,0 +1,1 @@
+"""Benchmarks and simulators; run each as ``python -m perf.<name>``."""
