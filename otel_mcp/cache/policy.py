@@ -28,7 +28,8 @@ TLFU_PROTECTED_FRACTION = 0.80  # of the main area
 TLFU_SKETCH_DEPTH = 4
 TLFU_MIN_SKETCH_WIDTH = 64  # counters per row
 TLFU_MAX_COUNT = 15  # 4-bit counters, as in Caffeine
-TLFU_SAMPLE_FACTOR = 10  # age (halve) the sketch after width * this many increments
+TLFU_SAMPLE_FACTOR = 10  # age (halve) the sketch after expected entries * this many increments
+TLFU_COUNTERS_PER_ENTRY = 4  # per sketch row; Caffeine's table gives each entry about 4 per row
 
 
 class Policy(Protocol[V]):
@@ -210,7 +211,7 @@ class FrequencySketch:
         self._rows = [[0] * size for _ in range(TLFU_SKETCH_DEPTH)]
         self._multipliers = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93)
         self._additions = 0
-        self._sample = size * TLFU_SAMPLE_FACTOR
+        self._sample = max(TLFU_MIN_SKETCH_WIDTH, width // TLFU_COUNTERS_PER_ENTRY) * TLFU_SAMPLE_FACTOR
 
     def _indexes(self, key: str) -> list[int]:
         h = hash(key) & 0xFFFFFFFFFFFFFFFF
@@ -251,7 +252,8 @@ class TinyLFUPolicy(Generic[V]):
         self._protected: OrderedDict[str, _Entry[V]] = OrderedDict()
         self._window_weight = 0
         self._protected_weight = 0
-        self.sketch = FrequencySketch(expected_entries or max(TLFU_MIN_SKETCH_WIDTH, capacity // 4096))
+        entries = expected_entries or max(TLFU_MIN_SKETCH_WIDTH, capacity // 4096)
+        self.sketch = FrequencySketch(entries * TLFU_COUNTERS_PER_ENTRY)
 
     def _find(self, key: str) -> _Entry[V] | None:
         return self._window.get(key) or self._probation.get(key) or self._protected.get(key)
