@@ -83,9 +83,10 @@ class Settings:
         if self.auth_token_file is None:
             return None
         try:
-            token = self.auth_token_file.read_text(encoding="utf-8").strip()
+            lines = self.auth_token_file.read_text(encoding="utf-8").strip().splitlines()
         except OSError as exc:
             raise ConfigError(f"auth_token_file {str(self.auth_token_file)!r} cannot be read: {exc.strerror}") from None
+        token = lines[0].strip() if lines else ""
         if not token:
             raise ConfigError(f"auth_token_file {str(self.auth_token_file)!r} is empty")
         return token

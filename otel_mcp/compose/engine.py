@@ -213,7 +213,8 @@ def expand_imports(rules: Mapping[str, Rule], options: ComposeOptions, work: _Wo
             imported = rules.get(imported_id)
             if imported is None:
                 raise CompositionError(f"rule {rule.id!r} imports {imported_id!r}, which does not exist")
-            if len(path) >= options.max_import_depth:
+            # ``path`` holds the root plus one id per import step taken so far: this is step len(path).
+            if len(path) > options.max_import_depth:
                 raise CompositionError(
                     f"import chain {' -> '.join([*path, imported_id])} is deeper than the limit of "
                     f"{options.max_import_depth}"

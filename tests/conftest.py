@@ -1,0 +1,340 @@
+"""Shared fixtures: temporary stores, real MCP clients over stdio and streamable HTTP.
+
+Everything here is generic so that other suites (telemetry, cache, perf) can reuse it:
+
+- ``db_path`` / ``store``: a fresh SQLite rule store in a temporary directory;
+- ``db_state(path)``: a comparable dump of everything stored (rules, history, generation),
+  to assert that a failed call changed nothing;
+- ``server_env``: environment for a server subprocess (inherits ours, so coverage and
+  ``OTEL_*`` settings pass through; caches and state go to the temporary directory);
+- ``stdio_params(...)``: ``StdioServerParameters`` running ``python -m otel_mcp.cli serve``;
+- ``http_server_factory(...)``: starts ``otel-mcp serve --transport http`` on a free port,
+  waits (bounded) for ``/healthz`` and stops it at teardown; ``http_server`` is one default instance;
+- ``mcp_server``: parametrised over ``stdio`` and ``http``; ``async with mcp_server.client() as c``
+  gives a connected ``mcp.Client`` either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client, StdioServerParameters
+
+from otel_mcp.store import RuleStore
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CORPUS_DIR = (REPO_ROOT / ".." / "shared" / "corpus" / "awesome-cursorrules" / "rules").resolve()
+SERVER_START_TIMEOUT = 30.0  # seconds; a bound, not a performance assertion
+
+
+# -- anyio -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+# -- store -------------------------------------------------------------------
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "db" / "rules.db"
+
+
+@pytest.fixture
+def store(db_path: Path) -> Iterator[RuleStore]:
+    s = RuleStore(db_path)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def dump_db(path: Path) -> dict[str, Any]:
+    """Everything a write could change, in a form that compares with ``==``."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rules = conn.execute("SELECT * FROM rules ORDER BY id").fetchall()
+        versions = conn.execute("SELECT * FROM rule_versions ORDER BY rule_id, version").fetchall()
+        meta = conn.execute("SELECT * FROM store_meta ORDER BY key").fetchall()
+    finally:
+        conn.close()
+    return {"rules": rules, "versions": versions, "meta": meta}
+
+
+@pytest.fixture
+def db_state() -> Callable[[Path], dict[str, Any]]:
+    return dump_db
+
+
+@pytest.fixture
+def corpus_dir() -> Path:
+    if not CORPUS_DIR.is_dir() or not any(CORPUS_DIR.glob("*.mdc")):
+        pytest.skip(f"the awesome-cursorrules corpus is absent (expected .mdc files in {CORPUS_DIR})")
+    return CORPUS_DIR
+
+
+# -- server subprocesses -----------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def server_env(tmp_path: Path) -> dict[str, str]:
+    """Our environment (coverage, OTEL_* pass through) with caches and state kept in ``tmp_path``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_MCP_")}
+    env.update(
+        OTEL_MCP_CACHE_DIR=str(tmp_path / "cache"),
+        OTEL_MCP_STATE_DIR=str(tmp_path / "state"),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@pytest.fixture
+def files_root(tmp_path: Path) -> Path:
+    root = tmp_path / "files"
+    root.mkdir(exist_ok=True)
+    return root
+
+
+@pytest.fixture
+def stdio_params(
+    db_path: Path, files_root: Path, server_env: dict[str, str]
+) -> Callable[..., StdioServerParameters]:
+    """``stdio_params(*extra_args, db=..., env={...})`` -> parameters for ``mcp.Client``."""
+
+    def make(*extra: str, db: Path | None = None, env: Mapping[str, str] | None = None) -> StdioServerParameters:
+        args = ["-m", "otel_mcp.cli", "serve", "--db", str(db or db_path), "--files-root", str(files_root), *extra]
+        return StdioServerParameters(
+            command=sys.executable, args=args, env={**server_env, **(env or {})}, cwd=str(REPO_ROOT)
+        )
+
+    return make
+
+
+@dataclass
+class HttpServer:
+    """A running ``otel-mcp serve --transport http`` subprocess."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    db: Path
+    files_root: Path
+    log: Path
+    host: str = "127.0.0.1"
+    args: list[str] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/mcp"
+
+    def client(self, **kwargs: Any) -> Client:
+        return Client(self.url, **kwargs)
+
+    def get(self, path: str, timeout: float = 5.0) -> tuple[int, dict[str, Any]]:
+        """GET ``path`` and decode its JSON body; returns (status, body) also for error statuses."""
+        try:
+            with urllib.request.urlopen(self.base_url + path, timeout=timeout) as resp:
+                return resp.status, json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"null")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=15)
+        return int(self.process.returncode)
+
+
+def wait_healthy(server: HttpServer, timeout: float = SERVER_START_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(
+                f"otel-mcp exited with code {server.process.returncode} before /healthz answered:\n{server.output()}"
+            )
+        try:
+            status, body = server.get("/healthz", timeout=1.0)
+            if status == 200 and body.get("status") == "ok":
+                return
+            last = f"HTTP {status}: {body}"
+        except (OSError, ValueError) as exc:
+            last = repr(exc)
+        time.sleep(0.05)
+    server.stop()
+    raise RuntimeError(f"otel-mcp did not answer /healthz within {timeout}s ({last}):\n{server.output()}")
+
+
+@pytest.fixture
+def http_server_factory(
+    tmp_path: Path, db_path: Path, files_root: Path, server_env: dict[str, str]
+) -> Iterator[Callable[..., HttpServer]]:
+    """``http_server_factory(*extra_args, db=..., env={...}, port=...)`` -> a healthy ``HttpServer``."""
+    started: list[HttpServer] = []
+
+    def start(
+        *extra: str,
+        db: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        port: int | None = None,
+        root: Path | None = None,
+    ) -> HttpServer:
+        port = port or free_port()
+        log = tmp_path / f"http-server-{port}.log"
+        args = [
+            sys.executable, "-m", "otel_mcp.cli", "serve", "--transport", "http", "--host", "127.0.0.1",
+            "--port", str(port), "--db", str(db or db_path), "--files-root", str(root or files_root), *extra,
+        ]
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**server_env, **(env or {})}, cwd=REPO_ROOT,
+            )
+        server = HttpServer(process, port, db or db_path, root or files_root, log, args=args)
+        started.append(server)
+        wait_healthy(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def http_server(http_server_factory: Callable[..., HttpServer]) -> HttpServer:
+    return http_server_factory()
+
+
+@dataclass
+class McpServer:
+    """One server under test, whatever the transport: connect with ``async with s.client() as c``."""
+
+    transport: str
+    db: Path
+    files_root: Path
+    _connect: Callable[[], Client]
+    http: HttpServer | None = None
+
+    def client(self) -> Client:
+        return self._connect()
+
+
+@pytest.fixture(params=["stdio", "http"])
+def mcp_server(
+    request: pytest.FixtureRequest,
+    db_path: Path,
+    files_root: Path,
+    stdio_params: Callable[..., StdioServerParameters],
+    http_server_factory: Callable[..., HttpServer],
+) -> McpServer:
+    if request.param == "stdio":
+        params = stdio_params()
+        # A first store open creates the file, so db_state() works before the first client call.
+        RuleStore(db_path).close()
+        return McpServer("stdio", db_path, files_root, lambda: Client(params))
+    server = http_server_factory()
+    return McpServer("http", db_path, files_root, server.client, http=server)
+
+
+@pytest.fixture
+async def mcp_client(mcp_server: McpServer) -> AsyncIterator[Client]:
+    async with mcp_server.client() as client:
+        yield client
+
+
+# -- tool-call helpers (fixtures, so that no test module imports conftest) -------
+
+
+def tool_text(result: Any) -> str:
+    return "\n".join(getattr(block, "text", "") for block in result.content)
+
+
+def assert_no_traceback(text: str) -> None:
+    for marker in ("Traceback (most recent call last)", 'File "/', '.py", line '):
+        assert marker not in text, f"traceback text reached the client: {text[:2000]}"
+
+
+class ToolCalls:
+    """``await calls.ok(client, name, args)`` -> structured result; ``await calls.error(...)`` -> error text."""
+
+    text = staticmethod(tool_text)
+    no_traceback = staticmethod(assert_no_traceback)
+
+    @staticmethod
+    def data(result: Any) -> Any:
+        assert not result.is_error, f"tool call failed: {tool_text(result)}"
+        assert_no_traceback(tool_text(result))
+        if result.structured_content is not None:
+            return result.structured_content
+        return json.loads(tool_text(result))
+
+    async def ok(self, client: Client, name: str, arguments: dict[str, Any] | None = None) -> Any:
+        return self.data(await client.call_tool(name, arguments or {}))
+
+    async def error(self, client: Client, name: str, arguments: dict[str, Any] | None = None) -> str:
+        result = await client.call_tool(name, arguments or {})
+        text = tool_text(result)
+        assert result.is_error, f"{name}({arguments}) should have failed but returned {text[:500]}"
+        assert_no_traceback(text)
+        return text
+
+    @staticmethod
+    @contextlib.contextmanager
+    def unchanged(path: Path) -> Iterator[None]:
+        """Assert that the block leaves the database at ``path`` exactly as it was."""
+        before = dump_db(path)
+        yield
+        assert dump_db(path) == before, "a failed call changed stored data"
+
+
+@pytest.fixture
+def calls() -> ToolCalls:
+    return ToolCalls()
+
+
+@pytest.fixture
+def run_cli(server_env: dict[str, str]) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``run_cli(*args, env={...})``: run ``python -m otel_mcp.cli`` in a subprocess and capture its output."""
+
+    def run(*args: str, env: Mapping[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "otel_mcp.cli", *args],
+            capture_output=True, text=True, env={**server_env, **(env or {})}, cwd=REPO_ROOT,
+            timeout=timeout, check=False,
+        )
+
+    return run
