@@ -1,0 +1,1 @@
+"""The load generator: real MCP SDK clients, open/closed loop, HDR histograms."""

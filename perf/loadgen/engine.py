@@ -1,0 +1,333 @@
+"""The load engine: real SDK clients (streamable HTTP sessions and stdio processes), open and closed loop.
+
+- ``SessionPool`` opens ``http_sessions`` ``mcp.Client`` sessions to a URL and
+  ``stdio_procs`` clients that each launch their own ``otel-mcp serve`` (stdio)
+  process on the same database. A request borrows an idle session.
+- ``open_loop``: requests are *due* at a fixed rate (``t0 + i / rate``, or
+  Poisson arrivals); latency is measured from the due time, not from when a
+  session became free, so a slow server cannot hide its queueing (no
+  coordinated omission). Bounded by ``duration`` and ``max_requests``; what is
+  still in flight ``drain_s`` after the end is cancelled and counted as
+  ``timeout``.
+- ``closed_loop``: ``concurrency`` clients each send, wait, record, repeat.
+
+An operation is an ``async (client, rng) -> None`` that raises ``OpError(kind)``
+on a failure it recognises; any other exception is counted by its type name.
+Every run is deterministic for a seed (operation choice and arguments; timing
+is the machine's).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import psutil
+from mcp import Client, StdioServerParameters
+from mcp.shared.exceptions import MCPError
+
+from perf.loadgen.hist import LatencyRecorder, cdf, summarize
+
+Op = Callable[[Client, random.Random], Awaitable[None]]
+Picker = Callable[[random.Random], tuple[str, Op]]
+HttpClientFactory = Callable[[], httpx2.AsyncClient]
+
+
+class OpError(Exception):
+    """A failed operation, by kind (``conflict``, ``tool_error``, ``stale_read``...)."""
+
+    def __init__(self, kind: str, detail: str = "") -> None:
+        super().__init__(f"{kind}: {detail}" if detail else kind)
+        self.kind = kind
+
+
+def classify_tool_error(text: str) -> str:
+    lowered = text.lower()
+    if "version conflict" in lowered:
+        return "conflict"
+    if "not found" in lowered or "does not exist" in lowered:
+        return "not_found"
+    if "busy" in lowered or "locked" in lowered:
+        return "busy"
+    return "tool_error"
+
+
+def error_kind(exc: BaseException) -> str:
+    if isinstance(exc, OpError):
+        return exc.kind
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, MCPError):
+        return f"mcp_error:{getattr(exc.error, 'code', '?')}"
+    if isinstance(exc, httpx2.HTTPError | OSError | anyio.BrokenResourceError | anyio.ClosedResourceError):
+        return f"transport:{type(exc).__name__}"
+    return f"exception:{type(exc).__name__}"
+
+
+async def call(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Call a tool; an ``isError`` result raises ``OpError`` with the classified kind."""
+    result = await client.call_tool(tool, args)
+    if getattr(result, "is_error", False):
+        text = " ".join(getattr(c, "text", "") for c in getattr(result, "content", []))
+        raise OpError(classify_tool_error(text), text[:300])
+    structured = getattr(result, "structured_content", None)
+    return structured if isinstance(structured, dict) else {}
+
+
+@dataclass
+class PoolConfig:
+    url: str | None = None
+    http_sessions: int = 8
+    stdio_procs: int = 0
+    stdio_db: Path | None = None
+    stdio_env: dict[str, str] = field(default_factory=dict)
+    http_client_factory: HttpClientFactory | None = None
+    open_concurrency: int = 16
+
+
+class SessionPool:
+    """Connected clients; ``borrow()`` hands out an idle one (FIFO), waiting if none is idle."""
+
+    def __init__(self, clients: list[Client], labels: list[str], stdio_pids: list[int]) -> None:
+        self.clients = clients
+        self.labels = labels
+        self.stdio_pids = stdio_pids
+        self._idle: list[int] = list(range(len(clients)))
+        self._available = anyio.Semaphore(len(clients))
+
+    def __len__(self) -> int:
+        return len(self.clients)
+
+    @contextlib.asynccontextmanager
+    async def borrow(self) -> AsyncIterator[Client]:
+        await self._available.acquire()
+        index = self._idle.pop(0)
+        try:
+            yield self.clients[index]
+        finally:
+            self._idle.append(index)
+            self._available.release()
+
+
+def stdio_params(db: Path, env: dict[str, str] | None = None) -> StdioServerParameters:
+    import os
+
+    full_env = dict(os.environ)
+    full_env.update({"OTEL_MCP_LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"})
+    full_env.update(env or {})
+    return StdioServerParameters(command=sys.executable, args=["-m", "otel_mcp.cli", "serve", "--db", str(db)],
+                                 env=full_env)
+
+
+@contextlib.asynccontextmanager
+async def open_pool(config: PoolConfig) -> AsyncIterator[SessionPool]:
+    """Open every session (bounded parallelism), yield the pool, close them all."""
+    async with AsyncExitStack() as stack:
+        clients: list[Client | None] = [None] * (config.http_sessions + config.stdio_procs)
+        labels = [f"http-{i}" for i in range(config.http_sessions)] + [
+            f"stdio-{i}" for i in range(config.stdio_procs)]
+        limiter = anyio.Semaphore(config.open_concurrency)
+        before = {p.pid for p in psutil.Process().children(recursive=True)}
+
+        def make(i: int) -> Client:
+            if i < config.http_sessions:
+                assert config.url is not None
+                if config.http_client_factory is not None:
+                    from mcp.client.streamable_http import streamable_http_client
+
+                    http = config.http_client_factory()
+                    stack.push_async_callback(http.aclose)
+                    return Client(streamable_http_client(config.url, http_client=http), cache=None)
+                return Client(config.url, cache=None)
+            assert config.stdio_db is not None
+            return Client(stdio_params(config.stdio_db, config.stdio_env), cache=None)
+
+        async def connect(i: int) -> None:
+            async with limiter:
+                client = make(i)
+                clients[i] = await stack.enter_async_context(client)
+
+        # Sessions are entered one by one on the exit stack (anyio cancel scopes must nest),
+        # so "bounded parallelism" is sequential here; opening is not measured.
+        for i in range(len(clients)):
+            await connect(i)
+        after = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
+        stdio_pids = [p.pid for p in after if "serve" in " ".join(p.cmdline()) and "--transport" not in p.cmdline()]
+        yield SessionPool([c for c in clients if c is not None], labels, stdio_pids)
+
+
+@dataclass
+class Progress:
+    """A live line on stderr (``\\r``-updated on a terminal, a line every few seconds otherwise)."""
+
+    label: str
+    duration: float
+    recorder: LatencyRecorder
+    sent: int = 0
+    enabled: bool = True
+    _last_ok: int = 0
+    _last_t: float = 0.0
+
+    async def run(self, t0: float) -> None:
+        tty = sys.stderr.isatty()
+        period = 0.5 if tty else 5.0
+        self._last_t = t0
+        while True:
+            await anyio.sleep(period)
+            if not self.enabled:
+                continue
+            now = time.monotonic()
+            ok = self.recorder.ok
+            rps = (ok - self._last_ok) / max(1e-6, now - self._last_t)
+            self._last_ok, self._last_t = ok, now
+            p99 = self.recorder.total.get_value_at_percentile(99) / 1000 if ok else 0.0
+            line = (f"[{self.label}] {min(now - t0, self.duration):5.1f}/{self.duration:.0f}s sent {self.sent} "
+                    f"ok {ok} err {self.recorder.error_count} {rps:7.1f} req/s p99 {p99:.1f} ms")
+            sys.stderr.write(("\r" + line.ljust(100)) if tty else line + "\n")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        if sys.stderr.isatty():
+            sys.stderr.write("\n")
+
+
+async def _timed(op: Op, client: Client, rng: random.Random, timeout: float) -> BaseException | None:
+    try:
+        with anyio.fail_after(timeout):
+            await op(client, rng)
+    except Exception as exc:  # counted by kind; the run goes on
+        return exc
+    return None
+
+
+def _result(mode: str, recorder: LatencyRecorder, sent: int, elapsed: float, by_op: dict[str, LatencyRecorder],
+            extra: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "mode": mode,
+        **extra,
+        "sent": sent,
+        "ok": recorder.ok,
+        "errors": dict(sorted(recorder.errors.items())),
+        "error_count": recorder.error_count,
+        "elapsed_s": round(elapsed, 3),
+        "throughput_rps": round(recorder.ok / elapsed, 2) if elapsed > 0 else 0.0,
+        "latency": summarize(recorder.total),
+        "cdf": cdf(recorder.total),
+        "timeline": recorder.timeline(),
+        "by_op": {name: {"ok": r.ok, "errors": r.errors, **summarize(r.total)} for name, r in sorted(by_op.items())},
+    }
+
+
+async def open_loop(pool: SessionPool, picker: Picker, *, rate: float, duration: float, seed: int,
+                    max_requests: int | None = None, poisson: bool = False, timeout: float = 30.0,
+                    drain_s: float = 10.0, label: str = "open-loop", window_s: float = 1.0,
+                    progress: bool = True) -> dict[str, Any]:
+    """Fixed arrival rate; latency from each request's due time."""
+    rng = random.Random(seed)
+    arrival_rng = random.Random(seed + 1)
+    total = int(rate * duration)
+    if max_requests is not None:
+        total = min(total, max_requests)
+    recorder = LatencyRecorder(window_s)
+    by_op: dict[str, LatencyRecorder] = {}
+    prog = Progress(label, duration, recorder, enabled=progress)
+    t0 = time.monotonic()
+
+    async def one(name: str, op: Op, due: float, op_rng: random.Random) -> None:
+        async with pool.borrow() as client:
+            failure = await _timed(op, client, op_rng, timeout)
+        done = time.monotonic()
+        rec = by_op.setdefault(name, LatencyRecorder(window_s))
+        if failure is None:
+            recorder.record(due - t0, done - due)
+            rec.record(due - t0, done - due)
+        else:
+            recorder.error(error_kind(failure))
+            rec.error(error_kind(failure))
+
+    due = t0
+    async with anyio.create_task_group() as outer:
+        outer.start_soon(prog.run, t0)
+        with anyio.move_on_after(duration + drain_s):
+            async with anyio.create_task_group() as tg:
+                for _ in range(total):
+                    due += arrival_rng.expovariate(rate) if poisson else 1.0 / rate
+                    delay = due - time.monotonic()
+                    if delay > 0:
+                        await anyio.sleep(delay)
+                    name, op = picker(rng)
+                    tg.start_soon(one, name, op, due, random.Random(rng.random()))
+                    prog.sent += 1
+        outer.cancel_scope.cancel()
+    prog.done()
+    unfinished = prog.sent - recorder.ok - recorder.error_count
+    if unfinished > 0:
+        recorder.errors["timeout"] = recorder.errors.get("timeout", 0) + unfinished
+    elapsed = max(duration, time.monotonic() - t0) if total else 0.0
+    elapsed = min(elapsed, time.monotonic() - t0)
+    return _result("open", recorder, prog.sent, elapsed, by_op,
+                   {"offered_rps": rate, "duration_s": duration, "sessions": len(pool)})
+
+
+async def closed_loop(pool: SessionPool, picker: Picker, *, concurrency: int, duration: float, seed: int,
+                      max_requests: int | None = None, timeout: float = 30.0, label: str = "closed-loop",
+                      window_s: float = 1.0, progress: bool = True) -> dict[str, Any]:
+    """``concurrency`` clients in a send-wait loop; latency from each send."""
+    recorder = LatencyRecorder(window_s)
+    by_op: dict[str, LatencyRecorder] = {}
+    prog = Progress(label, duration, recorder, enabled=progress)
+    budget = [max_requests if max_requests is not None else math.inf]
+    t0 = time.monotonic()
+    deadline = t0 + duration
+
+    async def worker(index: int) -> None:
+        rng = random.Random(seed * 1000 + index)
+        async with pool.borrow() as client:
+            while time.monotonic() < deadline and budget[0] > 0:
+                budget[0] -= 1
+                name, op = picker(rng)
+                start = time.monotonic()
+                prog.sent += 1
+                failure = await _timed(op, client, rng, timeout)
+                end = time.monotonic()
+                rec = by_op.setdefault(name, LatencyRecorder(window_s))
+                if failure is None:
+                    recorder.record(start - t0, end - start)
+                    rec.record(start - t0, end - start)
+                else:
+                    recorder.error(error_kind(failure))
+                    rec.error(error_kind(failure))
+
+    async with anyio.create_task_group() as outer:
+        outer.start_soon(prog.run, t0)
+        async with anyio.create_task_group() as tg:
+            for i in range(concurrency):
+                tg.start_soon(worker, i)
+        outer.cancel_scope.cancel()
+    prog.done()
+    elapsed = time.monotonic() - t0
+    return _result("closed", recorder, prog.sent, elapsed, by_op,
+                   {"concurrency": concurrency, "duration_s": duration, "sessions": len(pool)})
+
+
+def pick_weighted(ops: Sequence[tuple[str, float, Op]]) -> Picker:
+    """A picker choosing among named operations by weight."""
+    names = [n for n, _, _ in ops]
+    weights = [w for _, w, _ in ops]
+    funcs = {n: f for n, _, f in ops}
+
+    def picker(rng: random.Random) -> tuple[str, Op]:
+        name = rng.choices(names, weights)[0]
+        return name, funcs[name]
+
+    return picker

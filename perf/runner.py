@@ -1,0 +1,213 @@
+"""Run load scenarios and benchmarks, write ``results.json`` and the HTML report, and gate on baselines.
+
+``python -m perf.runner [SCENARIO ...] [--profile ci|full] [--out DIR] [--gate]``
+(the same as ``otel-mcp perf run``). With no scenario names it runs every
+scenario of the profile. ``--gate`` compares the run's ratios with
+``perf/baselines/<profile>.json`` and exits 1 on a regression (see ``perf.gate``).
+
+The registry maps a name to a callable ``(RunContext) -> dict``. The result dict
+has at least ``status`` (``pass``/``fail``/``skip``/``error``); load scenarios also
+carry ``throughput_rps``, ``latency`` and ``checks``. Other benchmarks plug in by
+exposing, in their module, either ``perf_scenarios() -> dict[name, callable]``
+(callables taking the ``RunContext``) or ``run_bench(profile: str) -> dict``;
+the modules listed in ``PLUGIN_MODULES`` are imported if present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from perf.scenarios.common import PROFILES, RunContext, Scenario
+
+REGISTRY: dict[str, Scenario] = {}
+# Scenarios each profile runs by default, in order; plugins are added when present.
+DEFAULT_ORDER = ("reference", "telemetry-overhead", "compose-hot", "compose-cold", "mixed", "concurrent-updates",
+                 "protocol-under-load", "soak", "ramp")
+PLUGIN_MODULES = ("perf.overhead_bench", "perf.cache_bench", "perf.cache_sim", "perf.compression_bench")
+DEFAULT_OUT = Path("perf-results")
+
+
+def register(name: str, fn: Scenario) -> None:
+    REGISTRY[name] = fn
+
+
+BUILTIN = (
+    ("reference", "perf.scenarios.reference", "reference"),
+    ("telemetry-overhead", "perf.scenarios.reference", "telemetry_overhead"),
+    ("compose-hot", "perf.scenarios.compose", "compose_hot"),
+    ("compose-cold", "perf.scenarios.compose", "compose_cold"),
+    ("mixed", "perf.scenarios.mixed", "mixed"),
+    ("concurrent-updates", "perf.scenarios.updates", "concurrent_updates"),
+    ("protocol-under-load", "perf.scenarios.protocol", "protocol_under_load"),
+    ("soak", "perf.scenarios.soak", "soak"),
+    ("ramp", "perf.scenarios.ramp", "ramp"),
+)
+
+
+def _builtin() -> None:
+    for name, module, attr in BUILTIN:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        register(name, getattr(mod, attr))
+
+
+def _plugin_runner(module: str, fn: Callable[[str], dict[str, Any]]) -> Scenario:
+    def run(ctx: RunContext) -> dict[str, Any]:
+        result = fn(ctx.profile)
+        out = dict(result) if isinstance(result, dict) else {"result": result}
+        out.setdefault("status", "pass")
+        out.setdefault("source", module)
+        return out
+
+    return run
+
+
+def _plugins() -> list[str]:
+    names = []
+    for module in PLUGIN_MODULES:
+        try:
+            mod = importlib.import_module(module)
+        except Exception:  # absent or broken: the load suite still runs
+            continue
+        hook = getattr(mod, "perf_scenarios", None)
+        if callable(hook):
+            for name, fn in hook().items():
+                register(name, fn)
+                names.append(name)
+        elif callable(getattr(mod, "run_bench", None)):
+            name = module.rsplit(".", 1)[-1].replace("_", "-")
+            register(name, _plugin_runner(module, mod.run_bench))
+            names.append(name)
+    return names
+
+
+def load_registry() -> dict[str, Scenario]:
+    if not REGISTRY:
+        _builtin()
+        _plugins()
+    return REGISTRY
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+            "python": platform.python_version(), "platform": platform.platform(), "load_avg": os.getloadavg()}
+
+
+def run(names: list[str] | None = None, profile: str = "ci", out_dir: Path = DEFAULT_OUT, seed: int = 20240601,
+        progress: bool = True) -> dict[str, Any]:
+    registry = load_registry()
+    if profile not in PROFILES:
+        raise SystemExit(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
+    chosen = names or [n for n in DEFAULT_ORDER if n in registry] + [n for n in registry if n not in DEFAULT_ORDER]
+    unknown = [n for n in chosen if n not in registry]
+    if unknown:
+        raise SystemExit(f"unknown scenario(s) {unknown}; known: {sorted(registry)}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ctx = RunContext(profile=profile, out_dir=out_dir, seed=seed, progress=progress)
+    results: dict[str, Any] = {"profile": profile, "seed": seed, "machine": machine(), "started_at": time.time(),
+                               "scenarios": {}}
+    for name in chosen:
+        print(f"==> perf: {name} ({profile})", file=sys.stderr, flush=True)
+        t0 = time.monotonic()
+        try:
+            result = registry[name](ctx)
+        except Exception as exc:
+            result = {"status": "error", "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+        result["wall_s"] = round(time.monotonic() - t0, 2)
+        results["scenarios"][name] = result
+        print(f"    {name}: {result.get('status')} in {result['wall_s']}s {_headline(result)}", file=sys.stderr,
+              flush=True)
+    results["finished_at"] = time.time()
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True, default=str))
+    return results
+
+
+def _headline(result: dict[str, Any]) -> str:
+    parts = []
+    if "throughput_rps" in result:
+        parts.append(f"{result['throughput_rps']} req/s")
+    if isinstance(result.get("latency"), dict) and "p99_ms" in result["latency"]:
+        parts.append(f"p99 {result['latency']['p99_ms']} ms")
+    if result.get("status") in ("fail", "error"):
+        failed = [c["name"] for c in result.get("checks", []) if not c.get("ok")]
+        parts.append(f"failed: {failed or result.get('error')}")
+    return "; ".join(parts)
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="python -m perf.runner", description=__doc__.splitlines()[0])
+    parser.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="scenario names (default: all)")
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="ci", help="ci (short) or full")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (results.json, report.html)")
+    parser.add_argument("--seed", type=int, default=20240601, help="seed of every random choice")
+    parser.add_argument("--gate", action="store_true", help="compare with perf/baselines and fail on regression")
+    parser.add_argument("--no-report", action="store_true", help="skip the HTML report and plots")
+    parser.add_argument("--quiet", action="store_true", help="no live progress line")
+    parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_cli(args)
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    registry = load_registry()
+    if args.list:
+        for name, fn in registry.items():
+            doc = (fn.__doc__ or "").strip().splitlines()
+            print(f"{name:22} {doc[0] if doc else ''}")
+        return 0
+    names = list(args.scenarios)
+    if args.gate and not names:
+        from perf.gate import gate_scenarios
+
+        names = gate_scenarios(args.profile)
+    results = run(names or None, args.profile, args.out, args.seed, progress=not args.quiet)
+    status = 0 if all(r.get("status") in ("pass", "skip") for r in results["scenarios"].values()) else 1
+    if args.gate:
+        from perf.gate import evaluate, format_gate
+
+        gate = evaluate(results, args.profile)
+        results["gate"] = gate
+        (args.out / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True, default=str))
+        print(format_gate(gate), file=sys.stderr)
+        status = status or (0 if gate["passed"] else 1)
+    if not args.no_report:
+        from perf.report import write_report
+
+        path = write_report(results, args.out)
+        print(f"perf: report {path}", file=sys.stderr)
+    failed = [n for n, r in results["scenarios"].items() if r.get("status") not in ("pass", "skip")]
+    print(f"perf: {len(results['scenarios']) - len(failed)} passed, {len(failed)} failed"
+          + (f" ({', '.join(failed)})" if failed else ""), file=sys.stderr)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

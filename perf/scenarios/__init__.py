@@ -1,0 +1,1 @@
+"""Named load scenarios; each module documents its scenarios in its docstring."""

@@ -1,0 +1,153 @@
+"""What every scenario shares: the run context, profiles, the seeded workload database, server figures."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from perf.loadgen import corpus
+from perf.loadgen.server import ProcessSampler, ServerProcess
+
+# Knobs per profile. "ci" keeps the whole gate run around a minute on 2 busy cores;
+# "full" is what docs/performance.md figures come from.
+PROFILES: dict[str, dict[str, Any]] = {
+    "ci": {
+        "rules": 1000, "duration": 4.0, "sessions": 8, "stdio_procs": 2, "concurrency": 8, "rate": 40.0,
+        "soak_duration": 20.0, "soak_rate": 25.0, "ramp_rates": [20, 40, 80, 120], "ramp_step": 3.0,
+        "rounds": 3, "round_duration": 3.0, "updaters": 12, "update_rules": 3,
+    },
+    "full": {
+        "rules": 1000, "duration": 20.0, "sessions": 64, "stdio_procs": 4, "concurrency": 16, "rate": 60.0,
+        "soak_duration": 300.0, "soak_rate": 40.0, "ramp_rates": [20, 40, 60, 80, 100, 130, 160, 200, 250],
+        "ramp_step": 10.0, "rounds": 5, "round_duration": 8.0, "updaters": 32, "update_rules": 4,
+    },
+}
+
+
+@dataclass
+class RunContext:
+    profile: str = "ci"
+    out_dir: Path = Path("perf-results")
+    seed: int = 20240601
+    progress: bool = True
+    cache_dir: Path = field(default_factory=lambda: Path(os.environ.get("OTEL_MCP_PERF_CACHE", "")
+                                                         or Path.home() / ".cache" / "otel-mcp" / "perf"))
+
+    @property
+    def p(self) -> dict[str, Any]:
+        return PROFILES[self.profile]
+
+    def scenario_dir(self, name: str) -> Path:
+        path = self.out_dir / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def workload_db(ctx: RunContext, count: int | None = None) -> Path:
+    """A fresh copy of the seeded database of ``count`` corpus rules (built once, cached by content)."""
+    count = count or ctx.p["rules"]
+    source = Path(corpus.__file__).read_bytes() + str(corpus.corpus_dir()).encode()
+    tag = hashlib.sha256(source).hexdigest()[:12]
+    cached = ctx.cache_dir / f"rules-{count}-{ctx.seed}-{tag}.db"
+    if not cached.exists():
+        ctx.cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(".tmp")
+        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+            leftover.unlink(missing_ok=True)
+        corpus.seed_database(tmp, corpus.build_rules(count, ctx.seed))
+        _checkpoint(tmp)
+        tmp.rename(cached)
+    workdir = Path(tempfile.mkdtemp(prefix="otel-mcp-perf-db-"))
+    target = workdir / "rules.db"
+    shutil.copyfile(cached, target)
+    return target
+
+
+def _checkpoint(db: Path) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.execute("PRAGMA journal_mode=DELETE")
+    finally:
+        conn.close()
+
+
+def cleanup_db(db: Path) -> None:
+    shutil.rmtree(db.parent, ignore_errors=True)
+
+
+_METRIC = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+([0-9.eE+-]+|NaN|\+Inf|-Inf)\s*$")
+
+
+def scrape(server: ServerProcess) -> dict[str, float]:
+    """The server's own figures from its Prometheus endpoint (``/metrics``), summed over label sets.
+
+    Empty when the server has no such endpoint (telemetry off or not built in).
+    """
+    status, text = server.get("/metrics")
+    if status != 200:
+        return {}
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        match = _METRIC.match(line.strip())
+        if match and not line.startswith("#"):
+            try:
+                out[match.group(1)] = out.get(match.group(1), 0.0) + float(match.group(3))
+            except ValueError:
+                continue
+    return out
+
+
+def server_figures(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    """Cache hit rate and DB latency read back from the server's telemetry, where it exports them."""
+    delta = {k: after[k] - before.get(k, 0.0) for k in after}
+    figures: dict[str, Any] = {}
+    hits = sum(v for k, v in delta.items() if "cache" in k and "hit" in k and k.endswith("_total"))
+    misses = sum(v for k, v in delta.items() if "cache" in k and "miss" in k and k.endswith("_total"))
+    if hits + misses > 0:
+        figures["cache_hit_rate"] = round(hits / (hits + misses), 4)
+    for k, v in delta.items():
+        if ("db" in k or "sqlite" in k) and "duration" in k and k.endswith("_sum"):
+            count = delta.get(k[:-4] + "_count", 0.0)
+            if count:
+                figures.setdefault("db_mean_ms", {})[k[:-4]] = round(v / count * 1000, 3)
+    figures["metrics_scraped"] = len(after)
+    return figures
+
+
+def resource_summary(sampler: ProcessSampler) -> dict[str, Any]:
+    return {"summary": sampler.summary(), "samples": sampler.samples}
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+Scenario = Callable[[RunContext], dict[str, Any]]
+
+
+def verdict(checks: list[dict[str, Any]]) -> str:
+    return "pass" if all(c["ok"] for c in checks) else "fail"
+
+
+def check(name: str, ok: bool, detail: str = "") -> dict[str, Any]:
+    return {"name": name, "ok": bool(ok), "detail": detail}
+
+
+def max_error_rate(result: dict[str, Any], limit: float = 0.01, allowed: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A check that unexpected errors stay below ``limit`` of the requests sent."""
+    bad = sum(n for k, n in result["errors"].items() if k not in allowed)
+    sent = max(1, result["sent"])
+    return check("error rate", bad / sent <= limit,
+                 f"{bad} unexpected error(s) of {sent} ({bad / sent:.2%}; limit {limit:.0%}): {result['errors']}")
