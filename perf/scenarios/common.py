@@ -20,7 +20,7 @@ from perf.loadgen.server import ProcessSampler, ServerProcess
 # "full" is what docs/performance.md figures come from.
 PROFILES: dict[str, dict[str, Any]] = {
     "ci": {
-        "rules": 1000, "duration": 4.0, "sessions": 8, "stdio_procs": 2, "concurrency": 8, "rate": 40.0,
+        "rules": 1000, "duration": 4.0, "sessions": 8, "stdio_procs": 2, "concurrency": 8, "rate": 20.0,
         "soak_duration": 20.0, "soak_rate": 25.0, "ramp_rates": [20, 40, 80, 120], "ramp_step": 3.0,
         "rounds": 3, "round_duration": 3.0, "updaters": 12, "update_rules": 3,
     },
