@@ -46,6 +46,15 @@ class Settings:
     auth_token: str = field(default="", metadata=_doc("bearer token required on HTTP (empty: no auth)"))
     auth_token_file: Path | None = field(default=None, metadata=_doc("file holding the bearer token"))
     log_level: str = field(default="INFO", metadata=_doc("DEBUG, INFO, WARNING or ERROR"))
+    # Telemetry extras (OpenTelemetry itself is configured by the standard OTEL_* variables only).
+    perf_log: Path | None = field(default=None, metadata=_doc("JSON performance log (default state_dir/perf.log; off)"))
+    perf_log_max_bytes: int = field(default=10_000_000, metadata=_doc("rotate the performance log at this size"))
+    perf_log_backups: int = field(default=5, metadata=_doc("rotated performance logs kept"))
+    metrics_endpoint: bool = field(default=False, metadata=_doc("serve GET /metrics (Prometheus) on HTTP"))
+    alert_slow_request_ms: int = field(default=1000, metadata=_doc("alert when a request takes longer"))
+    alert_slow_query_ms: int = field(default=100, metadata=_doc("alert and log when a DB statement takes longer"))
+    alert_min_cache_hit_percent: int = field(default=50, metadata=_doc("alert when the cache hit rate is lower"))
+    alert_max_rss_mb: int = field(default=1024, metadata=_doc("alert when resident memory exceeds this"))
 
     @classmethod
     def load(cls, flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Settings:

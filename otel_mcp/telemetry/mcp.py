@@ -1,0 +1,423 @@
+"""MCP server instrumentation: semconv MCP metrics and a richer server span.
+
+The mcp SDK already opens one SERVER span per inbound message (its
+``OpenTelemetryMiddleware``, tracer ``mcp-python-sdk``), parented on the
+client's ``params._meta`` trace context. This instrumentor adds no span; it
+appends a ``ServerMiddleware`` to every ``mcp.server.lowlevel.Server`` built
+while instrumented, which
+
+- records ``mcp.server.operation.duration`` and ``mcp.server.session.duration``
+  (semconv buckets; ``setup`` adds a finer View), requests in flight, active
+  sessions, request sizes and tool errors, from precomputed attribute sets;
+- adds to the SDK span what it lacks: ``mcp.session.id``, ``network.transport``
+  (``pipe`` for stdio, ``tcp`` + ``network.protocol.name=http`` for HTTP),
+  ``client.address``/``client.port``;
+
+and wraps the SDK's span factory so that the span follows the server-side
+error rules (the protocol-level JSON-RPC codes in ``PROTOCOL_ERROR_CODES``
+blame the client: ``rpc.response.status_code`` is kept, ``error.type`` and the
+ERROR status are not set) and links to the ambient (HTTP) context when
+``_meta`` chose another parent.
+
+Usage
+-----
+.. code-block:: python
+
+    from otel_mcp.telemetry.mcp import McpInstrumentor
+
+    McpInstrumentor().instrument(meter_provider=meter_provider)
+    server = MCPServer("demo")        # instrumented from birth
+    McpInstrumentor.instrument_server(existing_server)  # or afterwards
+
+Configuration
+-------------
+None of its own: providers come from ``opentelemetry-instrument`` or
+``otel_mcp.telemetry.setup`` (standard ``OTEL_*`` variables).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import weakref
+from collections.abc import Callable, Collection, Iterable, Mapping
+from typing import Any, Final
+
+import wrapt
+from mcp.server import _otel as sdk_otel
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.lowlevel import server as lowlevel_server
+from mcp.shared.exceptions import MCPError
+from opentelemetry import propagate, trace
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
+from opentelemetry.metrics import CallbackOptions, Histogram, Observation, get_meter
+from opentelemetry.semconv._incubating.attributes.gen_ai_attributes import (
+    GEN_AI_OPERATION_NAME,
+    GEN_AI_PROMPT_NAME,
+    GEN_AI_TOOL_NAME,
+)
+from opentelemetry.semconv._incubating.attributes.mcp_attributes import (
+    MCP_METHOD_NAME,
+    MCP_PROTOCOL_VERSION,
+    MCP_SESSION_ID,
+)
+from opentelemetry.semconv._incubating.attributes.rpc_attributes import RPC_RESPONSE_STATUS_CODE
+from opentelemetry.semconv._incubating.metrics.mcp_metrics import (
+    MCP_SERVER_OPERATION_DURATION,
+    MCP_SERVER_SESSION_DURATION,
+)
+from opentelemetry.semconv.attributes.client_attributes import CLIENT_ADDRESS, CLIENT_PORT
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
+from opentelemetry.semconv.attributes.network_attributes import (
+    NETWORK_PROTOCOL_NAME,
+    NETWORK_PROTOCOL_VERSION,
+    NETWORK_TRANSPORT,
+)
+from opentelemetry.semconv.schemas import Schemas
+from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.util.types import AttributeValue
+from pydantic import ValidationError
+
+from otel_mcp.telemetry import names
+from otel_mcp.telemetry.package import _mcp_instruments
+from otel_mcp.telemetry.version import __version__
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_URL: Final = Schemas.V1_37_0.value
+MAX_ATTRIBUTE_SETS = 2048  # distinct metric attribute sets kept precomputed; beyond, targets become _OTHER
+MAX_TARGETS = 256  # distinct tool/prompt names per method before they are reported as _OTHER
+_INVALID_PARAMS = "-32602"
+_STDIO: Final = "pipe"
+_TCP: Final = "tcp"
+
+RequestObserver = Callable[[str, str | None, float, str | None, str], None]
+"""``(method, target, seconds, error_type, transport)``, called on the event loop after each request."""
+
+
+class _Transport:
+    """Per-connection facts, computed once and kept in ``Connection.state``."""
+
+    __slots__ = ("key", "metric_attrs", "span_attrs")
+
+    def __init__(self, key: str, span_attrs: dict[str, AttributeValue], metric_attrs: dict[str, AttributeValue]):
+        self.key = key
+        self.span_attrs = span_attrs
+        self.metric_attrs = metric_attrs
+
+
+class McpTelemetry:
+    """Instruments and live counters shared by every instrumented server."""
+
+    def __init__(self, meter_provider: Any = None) -> None:
+        meter = get_meter(__name__, __version__, meter_provider, schema_url=SCHEMA_URL)
+        self.operation_duration: Histogram = meter.create_histogram(
+            MCP_SERVER_OPERATION_DURATION, unit="s", description="Duration of MCP requests handled by the server",
+            explicit_bucket_boundaries_advisory=list(names.SEMCONV_DURATION_BUCKETS),
+        )
+        self.session_duration: Histogram = meter.create_histogram(
+            MCP_SERVER_SESSION_DURATION, unit="s", description="Duration of MCP sessions",
+            explicit_bucket_boundaries_advisory=list(names.SEMCONV_DURATION_BUCKETS),
+        )
+        self.request_size: Histogram = meter.create_histogram(
+            names.REQUEST_SIZE, unit="By", description="JSON-RPC request size on the wire",
+            explicit_bucket_boundaries_advisory=list(names.SIZE_BUCKETS),
+        )
+        self.response_size: Histogram = meter.create_histogram(
+            names.RESPONSE_SIZE, unit="By", description="JSON-RPC response size on the wire",
+            explicit_bucket_boundaries_advisory=list(names.SIZE_BUCKETS),
+        )
+        self.tool_errors = meter.create_counter(names.TOOL_ERRORS, unit="{error}", description="Failed tool calls")
+        meter.create_observable_up_down_counter(
+            names.ACTIVE_SESSIONS, [self._observe_sessions], unit="{session}", description="Open MCP sessions"
+        )
+        meter.create_observable_up_down_counter(
+            names.REQUESTS_IN_FLIGHT, [self._observe_in_flight], unit="{request}",
+            description="MCP requests being handled",
+        )
+        # Plain ints, read by the observable callbacks: no SDK call on the request path.
+        self.in_flight: dict[str, int] = {_STDIO: 0, _TCP: 0}
+        self.sessions: dict[str, int] = {_STDIO: 0, _TCP: 0}
+        self._transport_attrs = {t: {NETWORK_TRANSPORT: t} for t in (_STDIO, _TCP)}
+        self._attr_sets: dict[tuple[str, str | None, str | None, str | None, str, str], dict[str, AttributeValue]] = {}
+        self._targets: dict[str, set[str]] = {}
+        self.observers: list[RequestObserver] = []
+
+    def _observe_sessions(self, _: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(n, self._transport_attrs[t]) for t, n in self.sessions.items()]
+
+    def _observe_in_flight(self, _: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(n, self._transport_attrs[t]) for t, n in self.in_flight.items()]
+
+    def operation_attributes(
+        self, method: str, target: str | None, error_type: str | None, status: str | None, transport: _Transport,
+        protocol_version: str,
+    ) -> dict[str, AttributeValue]:
+        """The metric attribute set for one request shape, built once and reused."""
+        key = (method, target, error_type, status, transport.key, protocol_version)
+        attrs = self._attr_sets.get(key)
+        if attrs is not None:
+            return attrs
+        if target is not None:
+            seen = self._targets.setdefault(method, set())
+            if target not in seen and (len(seen) >= MAX_TARGETS or len(self._attr_sets) >= MAX_ATTRIBUTE_SETS):
+                target = names.OTHER
+            else:
+                seen.add(target)
+        attrs = {MCP_METHOD_NAME: method, MCP_PROTOCOL_VERSION: protocol_version, **transport.metric_attrs}
+        if method == "tools/call":
+            attrs[GEN_AI_OPERATION_NAME] = "execute_tool"
+            if target is not None:
+                attrs[GEN_AI_TOOL_NAME] = target
+        elif method == "prompts/get" and target is not None:
+            attrs[GEN_AI_PROMPT_NAME] = target
+        if error_type is not None:
+            attrs[ERROR_TYPE] = error_type
+        if status is not None:
+            attrs[RPC_RESPONSE_STATUS_CODE] = status
+        if len(self._attr_sets) < MAX_ATTRIBUTE_SETS:
+            self._attr_sets[key] = attrs
+        return attrs
+
+
+def _transport_of(ctx: ServerRequestContext[Any, Any], connection: Any) -> _Transport:
+    state: dict[str, Any] | None = getattr(connection, "state", None)
+    if state is not None:
+        cached: _Transport | None = state.get("otel_mcp.transport")
+        if cached is not None:
+            return cached
+    request = ctx.request
+    span_attrs: dict[str, AttributeValue]
+    if request is None:
+        key = _STDIO
+        span_attrs = {NETWORK_TRANSPORT: _STDIO}
+        metric_attrs: dict[str, AttributeValue] = {NETWORK_TRANSPORT: _STDIO}
+    else:
+        key = _TCP
+        scope = getattr(request, "scope", {}) or {}
+        span_attrs = {NETWORK_TRANSPORT: _TCP, NETWORK_PROTOCOL_NAME: "http"}
+        if scope.get("http_version"):
+            span_attrs[NETWORK_PROTOCOL_VERSION] = str(scope["http_version"])
+        metric_attrs = {NETWORK_TRANSPORT: _TCP, NETWORK_PROTOCOL_NAME: "http"}
+    session_id = getattr(connection, "session_id", None)
+    if session_id:
+        span_attrs[MCP_SESSION_ID] = str(session_id)
+    transport = _Transport(key, span_attrs, metric_attrs)
+    if state is not None:
+        state["otel_mcp.transport"] = transport
+    return transport
+
+
+class TelemetryMiddleware:
+    """The ``ServerMiddleware`` appended to instrumented servers (inside the SDK's span)."""
+
+    def __init__(self, telemetry: McpTelemetry) -> None:
+        self.telemetry = telemetry
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if ctx.request_id is None or not is_instrumentation_enabled():
+            return await call_next(ctx)  # notifications are not operations
+        tel = self.telemetry
+        start = time.perf_counter()
+        method = ctx.method
+        connection = getattr(ctx.session, "_connection", None)
+        try:
+            transport = _transport_of(ctx, connection)
+            span = trace.get_current_span()
+            if span.is_recording():
+                span.set_attributes(transport.span_attrs)
+                client = getattr(ctx.request, "client", None) if ctx.request is not None else None
+                if client is not None:
+                    span.set_attributes({CLIENT_ADDRESS: client[0], CLIENT_PORT: client[1]})
+                if ctx.request is not None and ctx.meta:
+                    _link_http_context(span, ctx.request)
+            if ctx.request is not None:
+                size = ctx.request.headers.get("content-length")
+                if size is not None and size.isdigit():
+                    tel.request_size.record(int(size), transport.metric_attrs)
+        except Exception:  # telemetry never breaks the call
+            logger.debug("MCP telemetry failed before the call", exc_info=True)
+            return await call_next(ctx)
+        tel.in_flight[transport.key] += 1
+        error_type: str | None = None
+        status: str | None = None
+        try:
+            result = await call_next(ctx)
+            if method == "tools/call" and isinstance(result, Mapping) and result.get("isError") is True:
+                error_type = names.TOOL_ERROR
+            elif method == "initialize":
+                self._session_started(connection, transport, ctx.protocol_version)
+            return result
+        except MCPError as exc:
+            code = exc.error.code
+            status = str(code)
+            if code not in names.PROTOCOL_ERROR_CODES:
+                error_type = status
+            raise
+        except ValidationError:
+            status = _INVALID_PARAMS
+            raise
+        except BaseException as exc:
+            error_type = type(exc).__qualname__
+            raise
+        finally:
+            duration = time.perf_counter() - start
+            tel.in_flight[transport.key] -= 1
+            try:
+                self._record(ctx, method, duration, error_type, status, transport)
+            except Exception:
+                logger.debug("MCP telemetry failed after the call", exc_info=True)
+
+    def _record(
+        self, ctx: ServerRequestContext[Any, Any], method: str, duration: float, error_type: str | None,
+        status: str | None, transport: _Transport,
+    ) -> None:
+        tel = self.telemetry
+        target: str | None = None
+        if method in {"tools/call", "prompts/get"}:
+            name = ctx.params.get("name") if ctx.params else None
+            target = name if isinstance(name, str) else None
+        attrs = tel.operation_attributes(method, target, error_type, status, transport, ctx.protocol_version)
+        tel.operation_duration.record(duration, attrs)
+        if error_type is not None and method == "tools/call":
+            tel.tool_errors.add(1, {GEN_AI_TOOL_NAME: attrs.get(GEN_AI_TOOL_NAME, names.OTHER), ERROR_TYPE: error_type})
+        for observer in tel.observers:
+            observer(method, target, duration, error_type, transport.key)
+
+    def _session_started(self, connection: Any, transport: _Transport, protocol_version: str) -> None:
+        exit_stack = getattr(connection, "exit_stack", None)
+        if exit_stack is None:
+            return
+        tel = self.telemetry
+        started = time.perf_counter()
+        attrs: dict[str, AttributeValue] = {**transport.metric_attrs, MCP_PROTOCOL_VERSION: protocol_version}
+        tel.sessions[transport.key] += 1
+
+        def ended() -> None:
+            tel.sessions[transport.key] -= 1
+            tel.session_duration.record(time.perf_counter() - started, attrs)
+
+        exit_stack.callback(ended)
+
+
+# -- the SDK span: server-side error rules and the link to the HTTP context ------------
+
+
+class _ServerSpan(wrapt.ObjectProxy[Any]):
+    """The SDK's span, minus the client-blaming error it would record."""
+
+    _self_protocol_error = False
+
+    def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None:
+        error_type = attributes.get(ERROR_TYPE)
+        if isinstance(error_type, str) and error_type.lstrip("-").isdigit() and (
+            int(error_type) in names.PROTOCOL_ERROR_CODES
+        ):
+            self._self_protocol_error = True
+            attributes = {k: v for k, v in attributes.items() if k != ERROR_TYPE}
+        self.__wrapped__.set_attributes(attributes)
+
+    def set_status(self, status: Any, description: str | None = None) -> None:
+        if self._self_protocol_error and status is StatusCode.ERROR:
+            return
+        self.__wrapped__.set_status(status, description)
+
+
+class _ServerSpanContext:
+    __slots__ = ("_ambient", "_cm", "_parent_given")
+
+    def __init__(self, cm: Any, parent_given: bool) -> None:
+        self._cm = cm
+        self._parent_given = parent_given
+        self._ambient = trace.get_current_span().get_span_context() if parent_given else None
+
+    def __enter__(self) -> Any:
+        span = self._cm.__enter__()
+        if not span.is_recording():
+            return span
+        ambient = self._ambient
+        if ambient is not None and ambient.is_valid and ambient.trace_id != span.get_span_context().trace_id:
+            span.add_link(ambient, {"otel_mcp.link": "http.server"})
+        return _ServerSpan(span)
+
+    def __exit__(self, *exc: Any) -> Any:
+        return self._cm.__exit__(*exc)
+
+
+def _wrap_otel_span(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
+    cm = wrapped(*args, **kwargs)
+    if kwargs.get("kind") is not SpanKind.SERVER:
+        return cm
+    return _ServerSpanContext(cm, kwargs.get("context") is not None)
+
+
+def _link_http_context(span: Any, request: Any) -> None:
+    """Link the span to a ``traceparent`` HTTP header that is not its parent (the client's HTTP context)."""
+    header = request.headers.get("traceparent")
+    if not header:
+        return
+    linked = trace.get_current_span(propagate.extract({"traceparent": header})).get_span_context()
+    own = span.get_span_context()
+    if linked.is_valid and linked.trace_id != own.trace_id:
+        span.add_link(linked, {"otel_mcp.link": "http.request"})
+
+
+# -- the instrumentor --------------------------------------------------------------------
+
+
+class McpInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """Adds ``TelemetryMiddleware`` to every MCP lowlevel server built while instrumented."""
+
+    _telemetry: McpTelemetry | None = None
+    _middleware: TelemetryMiddleware | None = None
+    _servers: weakref.WeakSet[Any] = weakref.WeakSet()  # noqa: RUF012  (shared by the singleton)
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return _mcp_instruments
+
+    @property
+    def telemetry(self) -> McpTelemetry | None:
+        return McpInstrumentor._telemetry
+
+    def _instrument(self, **kwargs: Any) -> None:
+        telemetry = McpTelemetry(kwargs.get("meter_provider"))
+        McpInstrumentor._telemetry = telemetry
+        McpInstrumentor._middleware = TelemetryMiddleware(telemetry)
+
+        def init_wrapper(wrapped: Any, instance: Any, args: Any, kw: Any) -> Any:
+            result = wrapped(*args, **kw)
+            try:
+                McpInstrumentor.instrument_server(instance)
+            except Exception:
+                logger.debug("could not instrument an MCP server", exc_info=True)
+            return result
+
+        wrapt.wrap_function_wrapper(lowlevel_server, "Server.__init__", init_wrapper)
+        wrapt.wrap_function_wrapper(sdk_otel, "otel_span", _wrap_otel_span)
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        unwrap(lowlevel_server.Server, "__init__")
+        unwrap(sdk_otel, "otel_span")
+        for server in list(McpInstrumentor._servers):
+            McpInstrumentor.uninstrument_server(server)
+        McpInstrumentor._telemetry = None
+        McpInstrumentor._middleware = None
+
+    @staticmethod
+    def instrument_server(server: Any) -> None:
+        """Append the middleware to ``server`` (an ``MCPServer`` or lowlevel ``Server``) once."""
+        middleware = McpInstrumentor._middleware
+        if middleware is None:
+            return
+        chain: list[Any] = server.middleware
+        if not any(isinstance(m, TelemetryMiddleware) for m in chain):
+            # Right after the SDK's OpenTelemetryMiddleware: inside its span, outside everything else.
+            position = next((i + 1 for i, m in enumerate(chain) if isinstance(m, sdk_otel.OpenTelemetryMiddleware)), 0)
+            chain.insert(position, middleware)
+            McpInstrumentor._servers.add(getattr(server, "_lowlevel_server", server))
+
+    @staticmethod
+    def uninstrument_server(server: Any) -> None:
+        chain: list[Any] = server.middleware
+        chain[:] = [m for m in chain if not isinstance(m, TelemetryMiddleware)]

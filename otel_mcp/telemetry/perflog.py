@@ -1,0 +1,320 @@
+"""Structured JSON performance logs and performance alerts.
+
+One JSON line per MCP request (``event: request``) and per slow operation
+(``event: slow_query``, ``event: alert``), each with ``trace_id``/``span_id``
+of the span it belongs to, written to a size-rotated file and, when an OTLP
+logs exporter is configured, emitted as OTel log records too. Never a rule
+body, an argument value or a secret: method, target name, duration, outcome.
+
+The request path only builds a tuple and puts it on a queue; a daemon thread
+formats, writes and exports, so the event loop never waits for the disk or
+the exporter. When the queue is full (``MAX_QUEUE`` lines behind) lines are
+dropped and counted rather than blocking.
+
+Alerts: a slow request, a slow query, a low cache hit rate or a high RSS
+crosses a configured threshold -> ``otel_mcp.alerts{alert}`` is incremented
+and a WARNING is logged (at most once per alert per ``ALERT_LOG_INTERVAL``,
+with the number of crossings since the last one).
+
+Usage
+-----
+.. code-block:: python
+
+    perf = PerfLog(Path("perf.log"), max_bytes=10_000_000, backup_count=5)
+    perf.start()
+    perf.request("tools/call", "compose_rules", 0.0012, None, "pipe")
+    perf.close()
+
+Configuration
+-------------
+Settings ``perf_log`` / ``perf_log_max_bytes`` / ``perf_log_backups`` and the ``alert_*`` thresholds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from opentelemetry import trace
+from opentelemetry._logs import Logger as OtelLogger
+from opentelemetry._logs import SeverityNumber
+from opentelemetry.metrics import get_meter
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+from otel_mcp.telemetry import names
+from otel_mcp.telemetry.version import __version__
+
+logger = logging.getLogger("otel_mcp.perf")
+alert_log = logging.getLogger("otel_mcp.perf.alerts")
+
+MAX_QUEUE = 10_000  # lines waiting for the writer before new ones are dropped
+ALERT_LOG_INTERVAL = 60.0  # seconds between two WARNING lines for the same alert
+_SEVERITY: Final = {
+    "INFO": SeverityNumber.INFO, "WARNING": SeverityNumber.WARN, "ERROR": SeverityNumber.ERROR,
+    "DEBUG": SeverityNumber.DEBUG,
+}
+_STOP: Final = object()
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """:param slow_request_s: a request slower than this is an alert (default 1 s)
+    :param slow_query_s: a statement slower than this (default 0.1 s)
+    :param min_cache_hit_ratio: below this over a check interval with enough lookups (default 0.5)
+    :param max_rss_bytes: resident memory above this (default 1 GiB)
+    """
+
+    slow_request_s: float = 1.0
+    slow_query_s: float = 0.1
+    min_cache_hit_ratio: float = 0.5
+    min_cache_lookups: int = 20  # lookups in an interval before the hit ratio means anything
+    max_rss_bytes: int = 1 << 30
+
+
+class PerfLog:
+    """:param path: JSON-lines file (None: no file)
+    :param max_bytes: rotate when the file reaches this size (default 10 MB)
+    :param backup_count: rotated files kept (default 5)
+    :param otel_logger: OTel logger to emit records to as well (default none)
+    :param log_requests: write a line per request (default True; slow ones are always written)
+    """
+
+    def __init__(
+        self,
+        path: Path | None,
+        max_bytes: int = 10_000_000,
+        backup_count: int = 5,
+        otel_logger: OtelLogger | None = None,
+        log_requests: bool = True,
+    ) -> None:
+        self.path = path
+        self.otel_logger = otel_logger
+        self.log_requests = log_requests
+        self.dropped = 0
+        self.written = 0
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._handler: logging.handlers.RotatingFileHandler | None = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._handler = logging.handlers.RotatingFileHandler(
+                path, maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8", delay=True
+            )
+            self._handler.setFormatter(logging.Formatter("%(message)s"))
+        self._thread: threading.Thread | None = None
+
+    # -- producers (any thread) --------------------------------------------------
+
+    def request(self, method: str, target: str | None, seconds: float, error_type: str | None, transport: str) -> None:
+        """One line for one MCP request; called inside the request's span."""
+        if not self.log_requests:
+            return
+        ctx = trace.get_current_span().get_span_context()
+        self._put(("request", time.time(), method, target, seconds, error_type, transport,
+                   ctx.trace_id, ctx.span_id, int(ctx.trace_flags)))
+
+    def event(self, level: str, event: str, message: str, fields: dict[str, Any]) -> None:
+        """A slow operation or an alert, with the current span's ids."""
+        ctx = trace.get_current_span().get_span_context()
+        self._put(("event", time.time(), level, event, message, fields, ctx.trace_id, ctx.span_id,
+                   int(ctx.trace_flags)))
+
+    def _put(self, item: tuple[Any, ...]) -> None:
+        if self._queue.qsize() >= MAX_QUEUE:
+            self.dropped += 1
+            return
+        self._queue.put(item)
+
+    # -- the writer thread ---------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="otel-mcp-perflog", daemon=True)
+            self._thread.start()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every queued line is written (True) or ``timeout`` passes."""
+        if self._thread is None:
+            self._drain()
+            return True
+        done = threading.Event()
+        self._queue.put(done)
+        return done.wait(timeout)
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join(timeout=5.0)
+            self._thread = None
+        self._drain()
+        if self._handler is not None:
+            self._handler.close()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            if isinstance(item, threading.Event):
+                item.set()
+                continue
+            self._write(item)
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, threading.Event):
+                item.set()
+            elif item is not _STOP:
+                self._write(item)
+
+    def _write(self, item: tuple[Any, ...]) -> None:
+        try:
+            record, level, body, trace_id, span_id, flags, ts = _to_record(item)
+            line = json.dumps(record, separators=(",", ":"), default=str)
+            if self._handler is not None:
+                self._handler.emit(logging.makeLogRecord({"msg": line, "levelno": logging.INFO}))
+            self.written += 1
+            # Events (slow queries, alerts) are logging records: the OTel LoggingHandler exports those.
+            if self.otel_logger is not None and record["event"] == "request":
+                context = None
+                if trace_id:
+                    span_context = SpanContext(trace_id, span_id, False, TraceFlags(flags))
+                    context = trace.set_span_in_context(NonRecordingSpan(span_context))
+                attributes = {k: v for k, v in record.items() if k not in ("ts", "trace_id", "span_id", "message")
+                              and isinstance(v, str | int | float | bool)}
+                self.otel_logger.emit(
+                    timestamp=int(ts * 1e9), context=context, severity_number=_SEVERITY.get(level, SeverityNumber.INFO),
+                    severity_text=level, body=body, attributes=attributes, event_name=f"otel_mcp.{record['event']}",
+                )
+        except Exception:
+            logger.debug("perf log line failed", exc_info=True)
+
+
+def _to_record(item: tuple[Any, ...]) -> tuple[dict[str, Any], str, str, int, int, int, float]:
+    if item[0] == "request":
+        _, ts, method, target, seconds, error_type, transport, trace_id, span_id, flags = item
+        record: dict[str, Any] = {
+            "ts": _iso(ts), "level": "INFO", "event": "request", "method": method, "target": target,
+            "duration_ms": round(seconds * 1000, 3), "outcome": "error" if error_type else "ok",
+            "error_type": error_type, "transport": transport,
+        }
+        body = f"{method}{' ' + target if target else ''} {record['outcome']} in {record['duration_ms']} ms"
+        level = "INFO"
+    else:
+        _, ts, level, event, message, fields, trace_id, span_id, flags = item
+        record = {"ts": _iso(ts), "level": level, "event": event, "message": message, **fields}
+        body = message
+    record["trace_id"] = f"{trace_id:032x}" if trace_id else None
+    record["span_id"] = f"{span_id:016x}" if span_id else None
+    return record, level, body, trace_id, span_id, flags, ts
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+
+
+class PerfLogHandler(logging.Handler):
+    """Sends ``otel_mcp.perf.*`` log records (slow queries, alerts) to the JSON file as ``event`` lines."""
+
+    def __init__(self, perf: PerfLog) -> None:
+        super().__init__(logging.INFO)
+        self.perf = perf
+
+    def emit(self, record: logging.LogRecord) -> None:
+        fields = {k: v for k, v in record.__dict__.items() if k.startswith(("db.", "alert", "duration", "threshold",
+                                                                              "value", "method", "target"))}
+        self.perf.event(record.levelname, getattr(record, "event", "log"), record.getMessage(), fields)
+
+
+class Alerts:
+    """Threshold checks: counted in ``otel_mcp.alerts{alert}``, logged as WARNING (rate-limited)."""
+
+    def __init__(
+        self, thresholds: Thresholds, meter_provider: Any = None,
+        cache_counts: Callable[[], dict[str, int]] | None = None, rss: Callable[[], int] | None = None,
+    ) -> None:
+        meter = get_meter(__name__, __version__, meter_provider)
+        self.counter = meter.create_counter(names.ALERTS, unit="{alert}", description="Performance thresholds crossed")
+        self.thresholds = thresholds
+        self.cache_counts = cache_counts
+        self.rss = rss
+        self._attrs: dict[str, dict[str, str]] = {}
+        self._last_logged: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+        self._last_cache: tuple[int, int] | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def fire(self, alert: str, message: str, **fields: Any) -> None:
+        attrs = self._attrs.get(alert)
+        if attrs is None:
+            attrs = self._attrs.setdefault(alert, {names.ALERT: alert})
+        self.counter.add(1, attrs)
+        now = time.monotonic()
+        with self._lock:
+            last = self._last_logged.get(alert)
+            if last is not None and now - last < ALERT_LOG_INTERVAL:
+                self._suppressed[alert] = self._suppressed.get(alert, 0) + 1
+                return
+            self._last_logged[alert] = now
+            suppressed = self._suppressed.pop(alert, 0)
+        if suppressed:
+            message += f" ({suppressed} more since the last report)"
+        alert_log.warning("alert %s: %s", alert, message, extra={"event": "alert", "alert": alert, **fields})
+
+    def on_request(self, method: str, target: str | None, seconds: float, error_type: str | None, _t: str) -> None:
+        if seconds >= self.thresholds.slow_request_s:
+            self.fire("slow_request", f"{method}{' ' + target if target else ''} took {seconds * 1000:.1f} ms",
+                      method=method, target=target, duration_ms=round(seconds * 1000, 3),
+                      threshold_ms=self.thresholds.slow_request_s * 1000)
+
+    def on_slow_query(self, operation: str, table: str | None, seconds: float) -> None:
+        self.fire("slow_query", f"{operation} {table or '-'} took {seconds * 1000:.1f} ms",
+                  duration_ms=round(seconds * 1000, 3), threshold_ms=self.thresholds.slow_query_s * 1000)
+
+    def check(self) -> None:
+        """The periodic checks: cache hit ratio over the last interval, and RSS."""
+        if self.cache_counts is not None:
+            c = self.cache_counts()
+            hits, lookups = c["l1_hits"] + c["l2_hits"], c["l1_hits"] + c["l2_hits"] + c["misses"]
+            if self._last_cache is not None:
+                d_hits, d_lookups = hits - self._last_cache[0], lookups - self._last_cache[1]
+                if d_lookups >= self.thresholds.min_cache_lookups:
+                    ratio = d_hits / d_lookups
+                    if ratio < self.thresholds.min_cache_hit_ratio:
+                        self.fire("low_cache_hit_ratio", f"cache hit ratio {ratio:.2f} over {d_lookups} lookups",
+                                  value=round(ratio, 4), threshold=self.thresholds.min_cache_hit_ratio)
+            self._last_cache = (hits, lookups)
+        if self.rss is not None:
+            rss = self.rss()
+            if rss > self.thresholds.max_rss_bytes:
+                self.fire("high_memory", f"RSS {rss / 2**20:.0f} MiB", value=rss,
+                          threshold=self.thresholds.max_rss_bytes)
+
+    def start(self, interval: float) -> None:
+        def run() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    self.check()
+                except Exception:
+                    logger.debug("alert check failed", exc_info=True)
+
+        self._thread = threading.Thread(target=run, name="otel-mcp-alerts", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)

@@ -1,0 +1,203 @@
+"""Rule-store (SQLite) instrumentation: ``db.client.operation.duration`` and slow-query reports.
+
+``opentelemetry-instrumentation-sqlite3`` traces cursors, but ``RuleStore``
+runs its statements with ``Connection.execute``, which sqlite3 implements in C
+without going through ``cursor()``, so none of them would be traced. This
+instrumentor wraps ``RuleStore._conn`` so that each thread's connection is
+used through ``MeteredConnection``, whose ``execute`` is the documented
+equivalent (``cursor().execute(...)``): the sqlite3 instrumentation, when on,
+then emits its CLIENT span for it, and we record
+
+- ``db.client.operation.duration`` (semconv) by ``db.operation.name`` and
+  ``db.collection.name``, parsed from the statement's verb and first table
+  (cached per statement text; never the text itself);
+- ``otel_mcp.db.slow_queries`` and a WARNING log over ``slow_query_ms``.
+
+The per-request generation probe (``SELECT value FROM store_meta ...``) is
+on the hot path of every composition: it is metered but not traced
+(``UNTRACED_STATEMENTS``), keeping cache-hit requests at two spans.
+
+Usage
+-----
+.. code-block:: python
+
+    from otel_mcp.telemetry.store import StoreInstrumentor
+
+    StoreInstrumentor().instrument(meter_provider=mp, slow_query_seconds=0.05)
+
+Configuration
+-------------
+``slow_query_seconds`` (kwarg, from the ``slow_query_ms`` setting); standard ``OTEL_*`` otherwise.
+If ``OTEL_SEMCONV_STABILITY_OPT_IN`` contains ``database``, the sqlite3 instrumentation records
+``db.client.operation.duration`` itself and ours stays quiet (no double counting).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Collection
+from typing import Any, Final
+
+import wrapt
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+from opentelemetry.instrumentation.utils import unwrap
+from opentelemetry.metrics import Histogram, get_meter
+from opentelemetry.semconv.attributes.db_attributes import (
+    DB_COLLECTION_NAME,
+    DB_OPERATION_NAME,
+    DB_SYSTEM_NAME,
+)
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
+from opentelemetry.semconv.metrics.db_metrics import DB_CLIENT_OPERATION_DURATION
+from opentelemetry.semconv.schemas import Schemas
+from opentelemetry.util.types import AttributeValue
+
+from otel_mcp.store import sqlite as store_sqlite
+from otel_mcp.telemetry import names
+from otel_mcp.telemetry.package import _otel_mcp_instruments
+from otel_mcp.telemetry.version import __version__
+
+logger = logging.getLogger(__name__)
+slow_log = logging.getLogger("otel_mcp.perf.db")
+SCHEMA_URL: Final = Schemas.V1_37_0.value
+DEFAULT_SLOW_QUERY_SECONDS = 0.1  # 100 ms
+MAX_STATEMENTS = 512  # distinct statement texts whose parse is cached
+UNTRACED_STATEMENTS: Final = frozenset({"SELECT value FROM store_meta WHERE key = 'generation'"})
+
+_VERB = re.compile(r"^\s*(\w+)", re.ASCII)
+_TABLE = re.compile(
+    r"\b(?:FROM|INTO|UPDATE|TABLE(?:\s+IF\s+(?:NOT\s+)?EXISTS)?|JOIN)\s+([A-Za-z_][A-Za-z0-9_]*)", re.IGNORECASE
+)
+
+SlowQueryObserver = Callable[[str, str | None, float], None]
+
+
+def parse_statement(sql: str) -> tuple[str, str | None]:
+    """``("SELECT", "rules")`` for ``SELECT ... FROM rules ...``: the verb and the first table named."""
+    verb_match = _VERB.match(sql)
+    verb = verb_match.group(1).upper() if verb_match else "OTHER"
+    table_match = _TABLE.search(sql)
+    return verb, (table_match.group(1) if table_match else None)
+
+
+class DbTelemetry:
+    def __init__(self, meter_provider: Any = None, slow_query_seconds: float = DEFAULT_SLOW_QUERY_SECONDS) -> None:
+        meter = get_meter(__name__, __version__, meter_provider, schema_url=SCHEMA_URL)
+        self.duration: Histogram = meter.create_histogram(
+            DB_CLIENT_OPERATION_DURATION, unit="s", description="Duration of database client operations",
+            explicit_bucket_boundaries_advisory=list(names.STEP_DURATION_BUCKETS),
+        )
+        self.slow_queries = meter.create_counter(
+            names.DB_SLOW_QUERIES, unit="{query}", description="Statements slower than the slow-query threshold"
+        )
+        self.slow_query_seconds = slow_query_seconds
+        self.record_duration = "database" not in os.environ.get("OTEL_SEMCONV_STABILITY_OPT_IN", "")
+        self._statements: dict[str, tuple[dict[str, AttributeValue], dict[str, AttributeValue]]] = {}
+        self.observers: list[SlowQueryObserver] = []
+        self.enabled = True
+
+    def attributes(self, sql: str) -> tuple[dict[str, AttributeValue], dict[str, AttributeValue]]:
+        """(metric attributes, the same with ``error.type``-free copy for slow queries), cached per statement."""
+        cached = self._statements.get(sql)
+        if cached is not None:
+            return cached
+        verb, table = parse_statement(sql)
+        attrs: dict[str, AttributeValue] = {DB_SYSTEM_NAME: "sqlite", DB_OPERATION_NAME: verb}
+        if table is not None:
+            attrs[DB_COLLECTION_NAME] = table
+        slow: dict[str, AttributeValue] = {k: v for k, v in attrs.items() if k != DB_SYSTEM_NAME}
+        if len(self._statements) < MAX_STATEMENTS:
+            self._statements[sql] = (attrs, slow)
+        return attrs, slow
+
+    def observe(self, sql: str, seconds: float, error: BaseException | None) -> None:
+        attrs, slow = self.attributes(sql)
+        if error is not None:
+            attrs = {**attrs, ERROR_TYPE: type(error).__qualname__}
+        if self.record_duration:
+            self.duration.record(seconds, attrs)
+        if seconds >= self.slow_query_seconds:
+            self.slow_queries.add(1, slow)
+            operation = str(slow[DB_OPERATION_NAME])
+            table = slow.get(DB_COLLECTION_NAME)
+            slow_log.warning(
+                "slow query: %s %s took %.1f ms", operation, table or "-", seconds * 1000,
+                extra={"event": "slow_query", "db.operation.name": operation, "db.collection.name": table,
+                       "duration_ms": round(seconds * 1000, 3)},
+            )
+            for observer in self.observers:
+                observer(operation, str(table) if table else None, seconds)
+
+
+class MeteredConnection(wrapt.ObjectProxy[Any]):
+    """A sqlite3 connection (possibly the sqlite3 instrumentation's proxy) whose ``execute`` is measured."""
+
+    def __init__(self, connection: Any, telemetry: DbTelemetry) -> None:
+        super().__init__(connection)
+        self._self_telemetry = telemetry
+        raw = connection
+        while hasattr(raw, "__wrapped__"):  # the sqlite3 instrumentation's TracedConnectionProxy
+            raw = raw.__wrapped__
+        self._self_raw = raw
+        self._self_traced = raw is not connection
+
+    def execute(self, sql: str, parameters: Any = (), /) -> Any:
+        telemetry = self._self_telemetry
+        if not telemetry.enabled:
+            return self._self_raw.execute(sql, parameters)
+        start = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            if self._self_traced and sql not in UNTRACED_STATEMENTS:
+                cursor = self.__wrapped__.cursor()
+                cursor.execute(sql, parameters)
+                return cursor
+            return self._self_raw.execute(sql, parameters)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            try:
+                telemetry.observe(sql, time.perf_counter() - start, error)
+            except Exception:
+                logger.debug("DB telemetry failed", exc_info=True)
+
+
+class StoreInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    _telemetry: DbTelemetry | None = None
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return _otel_mcp_instruments
+
+    @property
+    def telemetry(self) -> DbTelemetry | None:
+        return StoreInstrumentor._telemetry
+
+    def _instrument(self, **kwargs: Any) -> None:
+        telemetry = DbTelemetry(
+            kwargs.get("meter_provider"), float(kwargs.get("slow_query_seconds", DEFAULT_SLOW_QUERY_SECONDS))
+        )
+        StoreInstrumentor._telemetry = telemetry
+
+        def conn_wrapper(wrapped: Any, instance: Any, args: Any, kw: Any) -> Any:
+            conn = wrapped(*args, **kw)
+            if isinstance(conn, MeteredConnection):
+                return conn
+            metered = MeteredConnection(conn, telemetry)
+            # Later calls find the metered one in the thread-local and skip this branch.
+            instance._local.conn = metered
+            return metered
+
+        wrapt.wrap_function_wrapper(store_sqlite, "RuleStore._conn", conn_wrapper)
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        unwrap(store_sqlite.RuleStore, "_conn")
+        if StoreInstrumentor._telemetry is not None:
+            StoreInstrumentor._telemetry.enabled = False  # connections already metered pass straight through
+        StoreInstrumentor._telemetry = None
+
+
+__all__ = ["MeteredConnection", "StoreInstrumentor", "parse_statement"]
