@@ -30,7 +30,7 @@ Configuration
 
 from otel_mcp.stack._settings import cache_dir, config_root, default_state_dir
 from otel_mcp.stack.cli import register_cli
-from otel_mcp.stack.install import Binaries, InstallError, find_binaries, install
+from otel_mcp.stack.installer import Binaries, InstallError, find_binaries, install
 from otel_mcp.stack.supervisor import (
     ComponentStatus,
     StackError,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from otel_mcp.stack import _settings as s
-from otel_mcp.stack.install import InstallError, install
+from otel_mcp.stack.installer import InstallError, install
 from otel_mcp.stack.supervisor import StackError, down, format_status, status, up
 
 

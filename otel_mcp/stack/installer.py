@@ -264,6 +264,7 @@ def _install_prometheus(progress: bool) -> tuple[Path, Path]:
             "and set OTEL_MCP_PROMETHEUS_BIN_DIR to the folder holding both"
         )
     env = dict(os.environ) | {"DEBIAN_FRONTEND": "noninteractive"}
+    s.cache_dir().mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0:
         _say(progress, f"installing Debian's {s.PROMETHEUS_DEB} package (apt-get, --no-install-recommends)")
         run_streamed([apt, "update"], label="apt", progress=progress, env=env)

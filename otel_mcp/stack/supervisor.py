@@ -33,7 +33,7 @@ from pathlib import Path
 import psutil
 
 from otel_mcp.stack import _settings as s
-from otel_mcp.stack.install import Binaries, find_binaries, install
+from otel_mcp.stack.installer import Binaries, find_binaries, install
 
 COMPONENTS = ("jaeger", "prometheus", "collector")  # start order: sinks before the source
 _PR_SET_PDEATHSIG = 1

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 import yaml
+from stack_helpers import DASHBOARDS, dashboard_exprs
 
 from otel_mcp.stack import Binaries
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = sorted((REPO / "prometheus" / "rules").glob("*.yaml"))
 RULE_TESTS = sorted((REPO / "prometheus" / "tests").glob("*-test.yaml"))
-DASHBOARDS = sorted((REPO / "grafana" / "dashboards").glob("*.json"))
 TOOL_TIMEOUT = 120  # seconds for one validate/promtool run
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(3600)]  # the first install builds for minutes
@@ -35,20 +35,6 @@ def alerts() -> list[dict[str, Any]]:
         for group in yaml.safe_load(path.read_text())["groups"]:
             found += [r for r in group["rules"] if "alert" in r]
     return found
-
-
-def dashboard_exprs() -> list[tuple[str, str, str]]:
-    """(dashboard file, panel title, PromQL with Grafana's variables filled in)."""
-    exprs = []
-    for path in DASHBOARDS:
-        doc = json.loads(path.read_text())
-        for panel in doc["panels"]:
-            for target in panel.get("targets", []):
-                expr = target["expr"]
-                expr = expr.replace("$__rate_interval", "1m").replace("$__range", "1h")
-                expr = re.sub(r"\$\{?job\}?", "otel-mcp", expr)
-                exprs.append((path.name, panel["title"], expr))
-    return exprs
 
 
 # -- Collector and Jaeger ---------------------------------------------------------------------

@@ -1,0 +1,62 @@
+"""Bounded helpers for tests against the real stack (imported by the tests in this folder)."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+T = TypeVar("T")
+
+REPO = Path(__file__).resolve().parents[2]
+DASHBOARDS = sorted((REPO / "grafana" / "dashboards").glob("*.json"))
+HTTP_TIMEOUT = 5.0
+
+
+def get_json(url: str, timeout: float = HTTP_TIMEOUT) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return json.loads(resp.read())
+
+
+def wait_for(probe: Callable[[], T | None], timeout: float, what: str, interval: float = 1.0) -> T:
+    """Call ``probe`` until it returns something truthy; fail the test after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while True:
+        try:
+            result = probe()
+            if result:
+                return result
+        except Exception as exc:  # a backend still starting answers errors; keep the last
+            last_error = exc
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last error: {last_error!r})")
+        time.sleep(interval)
+
+
+def prom_query(prometheus_url: str, expr: str) -> dict[str, Any]:
+    """The JSON answer of Prometheus's instant query API for ``expr``."""
+    url = f"{prometheus_url}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
+    doc: dict[str, Any] = get_json(url)
+    return doc
+
+
+def dashboard_exprs() -> list[tuple[str, str, str]]:
+    """(dashboard file, panel title, PromQL with Grafana's variables filled in)."""
+    exprs = []
+    for path in DASHBOARDS:
+        doc = json.loads(path.read_text())
+        for panel in doc["panels"]:
+            for target in panel.get("targets", []):
+                expr = target["expr"]
+                expr = expr.replace("$__rate_interval", "1m").replace("$__range", "1h")
+                expr = re.sub(r"\$\{?job\}?", "otel-mcp", expr)
+                exprs.append((path.name, panel["title"], expr))
+    return exprs
