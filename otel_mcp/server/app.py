@@ -16,7 +16,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from otel_mcp import __version__
+from otel_mcp.server.auth import BearerAuthMiddleware
 from otel_mcp.server.context import RulesContext
+from otel_mcp.server.limits import JsonRpcErrorBodies
 from otel_mcp.server.resources import register_resources
 from otel_mcp.server.tools import register_tools
 
@@ -70,9 +72,15 @@ def build_http_app(server: MCPServer, rules: RulesContext, port: int | None = No
 
     server.custom_route("/healthz", methods=["GET"])(healthz)
     server.custom_route("/readyz", methods=["GET"])(readyz)
-    return server.streamable_http_app(
+    app = server.streamable_http_app(
         max_request_body_size=settings.max_request_bytes,
         max_sessions=settings.max_sessions,
         transport_security=transport_security(settings.host, port if port is not None else settings.port),
         host=settings.host,
     )
+    # Refusals on /mcp get JSON-RPC error bodies; with a token, everything but the probes needs it.
+    app.add_middleware(JsonRpcErrorBodies, path="/mcp", max_request_bytes=settings.max_request_bytes)
+    token = settings.bearer_token()
+    if token:
+        app.add_middleware(BearerAuthMiddleware, token=token)
+    return app
