@@ -7,6 +7,8 @@ import json
 import anyio
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS
 
 from otel_mcp.compose.engine import ComposeRequest
 from otel_mcp.errors import RuleError, RuleNotFound
@@ -48,13 +50,18 @@ def register_resources(server: MCPServer, rules: RulesContext) -> None:
         context_files: str = "", tags: str = "", rule_ids: str = "", agent: str = "", token_budget: str = ""
     ) -> str:
         """Arguments are comma-separated lists (prompt arguments are strings)."""
+        # The SDK masks any other exception from a prompt as "Internal server error": raise MCPError
+        # so the client gets the precise message.
         budget = None
         if token_budget.strip():
             if not token_budget.strip().isdigit():
-                raise ValueError("token_budget must be a positive integer")
+                raise MCPError(INVALID_PARAMS, "token_budget must be a positive integer")
             budget = int(token_budget)
-        request = ComposeRequest.from_args(
-            _split_csv(context_files), _split_csv(tags), _split_csv(rule_ids), agent or None, budget
-        )
-        composition = await anyio.to_thread.run_sync(lambda: composer.compose(request))
+        try:
+            request = ComposeRequest.from_args(
+                _split_csv(context_files), _split_csv(tags), _split_csv(rule_ids), agent or None, budget
+            )
+            composition = await anyio.to_thread.run_sync(lambda: composer.compose(request))
+        except RuleError as exc:
+            raise MCPError(INVALID_PARAMS, str(exc)) from None
         return composition.markdown

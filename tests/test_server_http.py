@@ -1,0 +1,72 @@
+"""The server over streamable HTTP (``otel-mcp serve --transport http``), driven by the SDK's real client."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import server_scenarios as scenarios
+from mcp.shared.exceptions import MCPError
+
+pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("mcp_server", ["http"], indirect=True)]
+
+
+async def test_done_when_flow(mcp_server: Any, mcp_client: Any, calls: Any, corpus_dir: Path) -> None:
+    await scenarios.done_when_flow(mcp_client, mcp_server, calls, corpus_dir)
+
+
+async def test_tool_surface(mcp_server: Any, mcp_client: Any, calls: Any) -> None:
+    await scenarios.tool_surface(mcp_client, mcp_server, calls)
+
+
+async def test_bad_input_for_every_tool(mcp_server: Any, mcp_client: Any, calls: Any, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    await scenarios.bad_input_every_tool(mcp_client, mcp_server, calls, outside)
+
+
+async def test_resources_and_prompt(mcp_server: Any, mcp_client: Any, calls: Any) -> None:
+    await scenarios.resources_and_prompt(mcp_client, mcp_server, calls)
+
+
+async def test_health_and_readiness(mcp_server: Any, mcp_client: Any, calls: Any) -> None:
+    status, body = mcp_server.http.get("/healthz")
+    assert status == 200 and body["status"] == "ok" and body["version"]
+    await calls.ok(mcp_client, "create_rule", {"id": "a", "body": "x"})
+    status, body = mcp_server.http.get("/readyz")
+    assert status == 200 and body["ready"] is True
+    assert body["checks"]["database"] == "ok" and body["checks"]["rules"] == 1
+
+
+async def test_request_over_the_size_limit_is_refused(mcp_server: Any, mcp_client: Any, calls: Any) -> None:
+    await calls.ok(mcp_client, "create_rule", {"id": "a", "body": "x"})
+    with calls.unchanged(mcp_server.db), pytest.raises(MCPError) as info:
+        await mcp_client.call_tool("create_rule", {"id": "huge", "body": "x" * (5 * 1024 * 1024)})
+    calls.no_traceback(str(info.value))
+    # the connection and the server survive
+    assert (await calls.ok(mcp_client, "get_rule", {"id": "a"}))["version"] == 1
+
+
+async def test_two_clients_see_each_other_and_conflict(mcp_server: Any, calls: Any) -> None:
+    async with mcp_server.client() as first, mcp_server.client() as second:
+        await calls.ok(first, "create_rule", {"id": "shared", "body": "v1"})
+        seen = await calls.ok(second, "get_rule", {"id": "shared"})
+        assert seen["version"] == 1
+        results: dict[str, Any] = {}
+
+        async def update(name: str, client: Any) -> None:
+            results[name] = await client.call_tool(
+                "update_rule", {"id": "shared", "expected_version": 1, "body": f"by {name}"}
+            )
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(update, "first", first)
+            tg.start_soon(update, "second", second)
+        outcomes = sorted(r.is_error for r in results.values())
+        assert outcomes == [False, True]
+        loser = next(r for r in results.values() if r.is_error)
+        assert "expected version 1, current version is 2" in calls.text(loser)
+        winner = next(name for name, r in results.items() if not r.is_error)
+        assert (await calls.ok(second, "get_rule", {"id": "shared"}))["body"] == f"by {winner}"
