@@ -545,6 +545,7 @@ def test_service_without_cache_and_cache_key_shape(store: RuleStore) -> None:
     store.create({"id": "c", "body": "z"})
     with pytest.raises(CompositionError, match="deeper than the limit of 1"):
         service.compose(ComposeRequest.from_args())
-    key = ComposeService.cache_key(ComposeRequest.from_args(tags=["t"]), 42)
-    assert key.startswith("c:42:") and key != ComposeService.cache_key(ComposeRequest.from_args(), 42)
+    key = service.cache_key(ComposeRequest.from_args(tags=["t"]), 42)
+    assert key.startswith(f"c:{store.store_id:08x}:42:")
+    assert key != service.cache_key(ComposeRequest.from_args(), 42)
     assert service.ruleset() is service.ruleset()

@@ -71,10 +71,10 @@ class ComposeService:
                 self._ruleset = RuleSet(loaded_generation, rules)
             return self._ruleset
 
-    @staticmethod
-    def cache_key(request: ComposeRequest, generation: int) -> str:
+    def cache_key(self, request: ComposeRequest, generation: int) -> str:
+        """``c:<store id>:<generation>:<request digest>``: a write, or a recreated database, changes it."""
         digest = hashlib.blake2b(request.key().encode(), digest_size=16).hexdigest()
-        return f"c:{generation}:{digest}"
+        return f"c:{self.store.store_id:08x}:{generation}:{digest}"
 
     def compose(self, request: ComposeRequest) -> Composition:
         if self.observer is not None:

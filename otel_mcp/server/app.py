@@ -65,8 +65,7 @@ def build_http_app(server: MCPServer, rules: RulesContext, port: int | None = No
             checks["database"] = "ok"
         except Exception as exc:
             checks["database"] = f"error: {type(exc).__name__}"
-        for name, probe in rules.extras.get("readiness", {}).items():
-            checks[name] = probe()
+        checks.update(rules.readiness())
         ready = checks["database"] == "ok"
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 

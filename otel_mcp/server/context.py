@@ -1,15 +1,18 @@
-"""The objects one server process shares between its requests."""
+"""The objects one server process shares between its requests, and their lifecycle."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from otel_mcp.compose.engine import ComposeOptions
-from otel_mcp.compose.service import ComposeService, CompositionCache
+from otel_mcp.compose.service import ComposeService
 from otel_mcp.config import Settings
 from otel_mcp.store.model import RuleLimits
 from otel_mcp.store.sqlite import RuleStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -17,17 +20,45 @@ class RulesContext:
     settings: Settings
     store: RuleStore
     composer: ComposeService
-    extras: dict[str, Any] = field(default_factory=dict)  # e.g. the cache object, telemetry handles
+    cache: Any = None  # otel_mcp.cache.TieredCache when caching is on
+    warming: Any = None  # otel_mcp.cache.WarmProgress of the start-up warm-up
+    extras: dict[str, Any] = field(default_factory=dict)  # e.g. readiness probes, telemetry handles
 
     @classmethod
-    def open(cls, settings: Settings, cache: CompositionCache | None = None) -> RulesContext:
+    def open(cls, settings: Settings, *, warm: bool = False) -> RulesContext:
+        """Open the store and, when ``settings.cache``, the two-tier cache.
+
+        :param warm: start warming the cache in the background, hottest first (default False)
+        """
         store = RuleStore(
             settings.db,
             RuleLimits(max_body_bytes=settings.max_body_bytes, max_imports=settings.max_imports),
             read_only=settings.read_only and settings.db.exists(),
         )
         options = ComposeOptions(max_import_depth=settings.max_import_depth, max_rules=settings.max_rules)
-        return cls(settings, store, ComposeService(store, cache, options))
+        cache = None
+        if settings.cache:
+            from otel_mcp.cache import TieredCache
+
+            cache = TieredCache(settings.cache_dir)
+        context = cls(settings, store, ComposeService(store, cache, options, observer=cache), cache=cache)
+        if cache is not None and warm:
+            from otel_mcp.cache import start_warming
+
+            context.warming = start_warming(context.composer, cache)
+        return context
+
+    def readiness(self) -> dict[str, Any]:
+        """What ``/readyz`` and the stats show about warm-up."""
+        if self.warming is None:
+            return {"cache": "on" if self.cache is not None else "off"}
+        return {"cache": "on", "warm_up": self.warming.to_dict()}
 
     def close(self) -> None:
+        """Save the cache's popularity snapshot and close everything (graceful shutdown)."""
+        if self.cache is not None:
+            try:
+                self.cache.close()
+            except Exception:
+                log.exception("closing the composition cache failed")
         self.store.close()

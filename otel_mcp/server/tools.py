@@ -248,6 +248,17 @@ def register_tools(server: MCPServer, rules: RulesContext) -> None:
         results = await run(lambda: export_directory(store, settings.files_root, directory, format))
         return {"written": len(results), "files": [r.to_dict() for r in results]}
 
+    @server.tool()
+    @_domain_errors
+    async def warm_cache(limit: Annotated[int, Field(ge=1, le=10_000)] = 256) -> dict[str, Any]:
+        """Admin: recompose the most popular compositions into the cache now, hottest first."""
+        if rules.cache is None:
+            raise InvalidRule("the composition cache is disabled on this server")
+        from otel_mcp.cache import warm
+
+        progress = await run(lambda: warm(composer, rules.cache, limit))
+        return {"warmed": progress.to_dict(), "cache": rules.cache.stats().to_dict()}
+
     if settings.read_only:
         for name in WRITE_TOOLS:
             server.remove_tool(name)

@@ -65,6 +65,11 @@ MIGRATIONS: tuple[str, ...] = (
     END;
     INSERT INTO rules_fts (rules_fts) VALUES ('rebuild');
     """,
+    # 3: a random identity for this database file, so caches keyed by generation can tell a
+    # recreated database (whose generation restarts at 0) from the one they were filled from.
+    """
+    INSERT INTO store_meta (key, value) VALUES ('store_id', abs(random()) % 4294967296);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -121,6 +121,8 @@ class RuleStore:
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         migrate(self._conn()) if not read_only else self._conn()
+        row = self._conn().execute("SELECT value FROM store_meta WHERE key = 'store_id'").fetchone()
+        self.store_id = int(row[0]) if row else 0
 
     # -- connections -------------------------------------------------------
 
