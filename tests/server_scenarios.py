@@ -18,7 +18,7 @@ from mcp.shared.exceptions import MCPError
 
 TOOLS = {
     "list_rules", "get_rule", "create_rule", "update_rule", "delete_rule", "compose_rules", "search_rules",
-    "rule_history", "rollback_rule", "validate_rule", "import_rules", "export_rules",
+    "rule_history", "rollback_rule", "validate_rule", "import_rules", "export_rules", "warm_cache",
 }
 MIB = 1024 * 1024
 
