@@ -215,6 +215,9 @@ def _bad_calls() -> list[tuple[str, dict[str, Any], str]]:
         ("export_rules", {"directory": "../out"}, "is outside the allowed root"),
         ("export_rules", {"directory": "escape/out"}, "is outside the allowed root"),
         ("export_rules", {"directory": "out", "format": "auto"}, "format"),
+        # warm_cache
+        ("warm_cache", {"limit": 0}, "limit"),
+        ("warm_cache", {"limit": "many"}, "limit"),
     ]
 
 
