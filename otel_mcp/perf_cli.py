@@ -56,7 +56,7 @@ def register_cli(subparsers: Any) -> None:
     run = sub.add_parser("run", help="run load scenarios (default: all) and write results.json + report.html")
     run.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="scenario names (default: all)")
     run.add_argument("--profile", choices=["ci", "full"], default="ci", help="ci (short) or full")
-    run.add_argument("--out", type=Path, default=Path("perf-results"), help="output folder")
+    run.add_argument("--out", type=Path, default=Path("perf/results/load"), help="output folder")
     run.add_argument("--seed", type=int, default=20240601, help="seed of every random choice")
     run.add_argument("--gate", action="store_true", help="compare with perf/baselines; exit 1 on regression")
     run.add_argument("--no-report", action="store_true", help="skip the HTML report and plots")
@@ -69,7 +69,7 @@ def register_cli(subparsers: Any) -> None:
 
     update = sub.add_parser("update-baselines", help="run the gate's scenarios and store their ratios as baselines")
     update.add_argument("--profile", choices=["ci", "full"], default="ci")
-    update.add_argument("--out", type=Path, default=Path("perf-results"))
+    update.add_argument("--out", type=Path, default=Path("perf/results/load"))
     update.add_argument("--seed", type=int, default=20240601)
     update.add_argument("--from-results", type=Path, default=None,
                         help="take the ratios from an existing results.json instead of running")

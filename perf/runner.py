@@ -36,7 +36,7 @@ REGISTRY: dict[str, Scenario] = {}
 DEFAULT_ORDER = ("reference", "telemetry-overhead", "compose-hot", "compose-cold", "mixed", "concurrent-updates",
                  "protocol-under-load", "soak", "ramp")
 PLUGIN_MODULES = ("perf.overhead_bench", "perf.cache_bench", "perf.cache_sim", "perf.compression_bench")
-DEFAULT_OUT = Path("perf-results")
+DEFAULT_OUT = Path("perf/results/load")
 
 
 def register(name: str, fn: Scenario) -> None:

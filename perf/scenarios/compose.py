@@ -107,7 +107,7 @@ def _run(ctx: RunContext, name: str, hot: bool) -> dict[str, Any]:
             http_only = PoolConfig(url=server.url, http_sessions=p["concurrency"])
             async with open_pool(http_only) as pool:
                 if hot:  # warm up: every distinct request once, as an agent fleet would over a day
-                    for rank in range(HOT_DISTINCT):
+                    for rank in range(p["warm"]):
                         async with pool.borrow() as client:
                             await call(client, "compose_rules", compose_args(rank))
                 phases["closed"] = await closed_loop(
