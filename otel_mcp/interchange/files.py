@@ -63,8 +63,11 @@ def import_directory(store: RuleStore, root: Path, directory: str, fmt: str = "a
         raise InvalidRule(f"{directory!r} holds {len(candidates)} files; the limit is {MAX_IMPORT_FILES}")
     for path in candidates:
         relative = PurePosixPath(path.relative_to(folder).as_posix())
-        kind = detect_format(relative) if fmt == "auto" else fmt
-        if kind is None or (fmt != "auto" and detect_format(relative) is None):
+        # Detect on the whole path, so that naming the folder `.claude/rules` itself still finds Claude rules;
+        # an explicit format reads only the files of that format.
+        detected = detect_format(PurePosixPath(folder.as_posix()) / relative)
+        kind = detected if fmt == "auto" else fmt
+        if detected is None or detected != kind:
             continue
         shown = relative.as_posix()
         if not _inside(base, path):
@@ -73,7 +76,7 @@ def import_directory(store: RuleStore, root: Path, directory: str, fmt: str = "a
         try:
             if path.stat().st_size > MAX_FILE_BYTES:
                 raise InvalidRule(f"file is larger than {MAX_FILE_BYTES} bytes")
-            text = path.read_text(encoding="utf-8")
+            text = path.read_bytes().decode("utf-8")  # no newline translation: exported text round-trips exactly
             fields = to_fields(relative, text, kind)
             rule_id = fields.get("id")
             if isinstance(rule_id, str) and rule_id in seen:

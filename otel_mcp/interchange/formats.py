@@ -65,7 +65,12 @@ def to_fields(relative: PurePosixPath, text: str, fmt: str) -> dict[str, Any]:
     description = meta.get("description") or ""
     if not isinstance(description, str):
         raise InvalidRule("description must be a string")
-    fields: dict[str, Any] = {"body": body.strip("\n") + "\n", "description": " ".join(description.split())}
+    # Files written by export_rules carry our own ``id``: keep their text verbatim so that an
+    # export imports back with identical etags. Other files are tidied (newlines, blank edges).
+    if "id" not in meta:
+        body = body.replace("\r\n", "\n").replace("\r", "\n").strip("\n") + "\n"
+        description = " ".join(description.split())
+    fields: dict[str, Any] = {"body": body, "description": description}
     if fmt == "cursor":
         globs = _globs(meta.get("globs"))
         always = meta.get("alwaysApply") is True
