@@ -13,6 +13,7 @@ from typing import Any
 from otel_mcp import __version__
 from otel_mcp.config import Settings, setting_help
 from otel_mcp.errors import ConfigError, RuleError
+from otel_mcp.store.schema import SchemaTooNew
 
 SERVE_FLAGS = ("transport", "host", "port", "db", "cache_dir", "files_root", "read_only", "log_level")
 log = logging.getLogger("otel_mcp")
@@ -133,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"otel-mcp: configuration error: {exc}", file=sys.stderr)
         return 2
-    except RuleError as exc:
+    except (RuleError, SchemaTooNew) as exc:
         print(f"otel-mcp: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -333,7 +333,7 @@ def run_cli(server_env: dict[str, str]) -> Callable[..., subprocess.CompletedPro
     def run(*args: str, env: Mapping[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "otel_mcp.cli", *args],
-            capture_output=True, text=True, env={**server_env, **(env or {})}, cwd=REPO_ROOT,
+            capture_output=True, text=True, stdin=subprocess.DEVNULL, env={**server_env, **(env or {})}, cwd=REPO_ROOT,
             timeout=timeout, check=False,
         )
 

@@ -383,6 +383,8 @@ def setup_telemetry(
     global_tp = trace.get_tracer_provider()
     if tracer_provider is None and _sdk_provider(global_tp, TracerProvider):
         tracer_provider = global_tp  # type: ignore[assignment]  # opentelemetry-instrument set it up
+    elif tracer_provider is None and not traces:
+        tracer_provider = None  # no trace exporter: keep the no-op tracer, spans cost (almost) nothing
     elif tracer_provider is None:
         tracer_provider = TracerProvider(resource=resource)
         for kind in sorted(traces):
@@ -448,6 +450,7 @@ def _instrument_all(telemetry: Telemetry, tracer_provider: Any, meter_provider: 
 
     options = telemetry.options
     common = {"tracer_provider": tracer_provider, "meter_provider": meter_provider}
+    traced = tracer_provider is not None
     for instrumentor, extra in (
         (McpInstrumentor(), {}),
         (ComposeInstrumentor(), {}),
@@ -456,6 +459,8 @@ def _instrument_all(telemetry: Telemetry, tracer_provider: Any, meter_provider: 
         (ResourceInstrumentor(), {"db_path": options.db_path, "cache_dir": options.cache_dir}),
         (SQLite3Instrumentor(), {}),
     ):
+        if isinstance(instrumentor, SQLite3Instrumentor) and not traced:
+            continue  # it only makes spans
         if instrumentor.is_instrumented_by_opentelemetry:
             continue  # opentelemetry-instrument (or an earlier setup) did it, with the global providers
         try:

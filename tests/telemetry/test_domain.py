@@ -1,0 +1,172 @@
+"""Composition, store, cache, resources, perf log, disabled SDK, and the docs table."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from opentelemetry.trace import StatusCode
+from telemetry_support import NO_EXPORT, Otel
+
+from otel_mcp.compose.engine import ComposeRequest, Composition
+from otel_mcp.compose.service import ComposeService
+from otel_mcp.errors import CompositionError
+from otel_mcp.store import RuleStore
+from otel_mcp.telemetry import docs, names
+from otel_mcp.telemetry.perflog import PerfLog
+from otel_mcp.telemetry.setup import setup_telemetry
+from otel_mcp.telemetry.store import parse_statement
+
+
+class DictCache:
+    def __init__(self) -> None:
+        self.data: dict[str, Composition] = {}
+
+    def get(self, key: str) -> Composition | None:
+        return self.data.get(key)
+
+    def put(self, key: str, composition: Composition) -> None:
+        self.data[key] = composition
+
+
+def _store(otel: Otel) -> RuleStore:
+    store = RuleStore(otel.tmp / "domain.db")
+    store.create({"id": "base", "body": "secret-body-text", "activation": "always"})
+    store.create({"id": "py", "body": "py body", "activation": "auto", "globs": ["**/*.py"], "imports": ["base"]})
+    return store
+
+
+def test_compose_step_spans_on_miss_none_on_hit(otel: Otel) -> None:
+    store = _store(otel)
+    service = ComposeService(store, DictCache())
+    request = ComposeRequest.from_args(["a.py"])
+    otel.spans.clear()
+    service.compose(request)
+    service.compose(request)
+    store.close()
+    composes = otel.finished(names.SPAN_COMPOSE)
+    assert [s.attributes[names.COMPOSE_CACHE_HIT] for s in composes] == [False, True]
+    prefix = names.SPAN_COMPOSE_STEP_PREFIX
+    steps = [s for s in otel.finished() if s.name.startswith(prefix) and s.name != names.SPAN_COMPOSE]
+    assert [s.name.rsplit(".", 1)[1] for s in steps] == ["select", "expand_imports", "resolve", "order", "budget",
+                                                        "render"]
+    assert all(s.parent is not None and s.parent.span_id == composes[0].context.span_id for s in steps)
+    assert composes[0].attributes[names.COMPOSE_RULES_INCLUDED] == 2
+    for span in otel.finished():  # never a rule body
+        assert "secret-body-text" not in json.dumps(dict(span.attributes or {}), default=str)
+    durations = {p.attributes[names.STEP]: p.count for p in otel.histogram_points(names.COMPOSE_DURATION)}
+    assert durations == dict.fromkeys(("select", "expand_imports", "resolve", "order", "budget", "render"), 1)
+    rules = {p.attributes[names.OUTCOME]: p.sum for p in otel.histogram_points(names.COMPOSE_RULES)}
+    assert rules["included"] == 2 and rules["selected"] == 2
+
+
+def test_compose_error_status(otel: Otel) -> None:
+    store = _store(otel)
+    service = ComposeService(store)
+    with contextlib.suppress(CompositionError):
+        service.compose(ComposeRequest.from_args(rule_ids=["missing"]))
+    store.close()
+    span = otel.finished(names.SPAN_COMPOSE)[-1]
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes["error.type"] == "CompositionError"
+    select = otel.finished(names.SPAN_COMPOSE_STEP_PREFIX + "select")[-1]
+    assert select.status.status_code is StatusCode.ERROR
+
+
+def test_db_duration_metric_spans_and_slow_queries(otel_factory: Any, caplog: Any) -> None:
+    otel = otel_factory(alert_slow_query_ms=0)  # every statement is "slow"
+    store = _store(otel)
+    otel.spans.clear()
+    with caplog.at_level(logging.WARNING, logger="otel_mcp.perf.db"):
+        store.get("py")
+        store.generation()
+    store.close()
+    points = otel.histogram_points("db.client.operation.duration")
+    keys = {(p.attributes["db.operation.name"], p.attributes.get("db.collection.name")) for p in points}
+    assert ("SELECT", "rules") in keys and ("SELECT", "store_meta") in keys
+    assert all(p.attributes["db.system.name"] == "sqlite" for p in points)
+    assert all("db.statement" not in p.attributes for p in points)
+    db_spans = [s for s in otel.finished() if s.attributes and s.attributes.get("db.system") == "sqlite"]
+    statements = [s.attributes["db.statement"] for s in db_spans]
+    assert any("FROM rules WHERE id" in str(t) for t in statements)
+    assert not any("store_meta WHERE key = 'generation'" in str(t) for t in statements)  # metric only
+    assert sum(p.value for p in otel.points(names.DB_SLOW_QUERIES)) >= 2
+    assert any("slow query" in r.getMessage() for r in caplog.records)
+    assert sum(p.value for p in otel.points(names.ALERTS) if p.attributes[names.ALERT] == "slow_query") >= 2
+
+
+def test_parse_statement() -> None:
+    assert parse_statement("SELECT a FROM rules r JOIN x") == ("SELECT", "rules")
+    assert parse_statement("  insert into rule_versions (a) VALUES (1)") == ("INSERT", "rule_versions")
+    assert parse_statement("UPDATE store_meta SET v = 1") == ("UPDATE", "store_meta")
+    assert parse_statement("BEGIN IMMEDIATE") == ("BEGIN", None)
+
+
+def test_cache_counters_follow_a_known_sequence(otel: Otel, tmp_path: Path) -> None:
+    from otel_mcp.cache.core import TieredCache
+
+    store = _store(otel)
+    cache = TieredCache(tmp_path / "l2")
+    service = ComposeService(store, cache)
+    a, b = ComposeRequest.from_args(["a.py"]), ComposeRequest.from_args(["b.py"])
+    for request in (a, a, b, a, b):  # miss, hit, miss, hit, hit
+        service.compose(request)
+    cache.clear_l1()
+    service.compose(a)  # L1 miss, L2 hit
+    requests = {(p.attributes[names.TIER], p.attributes[names.RESULT]): p.value
+                for p in otel.points(names.CACHE_REQUESTS)}
+    assert requests == {("l1", "hit"): 3, ("l1", "miss"): 3, ("l2", "hit"): 1, ("l2", "miss"): 2}
+    assert [p.value for p in otel.points(names.CACHE_PUTS)] == [2]
+    assert otel.histogram_points(names.CACHE_COMPRESSION_RATIO) is not None
+    cache.close()
+    store.close()
+
+
+def test_resource_metrics_present_with_semconv_names(otel: Otel) -> None:
+    present = set(otel.metrics())
+    for name in ("process.cpu.time", "process.memory.usage", "process.open_file_descriptor.count",
+                 "process.thread.count", "cpython.gc.collections", names.STORAGE_SIZE):
+        assert name in present, name
+
+
+def test_every_emitted_metric_is_documented(otel: Otel) -> None:
+    documented = {m.name for m in names.CATALOG} | set(names.SYSTEM_METRICS)
+    assert set(otel.metrics()) <= documented | {"system.network.io", "system.disk.io"}
+
+
+def test_docs_table_matches_the_code() -> None:
+    text = docs.DOC.read_text()
+    assert docs.render(text) == text, "docs/telemetry.md is stale: run python -m otel_mcp.telemetry.docs"
+
+
+def test_perf_log_lines_parse_and_rotate(tmp_path: Path) -> None:
+    from opentelemetry import trace
+
+    path = tmp_path / "perf.log"
+    perf = PerfLog(path, max_bytes=2000, backup_count=2)
+    perf.start()
+    tracer = trace.get_tracer("test")
+    with tracer.start_as_current_span("req") as span:
+        for _ in range(40):
+            perf.request("tools/call", "compose_rules", 0.0012, None, "pipe")
+        trace_id = format(span.get_span_context().trace_id, "032x")
+    assert perf.flush()
+    perf.close()
+    files = sorted(tmp_path.glob("perf.log*"))
+    assert len(files) == 3  # the file and two backups: rotation at the configured size, count bounded
+    assert all(f.stat().st_size <= 2000 for f in files)
+    record = json.loads(path.read_text().splitlines()[-1])
+    assert record["trace_id"] == trace_id and record["event"] == "request"
+    assert record["duration_ms"] == 1.2 and record["outcome"] == "ok"
+
+
+def test_sdk_disabled_instruments_nothing(tmp_path: Path) -> None:
+    from otel_mcp.telemetry.mcp import McpInstrumentor
+
+    telemetry = setup_telemetry(None, env={**NO_EXPORT, "OTEL_SDK_DISABLED": "true"}, set_global=False)
+    assert not telemetry.enabled
+    assert not McpInstrumentor().is_instrumented_by_opentelemetry
+    telemetry.shutdown()
