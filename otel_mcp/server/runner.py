@@ -76,8 +76,13 @@ def _ignore_repeat(signum: int, _frame: FrameType | None) -> None:
 
 
 def serve(settings: Settings) -> None:
-    rules = RulesContext.open(settings)
+    from otel_mcp.telemetry import setup_telemetry
+
+    telemetry = setup_telemetry(settings)  # first: the store's sqlite3 connections and the server get instrumented
+    rules = RulesContext.open(settings, warm=True)
     server = build_server(rules)
+    telemetry.attach(server, rules)  # otel-mcp://stats (always), /metrics when enabled
+    on_shutdown(rules, "telemetry", telemetry.shutdown)
     # uvicorn handles SIGTERM itself (stop accepting, let in-flight requests finish) and then re-raises it
     # with the handler it found: with the default one the process died there, before the hooks below ran.
     # Ours unwinds to this function's cleanup instead, also when SIGTERM arrives before uvicorn is up.
