@@ -11,11 +11,14 @@ from typing import Any
 import anyio
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from otel_mcp import __version__
+from otel_mcp.errors import RuleError
 from otel_mcp.server.auth import BearerAuthMiddleware
 from otel_mcp.server.context import RulesContext
 from otel_mcp.server.limits import JsonRpcErrorBodies
@@ -38,8 +41,28 @@ def build_server(rules: RulesContext) -> MCPServer:
     )
     register_tools(server, rules)
     register_resources(server, rules)
+    _prompt_errors_are_invalid_params(server)
     server.extras = rules  # type: ignore[attr-defined]
     return server
+
+
+def _prompt_errors_are_invalid_params(server: MCPServer) -> None:
+    """An unknown prompt or bad prompt arguments are the client's error: answer ``-32602`` with the message.
+
+    The SDK turns them into a ``ValueError`` that its dispatcher logs with a full traceback and answers with
+    code 0, so any client could flood the log with tracebacks by asking for prompts that do not exist.
+    """
+    original = server.get_prompt
+
+    async def get_prompt(name: str, arguments: dict[str, Any] | None = None, context: Any = None) -> Any:
+        try:
+            return await original(name, arguments, context)
+        except MCPError:
+            raise
+        except (ValueError, RuleError) as exc:
+            raise MCPError(code=INVALID_PARAMS, message=str(exc)) from None
+
+    server.get_prompt = get_prompt  # type: ignore[method-assign]
 
 
 def transport_security(host: str, port: int) -> TransportSecuritySettings:

@@ -49,7 +49,23 @@ def jsonrpc_error(request_id: str | int | None, code: int, message: str) -> dict
     return {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
 
 
+BAD_ID = "'id' must be a string or an integer (MCP forbids null)"
+
+
 # -- HTTP ------------------------------------------------------------------------
+
+
+async def send_json(
+    send: Send, status: int, payload: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    body = json.dumps(payload).encode()
+    all_headers = [
+        *(headers or []),
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": all_headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 class JsonRpcErrorBodies:
@@ -77,11 +93,54 @@ class JsonRpcErrorBodies:
         except ValueError:
             return f"HTTP {status}"
 
+    async def _screen_body(self, receive: Receive) -> tuple[Receive, dict[str, Any] | None, bool]:
+        """Read the body (up to the limit) to refuse a request with an unusable id, then replay it.
+
+        The SDK reads ``"id": null`` or ``"id": 1.5`` as a *notification*, answers 202 and drops it, so the
+        client waits forever for its reply; MCP says a request id is a string or an integer, never null.
+        Past the size limit nothing is checked: the SDK refuses the body with 413.
+        """
+        limit = self.max_request_bytes if self.max_request_bytes is not None else 4 * 1024 * 1024
+        messages: list[Message] = []
+        size = 0
+        complete = False
+        while size <= limit:
+            message = await receive()
+            messages.append(message)
+            if message["type"] == "http.disconnect":
+                return receive, None, True
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                complete = True
+                break
+        refusal = None
+        if complete and size <= limit:
+            refusal = request_id_refusal(b"".join(m.get("body", b"") for m in messages))
+
+        async def replay() -> Message:
+            if messages:
+                return messages.pop(0)
+            return await receive()
+
+        return replay, refusal, False
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
         if scope["type"] != "http" or (path != self.path and not path.startswith(self.path + "/")):
             await self.app(scope, receive, send)
             return
+        if scope.get("method") == "POST":
+            receive, refusal, gone = await self._screen_body(receive)
+            if gone:
+                # The client hung up before sending its whole body: there is nobody to answer. (The SDK
+                # would log a ClientDisconnect traceback per such request: a log flood anyone can cause.)
+                log.debug("client disconnected before the request body was complete")
+                return
+            if refusal is not None:
+                await send_json(send, 400, refusal)
+                return
         held: dict[str, Any] = {}
         chunks: list[bytes] = []
 
@@ -100,17 +159,30 @@ class JsonRpcErrorBodies:
                 status = int(start["status"])
                 text = b"".join(chunks).decode("utf-8", "replace").strip()[:500]
                 code = INTERNAL_ERROR if status >= 500 else INVALID_REQUEST
-                body = json.dumps(jsonrpc_error(None, code, self._message(status, text))).encode()
-                headers = [
+                kept = [
                     (k, v) for k, v in start.get("headers", []) if k.lower() not in (b"content-type", b"content-length")
                 ]
-                headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-                await send({**start, "headers": headers})
-                await send({"type": "http.response.body", "body": body})
+                await send_json(send, status, jsonrpc_error(None, code, self._message(status, text)), kept)
                 return
             await send(message)
 
         await self.app(scope, receive, guarded_send)
+
+
+def request_id_refusal(body: bytes) -> dict[str, Any] | None:
+    """The JSON-RPC error for a request whose ``id`` is present but not a string or an integer, else ``None``."""
+    if b'"id"' not in body or b'"method"' not in body:
+        return None
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return None  # the SDK answers with a parse error
+    if not isinstance(data, dict) or "id" not in data or not isinstance(data.get("method"), str):
+        return None
+    request_id = data["id"]
+    if isinstance(request_id, str | int) and not isinstance(request_id, bool):
+        return None
+    return jsonrpc_error(None, INVALID_REQUEST, f"Invalid request: {BAD_ID}")
 
 
 # -- stdio -----------------------------------------------------------------------
@@ -158,7 +230,7 @@ def classify_line(text: str) -> tuple[bool, dict[str, Any] | None, Any]:
     elif not isinstance(data.get("method"), str):
         reason = "'method' must be a string"
     elif "id" in data and request_id is None:
-        reason = "'id' must be a string or an integer (MCP forbids null)"
+        reason = BAD_ID
     elif "params" in data and not isinstance(data["params"], dict):
         reason = "'params' must be an object"
     else:

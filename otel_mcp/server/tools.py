@@ -35,9 +35,29 @@ WRITE_TOOLS = frozenset(
 )
 
 
+def _not_unicode(value: Any) -> bool:
+    """True if ``value`` holds a string that is not valid Unicode (a lone surrogate, from a JSON ``\\ud800``)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_not_unicode(k) or _not_unicode(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_not_unicode(v) for v in value)
+    return False
+
+
 def _domain_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        # Lone surrogates pass JSON and pydantic but cannot be stored or hashed: refuse them by name
+        # instead of failing deep in the store with an unexpected UnicodeEncodeError.
+        bad = sorted(name for name, value in kwargs.items() if _not_unicode(value))
+        if bad:
+            raise ToolError(f"argument(s) {', '.join(bad)} contain text that is not valid Unicode (lone surrogate)")
         try:
             return await fn(*args, **kwargs)
         except (RuleError, StoreBusy) as exc:

@@ -248,7 +248,8 @@ class RuleStore:
 
     def search(self, query: str, limit: int = 20) -> list[SearchHit]:
         """Full-text search (FTS5) over id, description and body, best match first."""
-        terms = [t for t in query.replace('"', " ").split() if t]
+        # NUL ends an FTS5 string early ("unterminated string"): treat it, like '"', as a separator.
+        terms = [t for t in query.replace('"', " ").replace("\x00", " ").split() if t]
         if not terms:
             raise InvalidRule("search query must contain at least one word")
         # Quote every term: user text is data, never FTS5 query syntax.

@@ -215,7 +215,8 @@ class RawStdio:
         return reply
 
     def stderr(self) -> str:
-        self._stderr.flush()
+        if not self._stderr.closed:
+            self._stderr.flush()
         return self.stderr_path.read_text(errors="replace")
 
     def close(self, timeout: float = 15.0) -> int:
