@@ -11,10 +11,11 @@ interleaved rounds, with the stored baseline:
 - a "lower is better" ratio (p99) fails when it rises above
   ``baseline * (1 + tolerance)``.
 
-Default tolerances (``DEFAULT_TOLERANCE``): 30% for throughput ratios, 100% for
-p99 ratios (tail latency on 2 busy cores swings by 2x between identical
-runs; a real regression such as a per-request snapshot reload moves these
-ratios by far more). The correctness scenarios in the gate
+Default tolerances (``DEFAULT_TOLERANCE``): 30% for throughput ratios (the
+median-of-rounds throughput ratio repeated within +-10% across runs on a
+2-core machine at load average 5), 200% for p99 ratios (the p99 ratio swung
+from 1.4 to 3.0 between two identical runs on that machine; the p99 check
+only catches gross tail regressions, the throughput ratio is the sharp one). The correctness scenarios in the gate
 (``concurrent-updates``, ``protocol-under-load``) must pass outright.
 
 ``otel-mcp perf update-baselines`` (or ``python -m perf.gate --update``) runs
@@ -42,7 +43,7 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "telemetry_on_vs_off_throughput": ("telemetry-overhead", "telemetry_on_vs_off_throughput", "higher"),
     "telemetry_on_vs_off_p99": ("telemetry-overhead", "telemetry_on_vs_off_p99", "lower"),
 }
-DEFAULT_TOLERANCE = {"higher": 0.30, "lower": 1.00}
+DEFAULT_TOLERANCE = {"higher": 0.30, "lower": 2.00}
 MUST_PASS = ("concurrent-updates", "protocol-under-load")
 
 

@@ -16,3 +16,5 @@ COVERAGE_PROCESS_START="$PWD/pyproject.toml" python -m pytest --cov=otel_mcp --c
 coverage combine -q 2>/dev/null || true
 coverage report --fail-under=80
 coverage xml -q -o coverage.xml
+echo "==> perf gate (short load profile; ratios vs same-run references, see perf/gate.py)"
+python -m perf.runner --profile ci --gate --quiet --out perf/results/load

@@ -22,7 +22,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "ci": {
         "rules": 1000, "duration": 4.0, "sessions": 8, "stdio_procs": 2, "concurrency": 8, "rate": 20.0,
         "soak_duration": 24.0, "soak_rate": 10.0, "ramp_rates": [20, 40, 80, 120], "ramp_step": 3.0,
-        "rounds": 3, "round_duration": 2.5, "updaters": 10, "update_rules": 3, "warm": 60,
+        "rounds": 3, "round_duration": 2.0, "updaters": 10, "update_rules": 3, "warm": 60,
     },
     "full": {
         "rules": 1000, "duration": 20.0, "sessions": 64, "stdio_procs": 4, "concurrency": 16, "rate": 60.0,

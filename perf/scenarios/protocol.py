@@ -84,7 +84,7 @@ def protocol_under_load(ctx: RunContext) -> dict[str, Any]:
                                 http_client_factory=capturing_client_factory(validator))
             async with open_pool(config) as pool:
                 holder["run"] = await open_loop(pool, pick_weighted(protocol_ops(ids, small, ctx.seed)),
-                                                rate=p["rate"], duration=p["duration"] * 2, seed=ctx.seed,
+                                                rate=p["rate"], duration=p["duration"] * 1.5, seed=ctx.seed,
                                                 label="protocol-under-load", progress=ctx.progress)
 
         anyio.run(main)
