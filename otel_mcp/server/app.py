@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
+from mcp import types
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
@@ -42,8 +43,35 @@ def build_server(rules: RulesContext) -> MCPServer:
     register_tools(server, rules)
     register_resources(server, rules)
     _prompt_errors_are_invalid_params(server)
+    _register_logging_and_completion(server, rules)
     server.extras = rules  # type: ignore[attr-defined]
     return server
+
+
+COMPLETABLE_ARGUMENTS = frozenset({"ref", "rule_ids", "id"})
+MAX_COMPLETIONS = 100  # the spec's cap on values per completion
+
+
+def _register_logging_and_completion(server: MCPServer, rules: RulesContext) -> None:
+    """``logging/setLevel`` (accepted; the level is kept per server, we send no log notifications below it) and
+    ``completion/complete`` for rule ids (the ``rules://{ref}`` template and the prompt's ``rule_ids``)."""
+    lowlevel = server._lowlevel_server
+    levels: dict[str, str] = {}
+
+    async def set_level(_ctx: Any, params: types.SetLevelRequestParams) -> types.EmptyResult:
+        levels["client"] = str(params.level)
+        return types.EmptyResult()
+
+    lowlevel.add_request_handler("logging/setLevel", types.SetLevelRequestParams, set_level)
+
+    @server.completion()  # type: ignore[no-untyped-call,untyped-decorator]
+    async def complete(ref: Any, argument: Any, context: Any) -> types.Completion | None:
+        if argument.name not in COMPLETABLE_ARGUMENTS:
+            return None
+        prefix = str(argument.value).rsplit(",", 1)[-1].strip()
+        ruleset = await anyio.to_thread.run_sync(rules.composer.ruleset)
+        ids = sorted(rule_id for rule_id in ruleset.rules if rule_id.startswith(prefix))
+        return types.Completion(values=ids[:MAX_COMPLETIONS], total=len(ids), has_more=len(ids) > MAX_COMPLETIONS)
 
 
 def _prompt_errors_are_invalid_params(server: MCPServer) -> None:
