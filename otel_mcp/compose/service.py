@@ -14,7 +14,7 @@ from typing import Protocol
 
 from otel_mcp.compose.engine import ComposeOptions, ComposeRequest, Composition, compose
 from otel_mcp.store.model import Rule
-from otel_mcp.store.sqlite import RuleStore
+from otel_mcp.store.sqlite import Changes, RuleStore
 
 
 class CompositionCache(Protocol):
@@ -37,6 +37,14 @@ class RuleSet:
     def __init__(self, generation: int, rules: list[Rule]) -> None:
         self.generation = generation
         self.rules = {r.id: r for r in rules}
+
+    def updated(self, changes: Changes) -> RuleSet:
+        """A new rule set with ``changes`` applied; this one stays valid for readers holding it."""
+        rules = dict(self.rules)
+        for rule_id in changes.deleted:
+            rules.pop(rule_id, None)
+        rules.update((r.id, r) for r in changes.written)
+        return RuleSet(changes.generation, list(rules.values()))
 
 
 class ComposeService:
@@ -61,14 +69,20 @@ class ComposeService:
         self._lock = threading.Lock()
 
     def ruleset(self) -> RuleSet:
+        """The current rules; after a write only the rules that changed are read again."""
         generation = self.store.generation()
         current = self._ruleset
         if current.generation == generation:
             return current
         with self._lock:
-            if self._ruleset.generation != generation:
+            held = self._ruleset
+            if held.generation == generation:
+                return held
+            if held.generation < 0:
                 loaded_generation, rules = self.store.snapshot()
                 self._ruleset = RuleSet(loaded_generation, rules)
+            else:
+                self._ruleset = held.updated(self.store.changes_since(held.generation))
             return self._ruleset
 
     def cache_key(self, request: ComposeRequest, generation: int) -> str:

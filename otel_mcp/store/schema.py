@@ -70,6 +70,11 @@ MIGRATIONS: tuple[str, ...] = (
     """
     INSERT INTO store_meta (key, value) VALUES ('store_id', abs(random()) % 4294967296);
     """,
+    # 4: the generation each history entry was written at, so readers can reload only what changed.
+    """
+    ALTER TABLE rule_versions ADD COLUMN generation INTEGER;
+    CREATE INDEX rule_versions_by_generation ON rule_versions (generation);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

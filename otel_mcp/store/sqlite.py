@@ -63,6 +63,22 @@ class HistoryEntry:
         }
 
 
+@dataclass
+class _Transaction:
+    conn: sqlite3.Connection
+    generation: int  # what the store's generation becomes when this transaction commits
+    changed: bool = False
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What happened between two generations: rules written (current state) and rules deleted."""
+
+    generation: int
+    written: list[Rule]
+    deleted: set[str]
+
+
 @dataclass(frozen=True)
 class SearchHit:
     rule: Rule
@@ -155,7 +171,9 @@ class RuleStore:
         self._local = threading.local()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self) -> Iterator[_Transaction]:
+        """One write transaction. The generation is bumped first so history rows can carry it;
+        a transaction that recorded nothing (an unchanged import) is rolled back, leaving caches valid."""
         if self.read_only:
             raise InvalidRule("the server is in read-only mode; writes are disabled")
         conn = self._conn()
@@ -164,9 +182,12 @@ class RuleStore:
         except sqlite3.OperationalError as exc:
             raise StoreBusy(f"database is locked by another writer ({exc}); retry later") from None
         try:
-            yield conn
-            conn.execute("UPDATE store_meta SET value = value + 1 WHERE key = 'generation'")
-            conn.execute("COMMIT")
+            row = conn.execute(
+                "UPDATE store_meta SET value = value + 1 WHERE key = 'generation' RETURNING value"
+            ).fetchone()
+            tx = _Transaction(conn, int(row[0]))
+            yield tx
+            conn.execute("COMMIT" if tx.changed else "ROLLBACK")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -208,6 +229,30 @@ class RuleStore:
         finally:
             conn.execute("COMMIT")
         return int(generation), [_row_to_rule(r) for r in rows]
+
+    def changes_since(self, generation: int) -> Changes:
+        """The rules written or deleted after ``generation``, read in one transaction.
+
+        Lets a reader holding the rules of ``generation`` catch up without reloading everything.
+        """
+        conn = self._conn()
+        conn.execute("BEGIN")
+        try:
+            current = conn.execute("SELECT value FROM store_meta WHERE key = 'generation'").fetchone()[0]
+            ids = [r[0] for r in conn.execute(
+                "SELECT DISTINCT rule_id FROM rule_versions WHERE generation > ?", (generation,)
+            )]
+            written: list[Rule] = []
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                rows = conn.execute(
+                    f"SELECT {_RULE_COLUMNS} FROM rules WHERE id IN ({', '.join('?' * len(chunk))})", chunk
+                ).fetchall()
+                written.extend(_row_to_rule(r) for r in rows)
+        finally:
+            conn.execute("COMMIT")
+        present = {r.id for r in written}
+        return Changes(int(current), written, {i for i in ids if i not in present})
 
     def list_page(
         self,
@@ -299,38 +344,38 @@ class RuleStore:
 
     def create(self, spec: RuleSpec | dict[str, Any]) -> Rule:
         spec = self._validated(spec)
-        with self._write() as conn:
-            if conn.execute("SELECT 1 FROM rules WHERE id = ?", (spec.id,)).fetchone():
+        with self._write() as tx:
+            if tx.conn.execute("SELECT 1 FROM rules WHERE id = ?", (spec.id,)).fetchone():
                 raise RuleExists(spec.id)
-            return self._put(conn, spec, self._next_version(conn, spec.id), "create", created_at=None)
+            return self._put(tx, spec, self._next_version(tx.conn, spec.id), "create", created_at=None)
 
     def update(self, rule_id: str, expected_version: int, changes: dict[str, Any]) -> Rule:
-        with self._write() as conn:
-            current = self._current(conn, rule_id, expected_version)
+        with self._write() as tx:
+            current = self._current(tx.conn, rule_id, expected_version)
             spec = merge_spec(current.spec, changes, self.limits)
-            return self._put(conn, spec, current.version + 1, "update", created_at=current.created_at)
+            return self._put(tx, spec, current.version + 1, "update", created_at=current.created_at)
 
     def delete(self, rule_id: str, expected_version: int) -> int:
         """Delete a rule; its history stays. Returns the version recorded for the deletion."""
-        with self._write() as conn:
-            current = self._current(conn, rule_id, expected_version)
-            conn.execute("DELETE FROM rules WHERE id = ?", (rule_id,))
+        with self._write() as tx:
+            current = self._current(tx.conn, rule_id, expected_version)
+            tx.conn.execute("DELETE FROM rules WHERE id = ?", (rule_id,))
             version = current.version + 1
-            self._record(conn, current.spec, version, "delete", time.time())
+            self._record(tx, current.spec, version, "delete", time.time())
             return version
 
     def rollback(self, rule_id: str, to_version: int, expected_version: int | None = None) -> Rule:
         """Write a new version whose content is that of ``to_version`` (also revives a deleted rule)."""
-        with self._write() as conn:
+        with self._write() as tx:
             target = self._history_entry(rule_id, to_version)
             if target.operation == "delete":
                 raise InvalidRule(f"version {to_version} of rule {rule_id!r} is a deletion; pick an earlier one")
-            row = conn.execute("SELECT version, created_at FROM rules WHERE id = ?", (rule_id,)).fetchone()
+            row = tx.conn.execute("SELECT version, created_at FROM rules WHERE id = ?", (rule_id,)).fetchone()
             if row is not None and expected_version is not None and row[0] != expected_version:
                 raise VersionConflict(rule_id, expected_version, row[0])
             spec = build_spec(target.spec.to_dict(), self.limits)
             created = row[1] if row is not None else None
-            return self._put(conn, spec, self._next_version(conn, rule_id), "rollback", created_at=created)
+            return self._put(tx, spec, self._next_version(tx.conn, rule_id), "rollback", created_at=created)
 
     def upsert(self, spec: RuleSpec | dict[str, Any], operation: str = "import") -> tuple[Rule, str]:
         """Create or replace a rule unconditionally; a no-op when the content is unchanged.
@@ -338,14 +383,14 @@ class RuleStore:
         Returns the rule and what happened: ``created``, ``updated`` or ``unchanged``.
         """
         spec = self._validated(spec)
-        with self._write() as conn:
-            row = conn.execute(f"SELECT {_RULE_COLUMNS} FROM rules WHERE id = ?", (spec.id,)).fetchone()
+        with self._write() as tx:
+            row = tx.conn.execute(f"SELECT {_RULE_COLUMNS} FROM rules WHERE id = ?", (spec.id,)).fetchone()
             if row is not None:
                 current = _row_to_rule(row)
                 if current.etag == spec.content_hash():
                     return current, "unchanged"
-                return self._put(conn, spec, current.version + 1, operation, current.created_at), "updated"
-            return self._put(conn, spec, self._next_version(conn, spec.id), operation, None), "created"
+                return self._put(tx, spec, current.version + 1, operation, current.created_at), "updated"
+            return self._put(tx, spec, self._next_version(tx.conn, spec.id), operation, None), "created"
 
     def _validated(self, spec: RuleSpec | dict[str, Any]) -> RuleSpec:
         return build_spec(spec.to_dict() if isinstance(spec, RuleSpec) else spec, self.limits)
@@ -367,9 +412,7 @@ class RuleStore:
         row = conn.execute("SELECT MAX(version) FROM rule_versions WHERE rule_id = ?", (rule_id,)).fetchone()
         return int(row[0] or 0) + 1
 
-    def _put(
-        self, conn: sqlite3.Connection, spec: RuleSpec, version: int, operation: str, created_at: float | None
-    ) -> Rule:
+    def _put(self, tx: _Transaction, spec: RuleSpec, version: int, operation: str, created_at: float | None) -> Rule:
         now = time.time()
         rule = Rule(
             **spec.__dict__,
@@ -378,7 +421,7 @@ class RuleStore:
             created_at=created_at if created_at is not None else now,
             updated_at=now,
         )
-        conn.execute(
+        tx.conn.execute(
             f"INSERT INTO rules ({_RULE_COLUMNS}) VALUES ({', '.join('?' * 16)})"
             " ON CONFLICT(id) DO UPDATE SET version=excluded.version, etag=excluded.etag,"
             " description=excluded.description, body=excluded.body, activation=excluded.activation,"
@@ -404,13 +447,17 @@ class RuleStore:
                 rule.updated_at,
             ),
         )
-        self._record(conn, spec, version, operation, now)
+        self._record(tx, spec, version, operation, now)
         return rule
 
     @staticmethod
-    def _record(conn: sqlite3.Connection, spec: RuleSpec, version: int, operation: str, at: float) -> None:
-        conn.execute(
-            "INSERT INTO rule_versions (rule_id, version, operation, etag, spec, written_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (spec.id, version, operation, spec.content_hash(), json.dumps(spec.to_dict(), sort_keys=True), at),
+    def _record(tx: _Transaction, spec: RuleSpec, version: int, operation: str, at: float) -> None:
+        tx.conn.execute(
+            "INSERT INTO rule_versions (rule_id, version, operation, etag, spec, written_at, generation)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                spec.id, version, operation, spec.content_hash(), json.dumps(spec.to_dict(), sort_keys=True), at,
+                tx.generation,
+            ),
         )
+        tx.changed = True

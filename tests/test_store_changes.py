@@ -1,0 +1,52 @@
+"""Catching up with writes without reloading every rule (``RuleStore.changes_since``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from otel_mcp.compose.engine import ComposeRequest
+from otel_mcp.compose.service import ComposeService
+from otel_mcp.store import RuleStore
+
+
+def test_changes_since_lists_written_and_deleted_rules(tmp_path: Path) -> None:
+    store = RuleStore(tmp_path / "r.db")
+    store.create({"id": "a", "body": "a1"})
+    store.create({"id": "b", "body": "b1"})
+    start = store.generation()
+    store.update("a", 1, {"body": "a2"})
+    store.delete("b", 1)
+    store.create({"id": "c", "body": "c1"})
+    changes = store.changes_since(start)
+    assert changes.generation == store.generation() == start + 3
+    assert {r.id: r.body for r in changes.written} == {"a": "a2", "c": "c1"}
+    assert changes.deleted == {"b"}
+    assert store.changes_since(changes.generation).written == []
+
+
+def test_an_unchanged_import_does_not_move_the_generation(tmp_path: Path) -> None:
+    store = RuleStore(tmp_path / "r.db")
+    store.upsert({"id": "a", "body": "same"})
+    before = store.generation()
+    rule, status = store.upsert({"id": "a", "body": "same"})
+    assert status == "unchanged" and rule.version == 1
+    assert store.generation() == before
+    assert len(store.history("a")) == 1
+
+
+def test_service_catches_up_with_writes_from_another_connection(tmp_path: Path) -> None:
+    reader = RuleStore(tmp_path / "r.db")
+    writer = RuleStore(tmp_path / "r.db")  # stands for another process sharing the file
+    for i in range(20):
+        writer.create({"id": f"r{i}", "body": f"body {i}", "activation": "always"})
+    service = ComposeService(reader)
+    first = service.ruleset()
+    assert len(first.rules) == 20
+    writer.update("r3", 1, {"body": "changed"})
+    writer.delete("r4", 1)
+    second = service.ruleset()
+    assert second is not first and len(first.rules) == 20  # the old set stays valid for its readers
+    assert second.rules["r3"].body == "changed" and "r4" not in second.rules
+    assert second.rules["r5"] is first.rules["r5"]  # unchanged rules were not read again
+    markdown = service.compose(ComposeRequest.from_args()).markdown
+    assert "changed" in markdown and "<!-- rule:r4@" not in markdown
