@@ -61,10 +61,12 @@ def _manifest_path() -> Path:
 def collector_path() -> Path:
     """Where the Collector build for the current manifest lives (it may not exist yet).
 
-    The folder is keyed by the core version and a hash of the manifest, so adding a
-    component to ``builder-config.yaml`` rebuilds instead of reusing a stale binary.
+    The folder is keyed by the core version and a hash of the manifest's content (not its
+    comments), so adding a component to ``builder-config.yaml`` rebuilds instead of reusing
+    a stale binary.
     """
-    digest = hashlib.sha256(_manifest_path().read_bytes()).hexdigest()[:10]
+    manifest = yaml.safe_load(_manifest_path().read_text())
+    digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:10]
     return s.cache_dir() / f"{s.COLLECTOR_BINARY}-{s.COLLECTOR_VERSION}-{digest}" / s.COLLECTOR_BINARY
 
 
@@ -223,6 +225,10 @@ def _build_collector(target: Path, progress: bool) -> None:
         run_streamed([str(builder), "--config", str(work / "manifest.yaml")],
                      label="collector", progress=progress, cwd=work, env=env)
         _place(work / "src" / s.COLLECTOR_BINARY, target)
+    # Builds of older manifests are never used again (the key is the manifest's hash).
+    for stale in s.cache_dir().glob(f"{s.COLLECTOR_BINARY}-*"):
+        if stale != target.parent and stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def _build_jaeger(target: Path, progress: bool) -> None:

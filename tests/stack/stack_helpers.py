@@ -25,8 +25,13 @@ def get_json(url: str, timeout: float = HTTP_TIMEOUT) -> Any:
         return json.loads(resp.read())
 
 
-def wait_for(probe: Callable[[], T | None], timeout: float, what: str, interval: float = 1.0) -> T:
-    """Call ``probe`` until it returns something truthy; fail the test after ``timeout`` s."""
+def wait_for(probe: Callable[[], T | None], timeout: float, what: str | Callable[[], str],
+             interval: float = 1.0) -> T:
+    """Call ``probe`` until it returns something truthy; fail the test after ``timeout`` s.
+
+    ``what`` names the awaited thing in the failure; a callable is called then, so it can
+    show the last answer.
+    """
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while True:
@@ -37,7 +42,8 @@ def wait_for(probe: Callable[[], T | None], timeout: float, what: str, interval:
         except Exception as exc:  # a backend still starting answers errors; keep the last
             last_error = exc
         if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last error: {last_error!r})")
+            described = what() if callable(what) else what
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {described} (last error: {last_error!r})")
         time.sleep(interval)
 
 

@@ -50,7 +50,7 @@ def test_collector_config_validates(stack_binaries: Binaries) -> None:
 def test_collector_build_has_the_manifest_components(stack_binaries: Binaries) -> None:
     out = run([str(stack_binaries.otelcol), "components"]).stdout
     for name in ("otlp", "memory_limiter", "batch", "otlp_grpc", "otlp_http", "prometheus", "debug",
-                 "spanmetrics", "health_check"):
+                 "span_metrics", "health_check"):
         assert re.search(rf"name: {name}\b", out), f"{name} missing from the Collector build"
 
 

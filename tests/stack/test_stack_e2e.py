@@ -31,6 +31,7 @@ pytestmark = [pytest.mark.stack, pytest.mark.timeout(3600)]  # the first install
 
 PIPELINE_TIMEOUT = 60.0  # seconds from export to queryable (flush 2s, scrape 5s, rate needs 2 samples)
 SERVICE = f"otel-mcp-stack-test-{uuid.uuid4().hex[:6]}"
+SPAN_ROUNDS = 12  # one trace per second: > 2 scrape intervals (5s) and several spanmetrics flushes (2s)
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +49,12 @@ def sent(stack: StackStatus) -> Iterator[dict[str, Any]]:
     tracer = tracer_provider.get_tracer("tests.stack")
     histogram = meter_provider.get_meter("tests.stack").create_histogram(
         "mcp.server.operation.duration", unit="s", description="MCP request duration")
+    # rate() (and so Jaeger's SPM) needs a counter that grows between two scrapes: wait for
+    # Prometheus to scrape the Collector once, then spread the spans over two scrape intervals.
+    wait_for(lambda: prom_query(stack.urls["prometheus"], 'up{job="otel-collector-exporter"} == 1')["data"]["result"],
+             PIPELINE_TIMEOUT, "Prometheus scraping the Collector's exporter")
     trace_ids = []
-    # Spread over a few seconds so spanmetrics flushes more than once and rate() has samples.
-    for i in range(6):
+    for i in range(SPAN_ROUNDS):
         with tracer.start_as_current_span("tools/call compose_rules", kind=trace.SpanKind.SERVER) as span:
             span.set_attribute("mcp.method.name", "tools/call")
             span.set_attribute("gen_ai.tool.name", "compose_rules")
@@ -103,9 +107,9 @@ def test_metric_reaches_prometheus(sent: dict[str, Any]) -> None:
 
     def fetch() -> list[dict[str, Any]] | None:
         result: list[dict[str, Any]] = prom_query(prom, expr)["data"]["result"]
-        return result if result and float(result[0]["value"][1]) >= 6 else None
+        return result if result and float(result[0]["value"][1]) >= SPAN_ROUNDS else None
 
-    (series,) = wait_for(fetch, PIPELINE_TIMEOUT, f"{expr} >= 6 in Prometheus")
+    (series,) = wait_for(fetch, PIPELINE_TIMEOUT, f"{expr} >= {SPAN_ROUNDS} in Prometheus")
     labels = series["metric"]
     assert labels["job"] == sent["service"]  # honor_labels keeps the exporter's job
     assert labels["mcp_method_name"] == "tools/call"
@@ -128,6 +132,7 @@ def test_spanmetrics_series_exist(sent: dict[str, Any]) -> None:
 
 def test_jaeger_spm_returns_data(sent: dict[str, Any]) -> None:
     api = sent["stack"].urls["jaeger_api"].split("/api/")[0]
+    last: list[Any] = []
 
     def fetch() -> list[dict[str, Any]] | None:
         now_ms = int(time.time() * 1000)
@@ -135,12 +140,18 @@ def test_jaeger_spm_returns_data(sent: dict[str, Any]) -> None:
             "service": sent["service"], "endTs": now_ms, "lookback": 15 * 60_000, "step": 5_000,
             "ratePer": 60_000, "spanKind": "server",
         })
-        metrics: list[dict[str, Any]] = get_json(f"{api}/api/metrics/calls?{query}")["metrics"]
-        points = [p for m in metrics for p in m.get("metricPoints", [])
+        answer = get_json(f"{api}/api/metrics/calls?{query}")
+        last[:] = [answer]
+        points = [p for m in answer["metrics"] for p in m.get("metricPoints", [])
                   if p.get("gaugeValue", {}).get("doubleValue", 0) > 0]
         return points or None
 
-    wait_for(fetch, PIPELINE_TIMEOUT, f"Jaeger SPM call rates for {sent['service']}")
+    def describe() -> str:
+        raw = prom_query(sent["stack"].urls["prometheus"],
+                         f'traces_span_metrics_calls_total{{service_name="{sent["service"]}"}}[2m]')
+        return f"Jaeger SPM call rates for {sent['service']} (last answer {last}; series {raw})"
+
+    wait_for(fetch, PIPELINE_TIMEOUT, describe)
 
 
 def test_rules_are_loaded(stack: StackStatus) -> None:
