@@ -158,7 +158,8 @@ def test_tinylfu_rejects_one_hit_wonders() -> None:
         lfu.put(f"scan{k}", k, 1)
     assert sum(f"hot{k}" in lfu for k in range(90)) >= 80
     assert lfu.weight <= 100
-    assert lfu.pop("hot1") == 1 and "hot1" not in lfu
+    kept = next(k for k in range(90) if f"hot{k}" in lfu)  # which ones survive depends on the hash seed
+    assert lfu.pop(f"hot{kept}") == kept and f"hot{kept}" not in lfu
     lfu.clear()
     assert len(lfu) == 0 and lfu.weight == 0
 

@@ -36,6 +36,7 @@ import hashlib
 import json
 import logging
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -117,7 +118,20 @@ class Encoded:
 
     skeleton: bytes
     bodies: dict[str, bytes]
-    weight: int  # bytes of markdown and manifest, the L1 weight
+    weight: int  # memory the decoded composition takes in L1 (see ``memory_weight``)
+
+
+# Decoded manifests (dicts and lists of small objects) take about this many times their JSON size.
+MANIFEST_MEMORY_FACTOR = 6
+
+
+def memory_weight(markdown: str, manifest_bytes: int) -> int:
+    """What a decoded composition costs in memory: L1 is bounded by this, not by encoded bytes.
+
+    A ``str`` holding one non-Latin-1 character stores every character in 2 or 4 bytes, and real
+    rule text has emoji and CJK, so UTF-8 length under-counts up to 4x; ``sys.getsizeof`` is exact.
+    """
+    return sys.getsizeof(markdown) + MANIFEST_MEMORY_FACTOR * manifest_bytes
 
 
 def body_key(digest: str) -> str:
@@ -149,7 +163,7 @@ def encode_composition(composition: Composition, body_min_bytes: int = DEFAULT_B
     skeleton = json.dumps(
         {"v": SKELETON_VERSION, "md": parts, "manifest": composition.manifest()}, separators=(",", ":")
     ).encode()
-    return Encoded(skeleton, bodies, len(skeleton) + sum(len(b) for b in bodies.values()))
+    return Encoded(skeleton, bodies, memory_weight(markdown, len(skeleton)))
 
 
 def decode_composition(
@@ -168,9 +182,10 @@ def decode_composition(
     bodies = fetch_bodies(wanted) if wanted else {}
     if len(bodies) < len(set(wanted)):
         return None
-    pieces = [p if isinstance(p, str) else bodies[p[0]] for p in parts]
-    weight = len(skeleton) + sum(len(b) for b in bodies.values())
-    return Composition.from_dict({"markdown": "".join(pieces), "manifest": data["manifest"]}), weight
+    markdown = "".join(p if isinstance(p, str) else bodies[p[0]] for p in parts)
+    return Composition.from_dict({"markdown": markdown, "manifest": data["manifest"]}), memory_weight(
+        markdown, len(skeleton)
+    )
 
 
 class TieredCache:
@@ -471,7 +486,7 @@ class TieredCache:
             found[db_key[len(BODY_PREFIX) :]] = bytes(raw).decode()
         with self._lock:
             for digest, body in found.items():
-                self._bodies.put(digest, body, len(body))
+                self._bodies.put(digest, body, sys.getsizeof(body))
         return found
 
     def _l2_put(self, key: str, encoded: Encoded) -> None:
@@ -489,7 +504,8 @@ class TieredCache:
             with self._lock:
                 for digest, raw in encoded.bodies.items():
                     if digest not in self._bodies:
-                        self._bodies.put(digest, raw.decode(), len(raw))
+                        text = raw.decode()
+                        self._bodies.put(digest, text, sys.getsizeof(text))
             self.bodies_written += len(new)
             self.bodies_reused += len(encoded.bodies) - len(new)
         except Exception as exc:
