@@ -50,3 +50,17 @@ def test_service_catches_up_with_writes_from_another_connection(tmp_path: Path) 
     assert second.rules["r5"] is first.rules["r5"]  # unchanged rules were not read again
     markdown = service.compose(ComposeRequest.from_args()).markdown
     assert "changed" in markdown and "<!-- rule:r4@" not in markdown
+
+
+def test_opening_an_up_to_date_store_does_not_wait_for_a_writer(tmp_path: Path) -> None:
+    import sqlite3
+
+    RuleStore(tmp_path / "r.db").close()
+    holder = sqlite3.connect(tmp_path / "r.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process in the middle of a write
+    try:
+        store = RuleStore(tmp_path / "r.db", busy_timeout=0.1)
+        assert store.count() == 0
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()

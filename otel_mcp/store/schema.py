@@ -85,7 +85,13 @@ class SchemaTooNew(Exception):
 
 
 def migrate(conn: sqlite3.Connection) -> int:
-    """Bring ``conn``'s database to ``SCHEMA_VERSION``; return the version it started at."""
+    """Bring ``conn``'s database to ``SCHEMA_VERSION``; return the version it started at.
+
+    An up-to-date file is only read, so opening a store never waits for another process's writer.
+    """
+    current = _read_version(conn)
+    if current == SCHEMA_VERSION:
+        return current
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
@@ -108,6 +114,14 @@ def migrate(conn: sqlite3.Connection) -> int:
         conn.execute("ROLLBACK")
         raise
     return int(start)
+
+
+def _read_version(conn: sqlite3.Connection) -> int | None:
+    exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'").fetchone()
+    if not exists:
+        return None
+    row = conn.execute("SELECT version FROM schema_version").fetchone()
+    return int(row[0]) if row else None
 
 
 def _statements(script: str) -> list[str]:
