@@ -140,7 +140,7 @@ class RuleStore:
             migrate(self._conn()) if not read_only else self._conn()
         except sqlite3.OperationalError as exc:
             if "locked" in str(exc) or "busy" in str(exc):
-                raise StoreBusy(f"database {str(self.path)!r} is locked by another writer ({exc}); retry later") from None
+                raise StoreBusy(f"database {str(self.path)!r} is locked by another writer ({exc})") from None
             raise
         row = self._conn().execute("SELECT value FROM store_meta WHERE key = 'store_id'").fetchone()
         self.store_id = int(row[0]) if row else 0
