@@ -24,13 +24,20 @@ import logging
 import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from http import HTTPStatus
 from typing import IO, Any, cast
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 import mcp_types as types
+from anyio.abc import ObjectReceiveStream as MemoryObjectReceiveStream
+from anyio.abc import ObjectSendStream as MemoryObjectSendStream
+from anyio.lowlevel import EventLoopToken
 from mcp.server.mcpserver import MCPServer
 from mcp.server.stdio import stdio_server
 from starlette.datastructures import Headers
@@ -43,6 +50,7 @@ INVALID_REQUEST = -32600
 INTERNAL_ERROR = -32603
 SHUTTING_DOWN = -32000  # server-defined: the server is draining and takes no new requests
 DEFAULT_GRACE_SECONDS = 10.0
+IN_FLIGHT = {"posts": 0}  # POST requests on /mcp being served (graceful shutdown waits for them)
 
 
 def jsonrpc_error(request_id: str | int | None, code: int, message: str) -> dict[str, Any]:
@@ -141,6 +149,13 @@ class JsonRpcErrorBodies:
             if refusal is not None:
                 await send_json(send, 400, refusal)
                 return
+        IN_FLIGHT["posts"] += scope.get("method") == "POST"
+        try:
+            await self._serve(scope, receive, send)
+        finally:
+            IN_FLIGHT["posts"] -= scope.get("method") == "POST"
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         held: dict[str, Any] = {}
         chunks: list[bytes] = []
 
@@ -250,6 +265,7 @@ class _Wire:
         self.closed = False
         self.pending: dict[str, int] = {}  # json(id) -> requests with that id still unanswered
         self._write_lock = anyio.Lock()
+        self._lines: MemoryObjectReceiveStream[bytes | None] | None = None
         self.stats = {"forwarded": 0, "rejected": 0, "oversized": 0}
 
     # the SDK's stdin: an async iterator of text lines --------------------------
@@ -257,20 +273,46 @@ class _Wire:
     def __aiter__(self) -> _Wire:
         return self
 
-    async def _readline(self, size: int) -> bytes:
-        return await anyio.to_thread.run_sync(self._fin.readline, size, abandon_on_cancel=True)
+    def _read_lines(self, send: MemoryObjectSendStream[bytes | None], token: EventLoopToken) -> None:
+        """Daemon thread: read lines (at most ``max_line_bytes`` kept) and hand them to the event loop.
+
+        A daemon thread, not an anyio worker: a worker blocked reading a pipe nobody closes would keep
+        the process from exiting after SIGTERM. ``None`` stands for a line over the limit, ``b""`` for EOF.
+        """
+        limit = self.max_line_bytes
+        try:
+            while True:
+                raw = self._fin.readline(limit + 1)
+                item: bytes | None = raw
+                if len(raw) > limit and not raw.endswith(b"\n"):
+                    while raw and not raw.endswith(b"\n"):  # skip the rest of the line without keeping it
+                        raw = self._fin.readline(64 * 1024)
+                    item = None
+                anyio.from_thread.run(send.send, item, token=token)
+                if item == b"":
+                    return
+        except Exception:  # the loop is gone or the pipe broke: nothing left to read for
+            return
+
+    async def _next_raw(self) -> bytes | None:
+        if self._lines is None:
+            send, self._lines = anyio.create_memory_object_stream[bytes | None](16)
+            token = anyio.lowlevel.current_token()
+            threading.Thread(target=self._read_lines, args=(send, token), name="otel-mcp-stdin", daemon=True).start()
+        try:
+            return await self._lines.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            return b""
 
     async def __anext__(self) -> str:
         while True:
             if self.closed:
                 raise StopAsyncIteration
-            raw = await self._readline(self.max_line_bytes + 1)
-            if not raw:
+            raw = await self._next_raw()
+            if raw == b"":
                 await self.drain()
                 raise StopAsyncIteration
-            if len(raw) > self.max_line_bytes and not raw.endswith(b"\n"):
-                while raw and not raw.endswith(b"\n"):  # skip the rest of the line without keeping it
-                    raw = await self._readline(64 * 1024)
+            if raw is None:
                 self.stats["oversized"] += 1
                 await self.reply(
                     jsonrpc_error(
@@ -368,9 +410,11 @@ def _claim_stdio() -> Iterator[tuple[IO[bytes], IO[bytes]]]:
         os.dup2(saved_out, 1)
         os.close(saved_in)
         os.close(saved_out)
-        for f in (fin, fout):
-            with suppress(OSError):
-                f.close()
+        with suppress(OSError, ValueError):
+            fout.close()
+        # ``fin`` stays open: the reader thread may be blocked in ``readline`` on it, and closing a
+        # buffered file waits for that lock, so the process would hang on exit (after SIGTERM, while the
+        # client keeps its end open). The descriptor goes away with the process.
 
 
 async def serve_wire(server: MCPServer, wire: _Wire) -> None:
@@ -401,3 +445,28 @@ async def serve_stdio(server: MCPServer, max_line_bytes: int, grace: float = DEF
     """Serve MCP over this process's stdin/stdout with the guards above."""
     with _claim_stdio() as (fin, fout):
         await serve_wire(server, _Wire(fin, fout, max_line_bytes, grace))
+
+
+def release_streams_after_posts(server: Any, grace: float) -> threading.Thread:
+    """Graceful HTTP shutdown: keep SSE responses open until the POSTs in flight are answered.
+
+    sse-starlette ends every SSE stream as soon as uvicorn sees SIGTERM, which cut the response of a tool
+    call in flight. With its automatic drain disabled, this daemon thread waits for uvicorn's
+    ``should_exit``, then for the POSTs in flight to finish (at most ``grace`` seconds), and only then
+    tells sse-starlette to end the remaining (standalone GET) streams.
+    """
+    from sse_starlette.sse import AppStatus
+
+    AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
+
+    def watch() -> None:
+        while not getattr(server, "should_exit", False):
+            time.sleep(0.05)
+        deadline = time.monotonic() + grace
+        while IN_FLIGHT["posts"] > 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        AppStatus.should_exit = True
+
+    thread = threading.Thread(target=watch, name="otel-mcp-drain", daemon=True)
+    thread.start()
+    return thread

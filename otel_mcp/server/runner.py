@@ -14,7 +14,7 @@ import uvicorn
 from otel_mcp.config import Settings
 from otel_mcp.server.app import build_http_app, build_server
 from otel_mcp.server.context import RulesContext
-from otel_mcp.server.limits import DEFAULT_GRACE_SECONDS, serve_stdio
+from otel_mcp.server.limits import DEFAULT_GRACE_SECONDS, release_streams_after_posts, serve_stdio
 
 log = logging.getLogger("otel_mcp.server")
 
@@ -93,14 +93,18 @@ def serve(settings: Settings) -> None:
         else:
             app = build_http_app(server, rules)
             print(f"otel-mcp: serving MCP on http://{settings.host}:{settings.port}/mcp", file=sys.stderr)
-            uvicorn.run(
-                app,
-                host=settings.host,
-                port=settings.port,
-                log_level="warning",
-                access_log=False,
-                timeout_graceful_shutdown=int(SHUTDOWN_GRACE_SECONDS),
+            http_server = uvicorn.Server(
+                uvicorn.Config(
+                    app,
+                    host=settings.host,
+                    port=settings.port,
+                    log_level="warning",
+                    access_log=False,
+                    timeout_graceful_shutdown=int(SHUTDOWN_GRACE_SECONDS),
+                )
             )
+            release_streams_after_posts(http_server, SHUTDOWN_GRACE_SECONDS)
+            http_server.run()
     except _Stop:
         log.info("SIGTERM: stopped serving")
     finally:
