@@ -10,7 +10,7 @@ import argparse
 import json
 import signal
 import sys
-import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,8 @@ def register_cli(subparsers: Any) -> argparse.ArgumentParser:
                       help="stay attached; Ctrl-C stops every component")
     p_up.add_argument("--test-overlay", action="store_true",
                       help="add collector/otelcol-config.test.yaml (short intervals)")
+    p_up.add_argument("--persistent-traces", action="store_true",
+                      help="keep traces across restarts (Jaeger badger store in the state dir)")
     p_up.add_argument("--timeout", type=float, default=s.HEALTH_TIMEOUT,
                       help="seconds each component may take to become healthy")
     p_up.set_defaults(func=_cmd_up)
@@ -76,35 +78,50 @@ def _cmd_install(args: argparse.Namespace) -> int:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
+    if args.foreground:
+        return _run_foreground(args)
     try:
-        st = up(args.state_dir, test_overlay=args.test_overlay, timeout=args.timeout,
-                die_with_parent=args.foreground)
+        up(args.state_dir, test_overlay=args.test_overlay, persistent_traces=args.persistent_traces,
+           timeout=args.timeout)
     except (StackError, InstallError, FileNotFoundError) as exc:
         print(f"otel-mcp stack up: {exc}", file=sys.stderr)
         return 1
-    if not args.foreground:
-        print(f"stack running in the background; stop it with: otel-mcp stack down"
-              f"{'' if args.state_dir is None else f' --state-dir {args.state_dir}'}")
-        return 0
-    print("stack running in the foreground; Ctrl-C stops it")
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print(f"stack running in the background; stop it with: otel-mcp stack down"
+          f"{'' if args.state_dir is None else f' --state-dir {args.state_dir}'}")
+    return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _run_foreground(args: argparse.Namespace) -> int:
+    """Start the stack, watch it, and stop all of it on Ctrl-C, SIGTERM or a crash."""
+    # SIGTERM behaves like Ctrl-C from here on, even in the middle of up(); the children
+    # also get SIGTERM from the kernel if this process dies (die_with_parent).
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    code = 0
     try:
-        while not stop.wait(1.0):
+        st = up(args.state_dir, test_overlay=args.test_overlay, persistent_traces=args.persistent_traces,
+                timeout=args.timeout, die_with_parent=True)
+        print("stack running in the foreground; Ctrl-C stops it", flush=True)
+        while True:
+            time.sleep(1.0)
             crashed = [c.name for c in status(st.state_dir).components.values() if not c.running]
             if crashed:
                 print(f"otel-mcp stack: {', '.join(crashed)} exited; stopping", file=sys.stderr)
-                return_code = 1
+                code = 1
                 break
-        else:
-            return_code = 0
     except KeyboardInterrupt:
-        return_code = 0
+        pass
+    except (StackError, InstallError, FileNotFoundError) as exc:
+        print(f"otel-mcp stack up: {exc}", file=sys.stderr)
+        code = 1
     finally:
         signal.signal(signal.SIGTERM, previous)
-        stopped = down(st.state_dir)
-        print(f"stopped: {', '.join(stopped) or 'nothing'}")
-    return return_code
+        stopped = down(args.state_dir)
+        print(f"stopped: {', '.join(stopped) or 'nothing'}", flush=True)
+    return code
 
 
 def _cmd_down(args: argparse.Namespace) -> int:

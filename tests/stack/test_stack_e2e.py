@@ -154,6 +154,23 @@ def test_jaeger_spm_returns_data(sent: dict[str, Any]) -> None:
     wait_for(fetch, PIPELINE_TIMEOUT, describe)
 
 
+def test_an_alert_fires_for_real(sent: dict[str, Any]) -> None:
+    # prometheus/tests/e2e-alerts.yaml: McpServerHighLatency with p99 > 10ms; the fixture
+    # recorded 20ms..240ms.
+    prom = sent["stack"].urls["prometheus"]
+
+    def firing() -> list[dict[str, Any]] | None:
+        alerts = get_json(f"{prom}/api/v1/alerts")["data"]["alerts"]
+        found = [a for a in alerts if a["labels"]["alertname"] == "McpServerHighLatency"
+                 and a["labels"].get("test") == "e2e" and a["labels"].get("job") == sent["service"]
+                 and a["state"] == "firing"]
+        return found or None
+
+    (alert,) = wait_for(firing, PIPELINE_TIMEOUT, "McpServerHighLatency (test threshold) firing")
+    assert alert["labels"]["mcp_method_name"] == "tools/call"
+    assert alert["annotations"]["runbook_url"] == "docs/runbooks.md#mcpserverhighlatency"
+
+
 def test_rules_are_loaded(stack: StackStatus) -> None:
     prom = stack.urls["prometheus"]
     groups = get_json(f"{prom}/api/v1/rules")["data"]["groups"]

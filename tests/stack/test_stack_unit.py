@@ -8,17 +8,22 @@ config files read), so these tests run even while the session's real stack is up
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import queue
 import socket
 import stat
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 
 from otel_mcp.stack import (
     Binaries,
@@ -267,12 +272,21 @@ def test_up_down_with_stand_in_processes(isolated: Path, monkeypatch: pytest.Mon
                                          capsys: pytest.CaptureFixture[str]) -> None:
     binaries = fake_binaries(isolated, monkeypatch)
     state = isolated / "state"
-    st = up(state, binaries=binaries, timeout=30, test_overlay=True)
+    extra = isolated / "extra-rules.yaml"
+    extra.write_text("groups: []\n")
+    st = up(state, binaries=binaries, timeout=30, test_overlay=True, persistent_traces=True,
+            extra_rule_files=[extra])
     assert st.running and st.healthy
     assert "healthy" in format_status(st) and "endpoints:" in format_status(st)
     assert "starting jaeger" in capsys.readouterr().err
     argv = json.loads((state / "run" / "collector.json").read_text())["argv"]
     assert argv[-1].endswith("otelcol-config.test.yaml")
+    assert json.loads((state / "run" / "jaeger.json").read_text())["argv"][-1].endswith("jaeger-config.badger.yaml")
+    prom_argv = json.loads((state / "run" / "prometheus.json").read_text())["argv"]
+    assert f"--config.file={state / 'prometheus.yml'}" in prom_argv
+    generated = yaml.safe_load((state / "prometheus.yml").read_text())
+    assert generated["rule_files"] == [str(REPO / "prometheus" / "rules" / "*.yaml"), str(extra)]
+    assert generated["scrape_configs"]  # the repo's jobs, unchanged
     pids = [c.pid for c in st.components.values() if c.pid]
     grandchildren = [int(p.read_text()) for p in isolated.glob("child.*")]
     assert len(pids) == 3 and len(grandchildren) == 3
@@ -388,11 +402,22 @@ def test_cli_up_foreground_stops_everything_on_sigterm(isolated: Path, monkeypat
         """)
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
-    assert sup._wait(lambda: status().healthy, 30), "foreground stack did not come up"
+    assert proc.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout or []], daemon=True).start()
+    seen: list[str] = []
+    deadline = time.monotonic() + 60
+    while not seen or "Ctrl-C stops it" not in seen[-1]:
+        assert time.monotonic() < deadline, "".join(seen)
+        with contextlib.suppress(queue.Empty):
+            seen.append(lines.get(timeout=1.0))
     pids = [c.pid for c in status().components.values()]
     proc.terminate()
-    out, _ = proc.communicate(timeout=30)
-    assert proc.returncode == 0, out
+    assert proc.wait(timeout=30) == 0, "".join(seen)
+    with contextlib.suppress(queue.Empty):
+        while True:
+            seen.append(lines.get(timeout=2.0))
+    out = "".join(seen)
     assert "stopped: collector, prometheus, jaeger" in out
     assert not status().running
     for pid in pids:
