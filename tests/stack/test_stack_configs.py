@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -162,3 +163,14 @@ def test_docker_compose_uses_the_same_config_files() -> None:
     for config in ("collector/otelcol-config.yaml", "jaeger/jaeger-config.yaml", "prometheus/prometheus.yml",
                    "prometheus/rules", "grafana/dashboards"):
         assert config in mounted, f"docker-compose.yml does not mount {config}"
+
+
+def test_docker_compose_config_parses() -> None:
+    # `docker compose config` needs no engine; nor does Debian's docker-compose 1.29.
+    docker = shutil.which("docker")
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True, check=False).returncode == 0:
+        run([docker, "compose", "-f", "docker-compose.yml", "config", "-q"])
+    elif compose := shutil.which("docker-compose"):
+        run([compose, "-f", "docker-compose.yml", "config", "-q"])
+    else:
+        pytest.skip("neither `docker compose` nor `docker-compose` is installed (structure checked above)")
