@@ -1,12 +1,18 @@
 """Rule-composition instrumentation: one span per composition, a child span per engine step.
 
-``ComposeService.compose`` gets an ``otel_mcp.compose`` span (cache hit or
-not, counts of rules included/dropped/stubbed, conflicts, output bytes and
-token estimate; never a rule body or id). When the service has to compose
-(no cache, or a miss), each engine step (``engine.STEPS``) gets a child span
+Each composition the engine runs (no cache, or a cache miss) gets an
+``otel_mcp.compose`` span (counts of rules included/dropped/stubbed,
+conflicts, output bytes and token estimate, the store generation; never a
+rule body or id), each engine step (``engine.STEPS``) a child span
 ``otel_mcp.compose.<step>`` and a record in ``otel_mcp.compose.duration{step}``;
-``otel_mcp.compose.rules{outcome}`` counts the rules of each composition. A
-cache hit runs no step and so costs one span.
+``otel_mcp.compose.rules{outcome}`` counts the rules of each composition.
+
+A cache hit composes nothing: it creates no span and records no metric; it
+only marks the enclosing span (the MCP server span) with
+``otel_mcp.compose.cache_hit=true``. That keeps the common request at one
+span (the SDK's), which is what the overhead budget allows (see
+``docs/performance.md``); cache hit/miss counts come from the cache's
+counters (``otel_mcp.cache.requests``).
 
 The engine calls its steps through module globals, so wrapping
 ``otel_mcp.compose.engine.<step>`` is enough; the engine imports nothing from
@@ -44,14 +50,16 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from otel_mcp.compose import engine, service
 from otel_mcp.telemetry import names
+from otel_mcp.telemetry.bound import BoundHistogram
 from otel_mcp.telemetry.package import _otel_mcp_instruments
 from otel_mcp.telemetry.version import __version__
 
 logger = logging.getLogger(__name__)
 SCHEMA_URL: Final = Schemas.V1_37_0.value
 
-# Set by the engine wrapper so the service wrapper knows the call composed (a cache miss).
-_composed: contextvars.ContextVar[list[bool] | None] = contextvars.ContextVar("otel_mcp_composed", default=None)
+# Set by the service wrapper for the engine wrapper: [service instance, composed?].
+_composing: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar("otel_mcp_composing", default=None)
+_CACHE_HIT: Final = {names.COMPOSE_CACHE_HIT: True}
 
 
 class ComposeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
@@ -70,48 +78,54 @@ class ComposeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             explicit_bucket_boundaries_advisory=list(names.COUNT_BUCKETS),
         )
         step_attrs = {step: {names.STEP: step} for step in engine.STEPS}
+        step_durations = {step: BoundHistogram(step_duration, attrs) for step, attrs in step_attrs.items()}
         step_span_names = {step: names.SPAN_COMPOSE_STEP_PREFIX + step for step in engine.STEPS}
-        outcome_attrs = {o: {names.OUTCOME: o} for o in ("selected", "included", "dropped", "stubbed")}
+        rules_by_outcome = {o: BoundHistogram(rules_histogram, {names.OUTCOME: o})
+                            for o in ("selected", "included", "dropped", "stubbed")}
 
         def service_wrapper(wrapped: Any, instance: Any, args: Any, kw: Any) -> Any:
-            if not is_instrumentation_enabled():
-                return wrapped(*args, **kw)
-            marker: list[bool] = []
-            token = _composed.set(marker)
+            state: list[Any] = [instance, False]
+            token = _composing.set(state)
             try:
-                with tracer.start_as_current_span(
-                    names.SPAN_COMPOSE, kind=SpanKind.INTERNAL, record_exception=False, set_status_on_exception=False
-                ) as span:
-                    try:
-                        composition = wrapped(*args, **kw)
-                    except Exception as exc:
-                        if span.is_recording():
-                            span.set_attribute(ERROR_TYPE, type(exc).__qualname__)
-                            span.set_status(StatusCode.ERROR, type(exc).__qualname__)
-                        raise
-                    if span.is_recording():
-                        _describe(span, instance, args, composition, bool(marker))
-                    return composition
+                composition = wrapped(*args, **kw)
             finally:
-                _composed.reset(token)
+                _composing.reset(token)
+            if not state[1]:  # served from the cache: no span of its own, a mark on the enclosing one
+                span = trace.get_current_span()
+                if span.is_recording():
+                    span.set_attributes(_CACHE_HIT)
+            return composition
 
         def engine_wrapper(wrapped: Any, instance: Any, args: Any, kw: Any) -> Any:
-            marker = _composed.get()
-            if marker is not None:
-                marker.append(True)
-            composition = wrapped(*args, **kw)
-            try:
-                included = len(composition.included)
-                stubbed = sum(1 for i in composition.included if i.get("stubbed"))
-                rules_histogram.record(included, outcome_attrs["included"])
-                rules_histogram.record(len(composition.dropped), outcome_attrs["dropped"])
-                rules_histogram.record(stubbed, outcome_attrs["stubbed"])
-            except Exception:
-                logger.debug("compose metrics failed", exc_info=True)
-            return composition
+            state = _composing.get()
+            if state is not None:
+                state[1] = True
+            if not is_instrumentation_enabled():
+                return wrapped(*args, **kw)
+            with tracer.start_as_current_span(
+                names.SPAN_COMPOSE, kind=SpanKind.INTERNAL, record_exception=False, set_status_on_exception=False
+            ) as span:
+                try:
+                    composition = wrapped(*args, **kw)
+                except Exception as exc:
+                    if span.is_recording():
+                        span.set_attribute(ERROR_TYPE, type(exc).__qualname__)
+                        span.set_status(StatusCode.ERROR, type(exc).__qualname__)
+                    raise
+                try:
+                    if span.is_recording():
+                        _describe(span, state[0] if state is not None else None, args, composition)
+                    included = composition.included
+                    rules_by_outcome["included"].record(len(included))
+                    rules_by_outcome["dropped"].record(len(composition.dropped))
+                    rules_by_outcome["stubbed"].record(sum(1 for i in included if i.get("stubbed")))
+                except Exception:
+                    logger.debug("compose telemetry failed", exc_info=True)
+                return composition
 
         def make_step_wrapper(step: str) -> Any:
             attrs = step_attrs[step]
+            bound = step_durations[step]
             span_name = step_span_names[step]
 
             def step_wrapper(wrapped: Any, instance: Any, args: Any, kw: Any) -> Any:
@@ -128,12 +142,12 @@ class ComposeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                         if span.is_recording():
                             span.set_attribute(ERROR_TYPE, type(exc).__qualname__)
                             span.set_status(StatusCode.ERROR, type(exc).__qualname__)
-                        step_duration.record(time.perf_counter() - start, attrs)
+                        bound.record(time.perf_counter() - start)
                         raise
-                    step_duration.record(time.perf_counter() - start, attrs)
+                    bound.record(time.perf_counter() - start)
                     if step == "select":
                         selected = len(args[2].selected) if len(args) > 2 else 0
-                        rules_histogram.record(selected, outcome_attrs["selected"])
+                        rules_by_outcome["selected"].record(selected)
                         if span.is_recording():
                             span.set_attribute(names.COMPOSE_RULES_SELECTED, selected)
                     return result
@@ -153,12 +167,12 @@ class ComposeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             unwrap(engine, step)
 
 
-def _describe(span: Any, instance: Any, args: Any, composition: Any, composed: bool) -> None:
-    """Counts only: never a rule body or id."""
-    request = args[0] if args else None
+def _describe(span: Any, service_instance: Any, args: Any, composition: Any) -> None:
+    """Counts only: never a rule body or id. ``args`` are the engine's: ``(rules, request, options)``."""
+    request = args[1] if len(args) > 1 else None
     included = composition.included
     attrs: dict[str, Any] = {
-        names.COMPOSE_CACHE_HIT: not composed,
+        names.COMPOSE_CACHE_HIT: False,
         names.COMPOSE_RULES_INCLUDED: len(included),
         names.COMPOSE_RULES_DROPPED: len(composition.dropped),
         names.COMPOSE_RULES_STUBBED: sum(1 for i in included if i.get("stubbed")),
@@ -170,7 +184,7 @@ def _describe(span: Any, instance: Any, args: Any, composition: Any, composed: b
         attrs[names.COMPOSE_CONTEXT_FILES] = len(request.context_files)
         if request.token_budget is not None:
             attrs[names.COMPOSE_TOKEN_BUDGET] = request.token_budget
-    ruleset = getattr(instance, "_ruleset", None)
+    ruleset = getattr(service_instance, "_ruleset", None)
     if ruleset is not None:
         attrs[names.COMPOSE_GENERATION] = ruleset.generation
     span.set_attributes(attrs)

@@ -8,16 +8,24 @@ while instrumented, which
 
 - records ``mcp.server.operation.duration`` and ``mcp.server.session.duration``
   (semconv buckets; ``setup`` adds a finer View), requests in flight, active
-  sessions, request sizes and tool errors, from precomputed attribute sets;
+  sessions and tool errors, through ``BoundHistogram`` s cached per request
+  shape (no attribute dict is built or hashed per call);
 - adds to the SDK span what it lacks: ``mcp.session.id``, ``network.transport``
   (``pipe`` for stdio, ``tcp`` + ``network.protocol.name=http`` for HTTP),
   ``client.address``/``client.port``;
 
-and wraps the SDK's span factory so that the span follows the server-side
-error rules (the protocol-level JSON-RPC codes in ``PROTOCOL_ERROR_CODES``
-blame the client: ``rpc.response.status_code`` is kept, ``error.type`` and the
-ERROR status are not set) and links to the ambient (HTTP) context when
-``_meta`` chose another parent.
+and, only when a tracer provider records spans, wraps the SDK's span factory
+so that the span follows the server-side error rules (the protocol-level
+JSON-RPC codes in ``PROTOCOL_ERROR_CODES`` blame the client:
+``rpc.response.status_code`` is kept, ``error.type`` and the ERROR status are
+not set) and links to the ambient (HTTP) context when ``_meta`` chose another
+parent.
+
+Payload sizes (``otel_mcp.mcp.request.size`` / ``otel_mcp.mcp.response.size``,
+by ``network.transport``) are taken where the bytes are: on HTTP an ASGI
+middleware added to every streamable-HTTP app (POST body in, response body
+out), on stdio the line-oriented wire of ``otel_mcp.server.limits`` (each
+JSON-RPC message read and written).
 
 Usage
 -----
@@ -75,11 +83,12 @@ from opentelemetry.semconv.attributes.network_attributes import (
     NETWORK_TRANSPORT,
 )
 from opentelemetry.semconv.schemas import Schemas
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import ProxyTracerProvider, SpanKind, StatusCode
 from opentelemetry.util.types import AttributeValue
 from pydantic import ValidationError
 
 from otel_mcp.telemetry import names
+from otel_mcp.telemetry.bound import BoundHistogram
 from otel_mcp.telemetry.package import _mcp_instruments
 from otel_mcp.telemetry.version import __version__
 
@@ -107,6 +116,9 @@ class _Transport:
         self.metric_attrs = metric_attrs
 
 
+_ShapeKey = tuple[str, str | None, str | None, str | None, str, str]
+
+
 class McpTelemetry:
     """Instruments and live counters shared by every instrumented server."""
 
@@ -129,6 +141,11 @@ class McpTelemetry:
             explicit_bucket_boundaries_advisory=list(names.SIZE_BUCKETS),
         )
         self.tool_errors = meter.create_counter(names.TOOL_ERRORS, unit="{error}", description="Failed tool calls")
+        transport_sets: dict[str, dict[str, AttributeValue]] = {
+            _STDIO: {NETWORK_TRANSPORT: _STDIO}, _TCP: {NETWORK_TRANSPORT: _TCP, NETWORK_PROTOCOL_NAME: "http"}
+        }
+        self.request_sizes = {t: BoundHistogram(self.request_size, a) for t, a in transport_sets.items()}
+        self.response_sizes = {t: BoundHistogram(self.response_size, a) for t, a in transport_sets.items()}
         meter.create_observable_up_down_counter(
             names.ACTIVE_SESSIONS, [self._observe_sessions], unit="{session}", description="Open MCP sessions"
         )
@@ -140,7 +157,7 @@ class McpTelemetry:
         self.in_flight: dict[str, int] = {_STDIO: 0, _TCP: 0}
         self.sessions: dict[str, int] = {_STDIO: 0, _TCP: 0}
         self._transport_attrs = {t: {NETWORK_TRANSPORT: t} for t in (_STDIO, _TCP)}
-        self._attr_sets: dict[tuple[str, str | None, str | None, str | None, str, str], dict[str, AttributeValue]] = {}
+        self._durations: dict[_ShapeKey, BoundHistogram] = {}
         self._targets: dict[str, set[str]] = {}
         self.observers: list[RequestObserver] = []
 
@@ -150,18 +167,31 @@ class McpTelemetry:
     def _observe_in_flight(self, _: CallbackOptions) -> Iterable[Observation]:
         return [Observation(n, self._transport_attrs[t]) for t, n in self.in_flight.items()]
 
+    def operation_duration_for(
+        self, method: str, target: str | None, error_type: str | None, status: str | None, transport: _Transport,
+        protocol_version: str,
+    ) -> BoundHistogram:
+        """``mcp.server.operation.duration`` bound to one request shape, built once and reused."""
+        key = (method, target, error_type, status, transport.key, protocol_version)
+        bound = self._durations.get(key)
+        if bound is not None:
+            return bound
+        bound = BoundHistogram(
+            self.operation_duration, self.operation_attributes(method, target, error_type, status, transport,
+                                                               protocol_version)
+        )
+        if len(self._durations) < MAX_ATTRIBUTE_SETS:
+            self._durations[key] = bound
+        return bound
+
     def operation_attributes(
         self, method: str, target: str | None, error_type: str | None, status: str | None, transport: _Transport,
         protocol_version: str,
     ) -> dict[str, AttributeValue]:
-        """The metric attribute set for one request shape, built once and reused."""
-        key = (method, target, error_type, status, transport.key, protocol_version)
-        attrs = self._attr_sets.get(key)
-        if attrs is not None:
-            return attrs
+        """The metric attribute set for one request shape (targets beyond ``MAX_TARGETS`` become ``_OTHER``)."""
         if target is not None:
             seen = self._targets.setdefault(method, set())
-            if target not in seen and (len(seen) >= MAX_TARGETS or len(self._attr_sets) >= MAX_ATTRIBUTE_SETS):
+            if target not in seen and (len(seen) >= MAX_TARGETS or len(self._durations) >= MAX_ATTRIBUTE_SETS):
                 target = names.OTHER
             else:
                 seen.add(target)
@@ -176,8 +206,6 @@ class McpTelemetry:
             attrs[ERROR_TYPE] = error_type
         if status is not None:
             attrs[RPC_RESPONSE_STATUS_CODE] = status
-        if len(self._attr_sets) < MAX_ATTRIBUTE_SETS:
-            self._attr_sets[key] = attrs
         return attrs
 
 
@@ -226,16 +254,17 @@ class TelemetryMiddleware:
             transport = _transport_of(ctx, connection)
             span = trace.get_current_span()
             if span.is_recording():
-                span.set_attributes(transport.span_attrs)
-                client = getattr(ctx.request, "client", None) if ctx.request is not None else None
-                if client is not None:
-                    span.set_attributes({CLIENT_ADDRESS: client[0], CLIENT_PORT: client[1]})
-                if ctx.request is not None and ctx.meta:
-                    _link_http_context(span, ctx.request)
-            if ctx.request is not None:
-                size = ctx.request.headers.get("content-length")
-                if size is not None and size.isdigit():
-                    tel.request_size.record(int(size), transport.metric_attrs)
+                request = ctx.request
+                if request is None:
+                    span.set_attributes(transport.span_attrs)
+                else:
+                    client = getattr(request, "client", None)
+                    if client is not None:
+                        span.set_attributes({**transport.span_attrs, CLIENT_ADDRESS: client[0], CLIENT_PORT: client[1]})
+                    else:
+                        span.set_attributes(transport.span_attrs)
+                    if ctx.meta:
+                        _link_http_context(span, request)
         except Exception:  # telemetry never breaks the call
             logger.debug("MCP telemetry failed before the call", exc_info=True)
             return await call_next(ctx)
@@ -278,10 +307,11 @@ class TelemetryMiddleware:
         if method in {"tools/call", "prompts/get"}:
             name = ctx.params.get("name") if ctx.params else None
             target = name if isinstance(name, str) else None
-        attrs = tel.operation_attributes(method, target, error_type, status, transport, ctx.protocol_version)
-        tel.operation_duration.record(duration, attrs)
+        bound = tel.operation_duration_for(method, target, error_type, status, transport, ctx.protocol_version)
+        bound.record(duration)
         if error_type is not None and method == "tools/call":
-            tel.tool_errors.add(1, {GEN_AI_TOOL_NAME: attrs.get(GEN_AI_TOOL_NAME, names.OTHER), ERROR_TYPE: error_type})
+            tool = bound.attributes.get(GEN_AI_TOOL_NAME, names.OTHER)
+            tel.tool_errors.add(1, {GEN_AI_TOOL_NAME: tool, ERROR_TYPE: error_type})
         for observer in tel.observers:
             observer(method, target, duration, error_type, transport.key)
 
@@ -363,6 +393,85 @@ def _link_http_context(span: Any, request: Any) -> None:
         span.add_link(linked, {"otel_mcp.link": "http.request"})
 
 
+# -- payload sizes where the bytes are -----------------------------------------------------
+
+
+class WireSizeMiddleware:
+    """ASGI middleware: ``otel_mcp.mcp.request.size`` / ``.response.size`` of POSTs to ``path`` (HTTP)."""
+
+    def __init__(self, app: Any, path: str = "/mcp") -> None:
+        self.app = app
+        self.path = path
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        tel = McpInstrumentor._telemetry
+        if tel is None or scope.get("method") != "POST" or scope.get("path") != self.path:
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                if value.isdigit():
+                    tel.request_sizes[_TCP].record(int(value))
+                break
+        sent = 0
+
+        async def counting_send(message: Any) -> None:
+            nonlocal sent
+            if message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counting_send)
+        finally:
+            if sent:
+                tel.response_sizes[_TCP].record(sent)
+
+
+def _wrap_http_app(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
+    app = wrapped(*args, **kwargs)
+    try:
+        path = kwargs.get("streamable_http_path") or "/mcp"
+        app.add_middleware(WireSizeMiddleware, path=path)
+    except Exception:
+        logger.debug("could not add the size middleware", exc_info=True)
+    return app
+
+
+async def _wire_next(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
+    line = await wrapped(*args, **kwargs)
+    tel = McpInstrumentor._telemetry
+    if tel is not None:
+        tel.request_sizes[_STDIO].record(_utf8_len(line))
+    return line
+
+
+async def _wire_write(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
+    tel = McpInstrumentor._telemetry
+    if tel is not None and args:
+        tel.response_sizes[_STDIO].record(_utf8_len(args[0]))
+    return await wrapped(*args, **kwargs)
+
+
+def _utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
+
+
+def _stdio_wire() -> Any:
+    try:
+        from otel_mcp.server import limits
+    except ImportError:
+        return None
+    wire = getattr(limits, "_Wire", None)
+    return wire if wire is not None and hasattr(wire, "__anext__") and hasattr(wire, "write") else None
+
+
+def _records_spans(provider: Any) -> bool:
+    """Whether spans from ``provider`` (or the global one) can record: else the span wrapper is pure cost."""
+    provider = provider if provider is not None else trace.get_tracer_provider()
+    return not isinstance(provider, ProxyTracerProvider | trace.NoOpTracerProvider)
+
+
 # -- the instrumentor --------------------------------------------------------------------
 
 
@@ -371,6 +480,7 @@ class McpInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     _telemetry: McpTelemetry | None = None
     _middleware: TelemetryMiddleware | None = None
+    _wrapped: list[tuple[Any, str]] = []  # noqa: RUF012  (what _instrument wrapped, for _uninstrument)
     _servers: weakref.WeakSet[Any] = weakref.WeakSet()  # noqa: RUF012  (shared by the singleton)
 
     def instrumentation_dependencies(self) -> Collection[str]:
@@ -393,12 +503,24 @@ class McpInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 logger.debug("could not instrument an MCP server", exc_info=True)
             return result
 
+        wrapped = McpInstrumentor._wrapped
         wrapt.wrap_function_wrapper(lowlevel_server, "Server.__init__", init_wrapper)
-        wrapt.wrap_function_wrapper(sdk_otel, "otel_span", _wrap_otel_span)
+        wrapped.append((lowlevel_server.Server, "__init__"))
+        wrapt.wrap_function_wrapper(lowlevel_server, "Server.streamable_http_app", _wrap_http_app)
+        wrapped.append((lowlevel_server.Server, "streamable_http_app"))
+        if _records_spans(kwargs.get("tracer_provider")):
+            wrapt.wrap_function_wrapper(sdk_otel, "otel_span", _wrap_otel_span)
+            wrapped.append((sdk_otel, "otel_span"))
+        wire = _stdio_wire()
+        if wire is not None:
+            wrapt.wrap_function_wrapper(wire, "__anext__", _wire_next)
+            wrapt.wrap_function_wrapper(wire, "write", _wire_write)
+            wrapped.extend(((wire, "__anext__"), (wire, "write")))
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        unwrap(lowlevel_server.Server, "__init__")
-        unwrap(sdk_otel, "otel_span")
+        for owner, attribute in McpInstrumentor._wrapped:
+            unwrap(owner, attribute)
+        McpInstrumentor._wrapped.clear()
         for server in list(McpInstrumentor._servers):
             McpInstrumentor.uninstrument_server(server)
         McpInstrumentor._telemetry = None

@@ -60,6 +60,7 @@ CACHE_COMPRESSION_RATIO: Final = "otel_mcp.cache.compression.ratio"
 DB_SLOW_QUERIES: Final = "otel_mcp.db.slow_queries"
 ALERTS: Final = "otel_mcp.alerts"
 STORAGE_SIZE: Final = "otel_mcp.storage.size"
+TELEMETRY_DROPPED: Final = "otel_mcp.telemetry.dropped"
 PROCESS_NETWORK_IO: Final = "process.network.io"  # semconv name; system-metrics lacks it
 
 # -- our attribute names -----------------------------------------------------
@@ -69,6 +70,7 @@ RESULT: Final = "result"
 TIER: Final = "tier"
 ALERT: Final = "alert"
 COMPONENT: Final = "component"
+SIGNAL: Final = "signal"
 NETWORK_IO_DIRECTION: Final = "network.io.direction"
 COMPOSE_CACHE_HIT: Final = "otel_mcp.compose.cache_hit"
 COMPOSE_CONTEXT_FILES: Final = "otel_mcp.compose.context_files"
@@ -141,10 +143,12 @@ CATALOG: Final[tuple[Instrument, ...]] = (
                (NETWORK_TRANSPORT,), "McpInstrumentor"),
     Instrument(REQUESTS_IN_FLIGHT, "observable updowncounter", "{request}", "MCP requests being handled now",
                (NETWORK_TRANSPORT,), "McpInstrumentor"),
-    Instrument(REQUEST_SIZE, "histogram", "By", "JSON-RPC request size on the wire (HTTP: Content-Length)",
-               (MCP_METHOD_NAME, NETWORK_TRANSPORT), "McpInstrumentor"),
-    Instrument(RESPONSE_SIZE, "histogram", "By", "JSON-RPC response size on the wire",
-               (NETWORK_TRANSPORT,), "McpInstrumentor"),
+    Instrument(REQUEST_SIZE, "histogram", "By",
+               "Bytes of each message the client sends (stdio: a JSON-RPC line; HTTP: a POST body, Content-Length)",
+               (NETWORK_TRANSPORT, NETWORK_PROTOCOL_NAME), "McpInstrumentor"),
+    Instrument(RESPONSE_SIZE, "histogram", "By",
+               "Bytes of each message the server sends (stdio: a JSON-RPC line; HTTP: a POST's response body)",
+               (NETWORK_TRANSPORT, NETWORK_PROTOCOL_NAME), "McpInstrumentor"),
     Instrument(TOOL_ERRORS, "counter", "{error}", "Tool calls that failed (isError results and exceptions), by tool",
                (GEN_AI_TOOL_NAME, ERROR_TYPE), "McpInstrumentor"),
     Instrument(COMPOSE_DURATION, "histogram", "s", "Duration of one composition step (cache misses only)",
@@ -175,6 +179,16 @@ CATALOG: Final[tuple[Instrument, ...]] = (
                (NETWORK_IO_DIRECTION,), "ResourceInstrumentor"),
     Instrument(ALERTS, "counter", "{alert}", "Performance thresholds crossed (also logged as WARNING)",
                (ALERT,), "alerts"),
+    Instrument(TELEMETRY_DROPPED, "observable counter", "{item}",
+               "Spans, log records and metric points dropped before reaching the backend: a full span queue "
+               "(error.type=queue_full) or a failed export (export_failed); logged once per outage",
+               (SIGNAL, ERROR_TYPE), "setup"),
+    Instrument("asyncio.process.duration", "histogram", "s",
+               "Duration of a coroutine/function named in OTEL_PYTHON_ASYNCIO_*_NAMES_TO_TRACE (contrib asyncio)",
+               ("type", "name", "state"), "NamedAsyncioInstrumentor"),
+    Instrument("asyncio.process.created", "counter", "{process}",
+               "Named coroutines/functions run (contrib asyncio; nothing when no name is configured)",
+               ("type", "name", "state"), "NamedAsyncioInstrumentor"),
 )
 
 SYSTEM_METRICS: Final[tuple[str, ...]] = (
@@ -190,17 +204,24 @@ SPANS: Final[tuple[SpanSpec, ...]] = (
     SpanSpec("{mcp.method.name} [{target}]", "SERVER",
              (MCP_METHOD_NAME, MCP_PROTOCOL_VERSION, JSONRPC_REQUEST_ID, GEN_AI_OPERATION_NAME, GEN_AI_TOOL_NAME,
               GEN_AI_PROMPT_NAME, MCP_SESSION_ID, NETWORK_TRANSPORT, NETWORK_PROTOCOL_NAME, NETWORK_PROTOCOL_VERSION,
-              CLIENT_ADDRESS, CLIENT_PORT, ERROR_TYPE, RPC_RESPONSE_STATUS_CODE),
+              CLIENT_ADDRESS, CLIENT_PORT, ERROR_TYPE, RPC_RESPONSE_STATUS_CODE, COMPOSE_CACHE_HIT),
              "mcp SDK + McpInstrumentor",
-             "The SDK's span, enriched; parent from params._meta, link to the HTTP context"),
+             "The SDK's span, enriched; parent from params._meta, link to the HTTP context; "
+             "otel_mcp.compose.cache_hit=true when a composition came from the cache"),
     SpanSpec(SPAN_COMPOSE, "INTERNAL",
              (COMPOSE_CACHE_HIT, COMPOSE_GENERATION, COMPOSE_CONTEXT_FILES, COMPOSE_TOKEN_BUDGET,
               COMPOSE_RULES_INCLUDED, COMPOSE_RULES_DROPPED, COMPOSE_RULES_STUBBED, COMPOSE_CONFLICTS,
               COMPOSE_OUTPUT_BYTES, COMPOSE_TOKEN_ESTIMATE, ERROR_TYPE),
-             "ComposeInstrumentor", "One per ComposeService.compose call"),
+             "ComposeInstrumentor", "One per composition the engine runs (no cache or a cache miss; "
+             "a hit makes no span)"),
     SpanSpec(SPAN_COMPOSE_STEP_PREFIX + "{step}", "INTERNAL", (STEP, COMPOSE_RULES_SELECTED, ERROR_TYPE),
              "ComposeInstrumentor", "Children of otel_mcp.compose, only when it composes (cache miss)"),
     SpanSpec("{db.operation.name} [{db.collection.name}]", "CLIENT",
              ("db.system", "db.statement", "db.name"), "opentelemetry-instrumentation-sqlite3",
-             "Every store statement except the per-request generation probe (metric only)"),
+             "Store writes and transactions; reads only with OTEL_MCP_DB_TRACE_READS=true"),
+    SpanSpec("{db.operation.name}", "CLIENT",
+             ("db.system", "db.statement", DB_OPERATION_NAME, DB_COLLECTION_NAME), "StoreInstrumentor",
+             "A read slower than slow_query_ms, made after the fact with its measured start and end"),
+    SpanSpec("asyncio coro-{name}", "INTERNAL", (), "NamedAsyncioInstrumentor",
+             "Coroutines named in OTEL_PYTHON_ASYNCIO_COROUTINE_NAMES_TO_TRACE (none by default)"),
 )

@@ -7,9 +7,12 @@ logs exporter is configured, emitted as OTel log records too. Never a rule
 body, an argument value or a secret: method, target name, duration, outcome.
 
 The request path only builds a tuple and puts it on a queue; a daemon thread
-formats, writes and exports, so the event loop never waits for the disk or
-the exporter. When the queue is full (``MAX_QUEUE`` lines behind) lines are
-dropped and counted rather than blocking.
+takes whatever has queued up (up to ``BATCH`` lines), formats it (request
+lines by string formatting with cached JSON-escaped names, not ``json.dumps``
+of a dict), writes the batch with one ``write`` and rotates by its own byte
+count (no per-line ``tell``/flush), and exports, so the event loop never waits
+for the disk or the exporter. When the queue is full (``MAX_QUEUE`` lines
+behind) lines are dropped and counted rather than blocking.
 
 Alerts: a slow request, a slow query, a low cache hit rate or a high RSS
 crosses a configured threshold -> ``otel_mcp.alerts{alert}`` is incremented
@@ -34,7 +37,7 @@ from __future__ import annotations
 
 import json
 import logging
-import logging.handlers
+import os
 import queue
 import threading
 import time
@@ -56,11 +59,8 @@ logger = logging.getLogger("otel_mcp.perf")
 alert_log = logging.getLogger("otel_mcp.perf.alerts")
 
 MAX_QUEUE = 10_000  # lines waiting for the writer before new ones are dropped
+BATCH = 512  # lines formatted and written together
 ALERT_LOG_INTERVAL = 60.0  # seconds between two WARNING lines for the same alert
-_SEVERITY: Final = {
-    "INFO": SeverityNumber.INFO, "WARNING": SeverityNumber.WARN, "ERROR": SeverityNumber.ERROR,
-    "DEBUG": SeverityNumber.DEBUG,
-}
 _STOP: Final = object()
 
 
@@ -101,13 +101,10 @@ class PerfLog:
         self.dropped = 0
         self.written = 0
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._handler: logging.handlers.RotatingFileHandler | None = None
+        self._file: _RotatingFile | None = None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._handler = logging.handlers.RotatingFileHandler(
-                path, maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8", delay=True
-            )
-            self._handler.setFormatter(logging.Formatter("%(message)s"))
+            self._file = _RotatingFile(path, max_bytes, backup_count)
         self._thread: threading.Thread | None = None
 
     # -- producers (any thread) --------------------------------------------------
@@ -154,51 +151,89 @@ class PerfLog:
             self._thread.join(timeout=5.0)
             self._thread = None
         self._drain()
-        if self._handler is not None:
-            self._handler.close()
+        if self._file is not None:
+            self._file.close()
 
     def _run(self) -> None:
+        get, get_nowait = self._queue.get, self._queue.get_nowait
         while True:
-            item = self._queue.get()
-            if item is _STOP:
+            batch = [get()]
+            try:
+                while len(batch) < BATCH:
+                    batch.append(get_nowait())
+            except queue.Empty:
+                pass
+            if not self._process(batch):
                 return
-            if isinstance(item, threading.Event):
-                item.set()
-                continue
-            self._write(item)
 
     def _drain(self) -> None:
+        batch: list[Any] = []
         while True:
             try:
-                item = self._queue.get_nowait()
+                batch.append(self._queue.get_nowait())
             except queue.Empty:
                 break
-            if isinstance(item, threading.Event):
-                item.set()
-            elif item is not _STOP:
-                self._write(item)
+        self._process([item for item in batch if item is not _STOP])
 
-    def _write(self, item: tuple[Any, ...]) -> None:
-        try:
-            record, level, body, trace_id, span_id, flags, ts = _to_record(item)
-            line = json.dumps(record, separators=(",", ":"), default=str)
-            if self._handler is not None:
-                self._handler.emit(logging.makeLogRecord({"msg": line, "levelno": logging.INFO}))
-            self.written += 1
-            # Events (slow queries, alerts) are logging records: the OTel LoggingHandler exports those.
-            if self.otel_logger is not None and record["event"] == "request":
-                context = None
-                if trace_id:
-                    span_context = SpanContext(trace_id, span_id, False, TraceFlags(flags))
-                    context = trace.set_span_in_context(NonRecordingSpan(span_context))
-                attributes = {k: v for k, v in record.items() if k not in ("ts", "trace_id", "span_id", "message")
-                              and isinstance(v, str | int | float | bool)}
-                self.otel_logger.emit(
-                    timestamp=int(ts * 1e9), context=context, severity_number=_SEVERITY.get(level, SeverityNumber.INFO),
-                    severity_text=level, body=body, attributes=attributes, event_name=f"otel_mcp.{record['event']}",
-                )
-        except Exception:
-            logger.debug("perf log line failed", exc_info=True)
+    def _process(self, batch: list[Any]) -> bool:
+        """Write ``batch`` in order; markers (flush events) are set once what precedes them is written.
+        False when it held ``_STOP``."""
+        lines: list[str] = []
+        for item in batch:
+            if item is _STOP or isinstance(item, threading.Event):
+                self._write_lines(lines)
+                lines = []
+                if not isinstance(item, threading.Event):
+                    return False
+                item.set()
+                continue
+            try:
+                lines.append(self._line(item))
+            except Exception:
+                logger.debug("perf log line failed", exc_info=True)
+        self._write_lines(lines)
+        return True
+
+    def _write_lines(self, lines: list[str]) -> None:
+        if not lines:
+            return
+        if self._file is not None:
+            try:
+                self._file.write_lines(lines)
+            except OSError:
+                logger.debug("perf log write failed", exc_info=True)
+        self.written += len(lines)
+
+    def _line(self, item: tuple[Any, ...]) -> str:
+        if item[0] == "request":
+            line = _request_line(item)
+            if self.otel_logger is not None:
+                self._export_request(item)
+            return line
+        # Events (slow queries, alerts) are logging records: the OTel LoggingHandler exports those.
+        record, *_ = _to_record(item)
+        return json.dumps(record, separators=(",", ":"), default=str)
+
+    def _export_request(self, item: tuple[Any, ...]) -> None:
+        assert self.otel_logger is not None
+        _, ts, method, target, seconds, error_type, transport, trace_id, span_id, flags = item
+        context = None
+        if trace_id:
+            context = trace.set_span_in_context(NonRecordingSpan(SpanContext(trace_id, span_id, False,
+                                                                             TraceFlags(flags))))
+        duration_ms = round(seconds * 1000, 3)
+        outcome = "error" if error_type else "ok"
+        attributes: dict[str, Any] = {"event": "request", "method": method, "duration_ms": duration_ms,
+                                      "outcome": outcome, "transport": transport}
+        if target is not None:
+            attributes["target"] = target
+        if error_type is not None:
+            attributes["error_type"] = error_type
+        self.otel_logger.emit(
+            timestamp=int(ts * 1e9), context=context, severity_number=SeverityNumber.INFO, severity_text="INFO",
+            body=f"{method}{' ' + target if target else ''} {outcome} in {duration_ms} ms", attributes=attributes,
+            event_name="otel_mcp.request",
+        )
 
 
 def _to_record(item: tuple[Any, ...]) -> tuple[dict[str, Any], str, str, int, int, int, float]:
@@ -222,6 +257,87 @@ def _to_record(item: tuple[Any, ...]) -> tuple[dict[str, Any], str, str, int, in
 
 def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+
+
+_JSON_STRINGS: dict[str | None, str] = {None: "null"}
+
+
+def _js(value: str | None) -> str:
+    """``json.dumps(value)``, cached: methods, tool names, error types and transports are few."""
+    cached = _JSON_STRINGS.get(value)
+    if cached is None:
+        cached = json.dumps(value)
+        if len(_JSON_STRINGS) < 4096:
+            _JSON_STRINGS[value] = cached
+    return cached
+
+
+def _request_line(item: tuple[Any, ...]) -> str:
+    """The JSON line of a request event (same keys and order as ``_to_record``), without building a dict."""
+    _, ts, method, target, seconds, error_type, transport, trace_id, span_id, _flags = item
+    trace_hex = f'"{trace_id:032x}"' if trace_id else "null"
+    span_hex = f'"{span_id:016x}"' if span_id else "null"
+    outcome = "error" if error_type else "ok"
+    return (
+        f'{{"ts":"{_iso(ts)}","level":"INFO","event":"request","method":{_js(method)},"target":{_js(target)},'
+        f'"duration_ms":{round(seconds * 1000, 3)},"outcome":"{outcome}","error_type":{_js(error_type)},'
+        f'"transport":{_js(transport)},"trace_id":{trace_hex},"span_id":{span_hex}}}'
+    )
+
+
+class _RotatingFile:
+    """Append-only text file rotated at ``max_bytes`` into ``.1`` ... ``.backups`` (as ``RotatingFileHandler``),
+    by its own byte count, one ``write`` + ``flush`` per batch of lines."""
+
+    def __init__(self, path: Path, max_bytes: int, backups: int) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self._stream: Any = None
+        self._size = 0
+
+    def _open(self) -> None:
+        self._stream = open(self.path, "a", encoding="utf-8")  # noqa: SIM115  (kept open across batches)
+        self._size = self._stream.tell()
+
+    def write_lines(self, lines: list[str]) -> None:
+        if self._stream is None:
+            self._open()
+        chunk: list[str] = []
+        size = self._size
+        for line in lines:
+            n = len(line.encode()) + 1 if not line.isascii() else len(line) + 1
+            if self.max_bytes > 0 and size + n > self.max_bytes and size > 0:
+                self._flush(chunk)
+                chunk = []
+                self._rotate()
+                size = 0
+            chunk.append(line)
+            size += n
+        self._flush(chunk)
+        self._size = size
+
+    def _flush(self, chunk: list[str]) -> None:
+        if chunk:
+            self._stream.write("\n".join(chunk) + "\n")
+            self._stream.flush()
+
+    def _rotate(self) -> None:
+        self._stream.close()
+        if self.backups > 0:
+            for i in range(self.backups - 1, 0, -1):
+                source = f"{self.path}.{i}"
+                if os.path.exists(source):
+                    os.replace(source, f"{self.path}.{i + 1}")
+            os.replace(self.path, f"{self.path}.1")
+        else:
+            open(self.path, "w").close()
+        self._open()
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
 
 
 class PerfLogHandler(logging.Handler):

@@ -13,9 +13,15 @@ then emits its CLIENT span for it, and we record
   (cached per statement text; never the text itself);
 - ``otel_mcp.db.slow_queries`` and a WARNING log over ``slow_query_ms``.
 
-The per-request generation probe (``SELECT value FROM store_meta ...``) is
-on the hot path of every composition: it is metered but not traced
-(``UNTRACED_STATEMENTS``), keeping cache-hit requests at two spans.
+Spans: a request's reads (the generation probe of every composition, a rule
+by id, a page of the list) are its hot path, and a sqlite3 span costs more
+than the statement itself, so by default only writes and transactions
+(``INSERT``/``UPDATE``/``DELETE``/``BEGIN``/DDL ...) go through the sqlite3
+instrumentation; a read gets a span only when it is slow (over the slow-query
+threshold: one CLIENT span with the measured start and end, created after the
+fact). ``OTEL_MCP_DB_TRACE_READS=true`` traces every read as well. Every
+statement is metered (``db.client.operation.duration`` through a
+``BoundHistogram`` per statement text).
 
 Usage
 -----
@@ -27,7 +33,8 @@ Usage
 
 Configuration
 -------------
-``slow_query_seconds`` (kwarg, from the ``slow_query_ms`` setting); standard ``OTEL_*`` otherwise.
+``slow_query_seconds`` (kwarg, from the ``slow_query_ms`` setting); ``trace_reads`` (kwarg, default
+``OTEL_MCP_DB_TRACE_READS``, false); standard ``OTEL_*`` otherwise.
 If ``OTEL_SEMCONV_STABILITY_OPT_IN`` contains ``database``, the sqlite3 instrumentation records
 ``db.client.operation.duration`` itself and ours stays quiet (no double counting).
 """
@@ -42,6 +49,7 @@ from collections.abc import Callable, Collection
 from typing import Any, Final
 
 import wrapt
+from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.instrumentation.utils import unwrap
 from opentelemetry.metrics import Histogram, get_meter
@@ -53,10 +61,12 @@ from opentelemetry.semconv.attributes.db_attributes import (
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.semconv.metrics.db_metrics import DB_CLIENT_OPERATION_DURATION
 from opentelemetry.semconv.schemas import Schemas
+from opentelemetry.trace import SpanKind
 from opentelemetry.util.types import AttributeValue
 
 from otel_mcp.store import sqlite as store_sqlite
 from otel_mcp.telemetry import names
+from otel_mcp.telemetry.bound import BoundHistogram
 from otel_mcp.telemetry.package import _otel_mcp_instruments
 from otel_mcp.telemetry.version import __version__
 
@@ -65,7 +75,8 @@ slow_log = logging.getLogger("otel_mcp.perf.db")
 SCHEMA_URL: Final = Schemas.V1_37_0.value
 DEFAULT_SLOW_QUERY_SECONDS = 0.1  # 100 ms
 MAX_STATEMENTS = 512  # distinct statement texts whose parse is cached
-UNTRACED_STATEMENTS: Final = frozenset({"SELECT value FROM store_meta WHERE key = 'generation'"})
+READ_VERBS: Final = frozenset({"SELECT", "WITH", "PRAGMA", "EXPLAIN", "VALUES"})
+TRACE_READS_ENV: Final = "OTEL_MCP_DB_TRACE_READS"
 
 _VERB = re.compile(r"^\s*(\w+)", re.ASCII)
 _TABLE = re.compile(
@@ -83,9 +94,29 @@ def parse_statement(sql: str) -> tuple[str, str | None]:
     return verb, (table_match.group(1) if table_match else None)
 
 
+class Statement:
+    """What one statement text costs to observe, worked out once: attributes, bound histogram, traced?"""
+
+    __slots__ = ("attrs", "duration", "operation", "slow_attrs", "table", "traced")
+
+    def __init__(self, attrs: dict[str, AttributeValue], duration: BoundHistogram, traced: bool) -> None:
+        self.attrs = attrs
+        self.duration = duration
+        self.traced = traced
+        self.operation = str(attrs[DB_OPERATION_NAME])
+        table = attrs.get(DB_COLLECTION_NAME)
+        self.table = str(table) if table is not None else None
+        self.slow_attrs: dict[str, AttributeValue] = {k: v for k, v in attrs.items() if k != DB_SYSTEM_NAME}
+
+
 class DbTelemetry:
-    def __init__(self, meter_provider: Any = None, slow_query_seconds: float = DEFAULT_SLOW_QUERY_SECONDS) -> None:
+    def __init__(self, meter_provider: Any = None, slow_query_seconds: float = DEFAULT_SLOW_QUERY_SECONDS,
+                 tracer_provider: Any = None, trace_reads: bool | None = None) -> None:
         meter = get_meter(__name__, __version__, meter_provider, schema_url=SCHEMA_URL)
+        self.tracer = trace.get_tracer(__name__, __version__, tracer_provider, schema_url=SCHEMA_URL)
+        if trace_reads is None:
+            trace_reads = os.environ.get(TRACE_READS_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+        self.trace_reads = trace_reads
         self.duration: Histogram = meter.create_histogram(
             DB_CLIENT_OPERATION_DURATION, unit="s", description="Duration of database client operations",
             explicit_bucket_boundaries_advisory=list(names.STEP_DURATION_BUCKETS),
@@ -95,12 +126,12 @@ class DbTelemetry:
         )
         self.slow_query_seconds = slow_query_seconds
         self.record_duration = "database" not in os.environ.get("OTEL_SEMCONV_STABILITY_OPT_IN", "")
-        self._statements: dict[str, tuple[dict[str, AttributeValue], dict[str, AttributeValue]]] = {}
+        self._statements: dict[str, Statement] = {}
         self.observers: list[SlowQueryObserver] = []
         self.enabled = True
 
-    def attributes(self, sql: str) -> tuple[dict[str, AttributeValue], dict[str, AttributeValue]]:
-        """(metric attributes, the same with ``error.type``-free copy for slow queries), cached per statement."""
+    def statement(self, sql: str) -> Statement:
+        """The cached facts of ``sql`` (parsed once per distinct text; never the text in metrics)."""
         cached = self._statements.get(sql)
         if cached is not None:
             return cached
@@ -108,28 +139,43 @@ class DbTelemetry:
         attrs: dict[str, AttributeValue] = {DB_SYSTEM_NAME: "sqlite", DB_OPERATION_NAME: verb}
         if table is not None:
             attrs[DB_COLLECTION_NAME] = table
-        slow: dict[str, AttributeValue] = {k: v for k, v in attrs.items() if k != DB_SYSTEM_NAME}
+        stmt = Statement(attrs, BoundHistogram(self.duration, attrs), self.trace_reads or verb not in READ_VERBS)
         if len(self._statements) < MAX_STATEMENTS:
-            self._statements[sql] = (attrs, slow)
-        return attrs, slow
+            self._statements[sql] = stmt
+        return stmt
 
-    def observe(self, sql: str, seconds: float, error: BaseException | None) -> None:
-        attrs, slow = self.attributes(sql)
-        if error is not None:
-            attrs = {**attrs, ERROR_TYPE: type(error).__qualname__}
+    def attributes(self, sql: str) -> tuple[dict[str, AttributeValue], dict[str, AttributeValue]]:
+        """(metric attributes, the same without ``db.system.name`` for slow queries), cached per statement."""
+        stmt = self.statement(sql)
+        return stmt.attrs, stmt.slow_attrs
+
+    def observe(self, sql: str, seconds: float, error: BaseException | None, span_made: bool = True) -> None:
+        """Meter one execution; ``span_made=False``: no sqlite3 span covers it (a slow one then gets ours)."""
+        stmt = self.statement(sql)
         if self.record_duration:
-            self.duration.record(seconds, attrs)
+            if error is None:
+                stmt.duration.record(seconds)
+            else:
+                self.duration.record(seconds, {**stmt.attrs, ERROR_TYPE: type(error).__qualname__})
         if seconds >= self.slow_query_seconds:
-            self.slow_queries.add(1, slow)
-            operation = str(slow[DB_OPERATION_NAME])
-            table = slow.get(DB_COLLECTION_NAME)
-            slow_log.warning(
-                "slow query: %s %s took %.1f ms", operation, table or "-", seconds * 1000,
-                extra={"event": "slow_query", "db.operation.name": operation, "db.collection.name": table,
-                       "duration_ms": round(seconds * 1000, 3)},
+            self._slow(sql, stmt, seconds, span_made)
+
+    def _slow(self, sql: str, stmt: Statement, seconds: float, span_made: bool) -> None:
+        self.slow_queries.add(1, stmt.slow_attrs)
+        if not span_made:
+            end = time.time_ns()
+            span = self.tracer.start_span(
+                stmt.operation, kind=SpanKind.CLIENT, start_time=end - int(seconds * 1e9),
+                attributes={"db.system": "sqlite", "db.statement": sql, **stmt.slow_attrs},
             )
-            for observer in self.observers:
-                observer(operation, str(table) if table else None, seconds)
+            span.end(end_time=end)
+        slow_log.warning(
+            "slow query: %s %s took %.1f ms", stmt.operation, stmt.table or "-", seconds * 1000,
+            extra={"event": "slow_query", "db.operation.name": stmt.operation, "db.collection.name": stmt.table,
+                   "duration_ms": round(seconds * 1000, 3)},
+        )
+        for observer in self.observers:
+            observer(stmt.operation, stmt.table, seconds)
 
 
 class MeteredConnection(wrapt.ObjectProxy[Any]):
@@ -148,10 +194,11 @@ class MeteredConnection(wrapt.ObjectProxy[Any]):
         telemetry = self._self_telemetry
         if not telemetry.enabled:
             return self._self_raw.execute(sql, parameters)
+        traced = self._self_traced and telemetry.statement(sql).traced
         start = time.perf_counter()
         error: BaseException | None = None
         try:
-            if self._self_traced and sql not in UNTRACED_STATEMENTS:
+            if traced:
                 cursor = self.__wrapped__.cursor()
                 cursor.execute(sql, parameters)
                 return cursor
@@ -161,7 +208,7 @@ class MeteredConnection(wrapt.ObjectProxy[Any]):
             raise
         finally:
             try:
-                telemetry.observe(sql, time.perf_counter() - start, error)
+                telemetry.observe(sql, time.perf_counter() - start, error, traced)
             except Exception:
                 logger.debug("DB telemetry failed", exc_info=True)
 
@@ -178,7 +225,8 @@ class StoreInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     def _instrument(self, **kwargs: Any) -> None:
         telemetry = DbTelemetry(
-            kwargs.get("meter_provider"), float(kwargs.get("slow_query_seconds", DEFAULT_SLOW_QUERY_SECONDS))
+            kwargs.get("meter_provider"), float(kwargs.get("slow_query_seconds", DEFAULT_SLOW_QUERY_SECONDS)),
+            kwargs.get("tracer_provider"), kwargs.get("trace_reads"),
         )
         StoreInstrumentor._telemetry = telemetry
 

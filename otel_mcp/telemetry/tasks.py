@@ -1,0 +1,72 @@
+"""Task and coroutine timing: ``opentelemetry-instrumentation-asyncio``, restricted to named work.
+
+The contrib ``AsyncioInstrumentor`` wraps ``asyncio.create_task``,
+``ensure_future``, ``gather``, ``wait_for``, ``to_thread``,
+``TaskGroup.create_task`` ...: it spans only the coroutines named in
+``OTEL_PYTHON_ASYNCIO_COROUTINE_NAMES_TO_TRACE`` (and functions named in
+``OTEL_PYTHON_ASYNCIO_TO_THREAD_FUNCTION_NAMES_TO_TRACE``), but it wraps
+*every* coroutine that passes through and records ``asyncio.process.duration``
+and ``asyncio.process.created`` for each (two SDK records per task).
+``NamedAsyncioInstrumentor`` keeps its spans and metrics and drops the rest:
+a coroutine, function or future that is not named (or, for futures,
+``OTEL_PYTHON_ASYNCIO_FUTURE_TRACE_ENABLED`` is off) is passed through
+untouched, at the cost of a set lookup. With none of the variables set
+(the default) it observes nothing.
+
+(The MCP server's own tasks are started by anyio and uvicorn with
+``loop.create_task``, which no asyncio instrumentation sees; the names to
+trace are for ``asyncio`` code such as ``asyncio.create_task(drain())``.)
+
+Usage
+-----
+.. code-block:: python
+
+    # OTEL_PYTHON_ASYNCIO_COROUTINE_NAMES_TO_TRACE=warm_popular,drain
+    NamedAsyncioInstrumentor().instrument(tracer_provider=tp, meter_provider=mp)
+
+Configuration
+-------------
+``OTEL_PYTHON_ASYNCIO_COROUTINE_NAMES_TO_TRACE``, ``OTEL_PYTHON_ASYNCIO_TO_THREAD_FUNCTION_NAMES_TO_TRACE``,
+``OTEL_PYTHON_ASYNCIO_FUTURE_TRACE_ENABLED`` (the contrib instrumentation's own variables).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from asyncio import futures
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from opentelemetry.instrumentation.asyncio import AsyncioInstrumentor, _get_func_name
+
+R = TypeVar("R")
+
+
+class NamedAsyncioInstrumentor(AsyncioInstrumentor):
+    """``AsyncioInstrumentor`` that only touches the coroutines, functions and futures it is asked to trace."""
+
+    _instance = None  # BaseInstrumentor is a per-class singleton: not the parent's instance
+    _is_instrumented_by_opentelemetry = False
+
+    def trace_item(self, coro_or_future: Any) -> Any:
+        if asyncio.iscoroutine(coro_or_future):
+            return self.trace_coroutine(coro_or_future)
+        if self._future_active_enabled and futures.isfuture(coro_or_future) and not isinstance(
+            coro_or_future, asyncio.Task
+        ):
+            return self.trace_future(coro_or_future)  # type: ignore[no-untyped-call]
+        return coro_or_future
+
+    def trace_coroutine(self, coro: Any) -> Any:  # the parent's is ``async def``: this returns a coroutine
+        if getattr(coro, "__name__", None) not in self._coros_name_to_trace:
+            return coro
+        return super().trace_coroutine(coro)  # type: ignore[no-untyped-call]
+
+    def wrap_to_thread_func(self, func: Callable[..., R]) -> Callable[..., R]:
+        if _get_func_name(func) not in self._to_thread_name_to_trace:
+            return func
+        wrapped: Callable[..., R] = super().wrap_to_thread_func(func)
+        return wrapped
+
+
+__all__ = ["NamedAsyncioInstrumentor"]

@@ -1,0 +1,97 @@
+"""Request and response payload sizes, on both transports, measured where the bytes are."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client
+from telemetry_support import Otel, ThreadedUvicorn
+
+from otel_mcp.server import limits
+from otel_mcp.server.app import build_http_app, build_server
+from otel_mcp.server.context import RulesContext
+from otel_mcp.telemetry import names
+
+pytestmark = pytest.mark.anyio
+
+PROTOCOL = "2025-06-18"
+
+
+def _by_transport(otel: Otel, name: str) -> dict[str, Any]:
+    return {p.attributes["network.transport"]: p for p in otel.histogram_points(name)}
+
+
+async def test_http_request_and_response_sizes(otel: Otel) -> None:
+    rules = RulesContext.open(otel.settings)
+    server = build_server(rules)
+    otel.telemetry.attach(server, rules)
+    app = build_http_app(server, rules, port=0)
+    try:
+        with ThreadedUvicorn(app) as web:
+            async with Client(web.url) as client:
+                await client.call_tool("list_rules", {})
+                await client.call_tool("compose_rules", {"context_files": ["a.py"]})
+    finally:
+        rules.close()
+    requests = _by_transport(otel, names.REQUEST_SIZE)["tcp"]
+    responses = _by_transport(otel, names.RESPONSE_SIZE)["tcp"]
+    assert requests.attributes["network.protocol.name"] == "http"
+    assert requests.count >= 2 and responses.count >= 2
+    assert requests.sum > 0 and responses.sum > 0
+    assert tuple(responses.explicit_bounds) == names.SIZE_BUCKETS
+    assert set(responses.attributes) == {"network.transport", "network.protocol.name"}  # no per-request attributes
+
+
+async def test_stdio_request_and_response_sizes(otel: Otel) -> None:
+    """The real stdio wire (``serve_wire`` over OS pipes): every line in and out is measured, in bytes."""
+    rules = RulesContext.open(otel.settings)
+    server = build_server(rules)
+    otel.telemetry.attach(server, rules)
+    in_r, in_w = os.pipe()
+    out_r, out_w = os.pipe()
+    fin, fout = os.fdopen(in_r, "rb"), os.fdopen(out_w, "wb")
+    client_in, client_out = os.fdopen(in_w, "wb"), os.fdopen(out_r, "rb")
+    replies: list[dict[str, Any]] = []
+    got_init = threading.Event()
+
+    def read_replies() -> None:
+        for raw in client_out:
+            replies.append(json.loads(raw))
+            got_init.set()
+
+    def write_requests() -> None:
+        def send(message: dict[str, Any]) -> None:
+            client_in.write((json.dumps(message) + "\n").encode())
+            client_in.flush()
+
+        send({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": PROTOCOL, "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}})
+        got_init.wait(20)
+        send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        send({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
+        send({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "list_rules", "arguments": {}}})
+        client_in.close()  # end of input: the wire drains the two requests, then stops
+
+    reader = threading.Thread(target=read_replies, daemon=True)
+    writer = threading.Thread(target=write_requests, daemon=True)
+    reader.start()
+    writer.start()
+    try:
+        with anyio.fail_after(60):
+            await limits.serve_wire(server, limits._Wire(fin, fout, 1_000_000, 5.0))
+    finally:
+        fout.close()
+        rules.close()
+    reader.join(10)
+    assert sorted(r.get("id") for r in replies if "id" in r) == [1, 2, 3]
+    requests = _by_transport(otel, names.REQUEST_SIZE)["pipe"]
+    responses = _by_transport(otel, names.RESPONSE_SIZE)["pipe"]
+    assert requests.count == 4  # initialize, initialized, tools/list, tools/call
+    assert responses.count == 3
+    assert responses.sum > 0 and requests.sum > 0
+    assert set(requests.attributes) == {"network.transport"}
