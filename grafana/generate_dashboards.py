@@ -87,8 +87,8 @@ OVERVIEW = dashboard("otel-mcp-overview", "otel-mcp / MCP overview",
         (f"job_gen_ai_tool_name:mcp_server_operation_duration_seconds_count:rate5m{{{J}}}", "rate {{gen_ai_tool_name}}"),
         (f"job_gen_ai_tool_name:mcp_server_operation_duration_seconds:p99_5m{{{J}}}", "p99 {{gen_ai_tool_name}}")]),
     panel("Tool errors per second", [
-        (f"sum by (gen_ai_tool_name) (rate(otel_mcp_tool_errors_total{{{J}}}[$__rate_interval]))",
-         "{{gen_ai_tool_name}}")], unit="ops", width=8),
+        (f"job_gen_ai_tool_name:otel_mcp_tool_errors:rate5m{{{J}}}", "{{gen_ai_tool_name}}")],
+        unit="ops", width=8),
     panel("Active sessions / requests in flight", [
         (f"sum(otel_mcp_mcp_active_sessions{{{J}}})", "sessions"),
         (f"sum(otel_mcp_mcp_requests_in_flight{{{J}}})", "in flight")], width=8),
@@ -104,10 +104,11 @@ OVERVIEW = dashboard("otel-mcp-overview", "otel-mcp / MCP overview",
     panel("Server span error ratio (from traces)", [
         ('service_name_span_name:traces_span_metrics_errors_per_calls:ratio_rate5m{service_name="otel-mcp", '
          'span_kind="SPAN_KIND_SERVER"}', "{{span_name}}")], unit="percentunit"),
-    panel("Firing alerts", [('sum by (alertname, severity) (ALERTS{alertstate="firing"})', "{{alertname}}")],
-          kind="table", width=12),
+    panel("Alerts firing", [('count(ALERTS{alertstate="firing"}) or vector(0)', "firing")],
+          kind="stat", width=12, description="Prometheus alerts in state firing; details in Prometheus /alerts."),
     panel("Server-side alerts raised", [
-        (f"sum by (alert) (increase(otel_mcp_alerts_total{{{J}}}[$__range]))", "{{alert}}")], kind="stat", width=12),
+        (f"sum by (alert) (increase(otel_mcp_alerts_total{{{J}}}[$__range])) or vector(0)", "{{alert}}")],
+        kind="stat", width=12),
 ])
 
 COMPOSITION = dashboard("otel-mcp-composition", "otel-mcp / Composition",
