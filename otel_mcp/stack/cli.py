@@ -49,6 +49,8 @@ def register_cli(subparsers: Any) -> argparse.ArgumentParser:
                       help="stay attached; Ctrl-C stops every component")
     p_up.add_argument("--test-overlay", action="store_true",
                       help="add collector/otelcol-config.test.yaml (short intervals)")
+    p_up.add_argument("--collector-config", type=Path, action="append", default=[], metavar="PATH",
+                      help="extra Collector config merged after ours (repeatable)")
     p_up.add_argument("--persistent-traces", action="store_true",
                       help="keep traces across restarts (Jaeger badger store in the state dir)")
     p_up.add_argument("--timeout", type=float, default=s.HEALTH_TIMEOUT,
@@ -82,7 +84,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
         return _run_foreground(args)
     try:
         up(args.state_dir, test_overlay=args.test_overlay, persistent_traces=args.persistent_traces,
-           timeout=args.timeout)
+           collector_overlays=args.collector_config, timeout=args.timeout)
     except (StackError, InstallError, FileNotFoundError) as exc:
         print(f"otel-mcp stack up: {exc}", file=sys.stderr)
         return 1
@@ -103,7 +105,7 @@ def _run_foreground(args: argparse.Namespace) -> int:
     code = 0
     try:
         st = up(args.state_dir, test_overlay=args.test_overlay, persistent_traces=args.persistent_traces,
-                timeout=args.timeout, die_with_parent=True)
+                collector_overlays=args.collector_config, timeout=args.timeout, die_with_parent=True)
         print("stack running in the foreground; Ctrl-C stops it", flush=True)
         while True:
             time.sleep(1.0)

@@ -125,12 +125,15 @@ def _prometheus_config_with(state_dir: Path, extra_rule_files: Sequence[Path]) -
 
 
 def _specs(binaries: Binaries, state_dir: Path, *, test_overlay: bool, persistent_traces: bool,
-           prometheus_config: Path | None, extra_rule_files: Sequence[Path]) -> dict[str, _Spec]:
+           prometheus_config: Path | None, extra_rule_files: Sequence[Path],
+           collector_overlays: Sequence[Path]) -> dict[str, _Spec]:
     root = s.config_root()
     urls = component_urls()
     collector_argv = [str(binaries.otelcol), "--config", str(root / "collector" / "otelcol-config.yaml")]
     if test_overlay:
         collector_argv += ["--config", str(root / "collector" / "otelcol-config.test.yaml")]
+    for overlay in collector_overlays:
+        collector_argv += ["--config", str(Path(overlay).resolve())]
     jaeger_argv = [str(binaries.jaeger), "--config", str(root / "jaeger" / "jaeger-config.yaml")]
     if persistent_traces:
         jaeger_argv += ["--config", str(root / "jaeger" / "jaeger-config.badger.yaml")]
@@ -283,6 +286,7 @@ def up(
     persistent_traces: bool = False,
     prometheus_config: Path | None = None,
     extra_rule_files: Sequence[Path] = (),
+    collector_overlays: Sequence[Path] = (),
     timeout: float = s.HEALTH_TIMEOUT,
     die_with_parent: bool = False,
     progress: bool = True,
@@ -300,6 +304,8 @@ def up(
     :param Path prometheus_config: use this prometheus.yml instead of the repo's (default None)
     :param extra_rule_files: rule files loaded besides ``prometheus/rules/*.yaml``, e.g.
         ``prometheus/tests/e2e-alerts.yaml`` with lowered thresholds (default none)
+    :param collector_overlays: the user's extra Collector config files, merged after ours
+        in order (a merge replaces arrays: repeat a pipeline's full list) (default none)
     :param float timeout: seconds each component may take to become healthy (default 60)
     :param bool die_with_parent: children get SIGTERM when this process dies; for
         foreground runs and test sessions (default False: they outlive the caller)
@@ -311,7 +317,8 @@ def up(
     state_dir.mkdir(parents=True, exist_ok=True)
     binaries = binaries or find_binaries() or install(progress=progress)
     specs = _specs(binaries, state_dir, test_overlay=test_overlay, persistent_traces=persistent_traces,
-                   prometheus_config=prometheus_config, extra_rule_files=extra_rule_files)
+                   prometheus_config=prometheus_config, extra_rule_files=extra_rule_files,
+                   collector_overlays=collector_overlays)
 
     started: list[str] = []
     try:

@@ -274,13 +274,15 @@ def test_up_down_with_stand_in_processes(isolated: Path, monkeypatch: pytest.Mon
     state = isolated / "state"
     extra = isolated / "extra-rules.yaml"
     extra.write_text("groups: []\n")
+    mine = isolated / "my-collector.yaml"
     st = up(state, binaries=binaries, timeout=30, test_overlay=True, persistent_traces=True,
-            extra_rule_files=[extra])
+            extra_rule_files=[extra], collector_overlays=[mine])
     assert st.running and st.healthy
     assert "healthy" in format_status(st) and "endpoints:" in format_status(st)
     assert "starting jaeger" in capsys.readouterr().err
     argv = json.loads((state / "run" / "collector.json").read_text())["argv"]
-    assert argv[-1].endswith("otelcol-config.test.yaml")
+    assert argv[-3].endswith("otelcol-config.test.yaml")
+    assert argv[-2:] == ["--config", str(mine)]
     assert json.loads((state / "run" / "jaeger.json").read_text())["argv"][-1].endswith("jaeger-config.badger.yaml")
     prom_argv = json.loads((state / "run" / "prometheus.json").read_text())["argv"]
     assert f"--config.file={state / 'prometheus.yml'}" in prom_argv
@@ -345,8 +347,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def test_cli_parses_every_subcommand() -> None:
-    args = parser().parse_args(["stack", "up", "--foreground", "--test-overlay", "--state-dir", "/tmp/x"])
+    args = parser().parse_args(["stack", "up", "--foreground", "--test-overlay", "--state-dir", "/tmp/x",
+                                "--collector-config", "a.yaml", "--collector-config", "b.yaml"])
     assert args.foreground and args.test_overlay and args.state_dir == Path("/tmp/x")
+    assert args.collector_config == [Path("a.yaml"), Path("b.yaml")]
     assert callable(args.func)
     for sub in ("install", "down", "status"):
         assert callable(parser().parse_args(["stack", sub]).func)
