@@ -288,7 +288,8 @@ def test_up_down_with_stand_in_processes(isolated: Path, monkeypatch: pytest.Mon
     assert f"--config.file={state / 'prometheus.yml'}" in prom_argv
     generated = yaml.safe_load((state / "prometheus.yml").read_text())
     assert generated["rule_files"] == [str(REPO / "prometheus" / "rules" / "*.yaml"), str(extra)]
-    assert generated["scrape_configs"]  # the repo's jobs, unchanged
+    direct = next(j for j in generated["scrape_configs"] if j["job_name"] == "otel-mcp-direct")
+    assert direct["file_sd_configs"][0]["files"] == [str(REPO / "prometheus" / "targets" / "otel-mcp-direct.yml")]
     pids = [c.pid for c in st.components.values() if c.pid]
     grandchildren = [int(p.read_text()) for p in isolated.glob("child.*")]
     assert len(pids) == 3 and len(grandchildren) == 3
