@@ -37,15 +37,24 @@ Usage
     server = MCPServer("demo")        # instrumented from birth
     McpInstrumentor.instrument_server(existing_server)  # or afterwards
 
+Never by default: a tool's arguments, a rule body, a token. Argument capture
+is an opt-in (the semantic conventions' opt-in attribute
+``gen_ai.tool.call.arguments`` on the ``tools/call`` span, JSON, cut at
+``MAX_CAPTURED_ARGUMENTS`` characters): ``OTEL_MCP_CAPTURE_TOOL_ARGUMENTS=true``
+or ``instrument(capture_arguments=True)``. Arguments can hold secrets and rule
+bodies: turn it on only where the trace backend may see them.
+
 Configuration
 -------------
-None of its own: providers come from ``opentelemetry-instrument`` or
+``OTEL_MCP_CAPTURE_TOOL_ARGUMENTS`` (default false). Providers come from ``opentelemetry-instrument`` or
 ``otel_mcp.telemetry.setup`` (standard ``OTEL_*`` variables).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 import weakref
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -63,6 +72,7 @@ from opentelemetry.metrics import CallbackOptions, Histogram, Observation, get_m
 from opentelemetry.semconv._incubating.attributes.gen_ai_attributes import (
     GEN_AI_OPERATION_NAME,
     GEN_AI_PROMPT_NAME,
+    GEN_AI_TOOL_CALL_ARGUMENTS,
     GEN_AI_TOOL_NAME,
 )
 from opentelemetry.semconv._incubating.attributes.mcp_attributes import (
@@ -97,6 +107,8 @@ logger = logging.getLogger(__name__)
 SCHEMA_URL: Final = Schemas.V1_37_0.value
 MAX_ATTRIBUTE_SETS = 2048  # distinct metric attribute sets kept precomputed; beyond, targets become _OTHER
 MAX_TARGETS = 256  # distinct tool/prompt names per method before they are reported as _OTHER
+MAX_CAPTURED_ARGUMENTS = 4096  # characters of gen_ai.tool.call.arguments, when captured
+CAPTURE_ARGUMENTS_ENV: Final = "OTEL_MCP_CAPTURE_TOOL_ARGUMENTS"
 _INVALID_PARAMS = "-32602"
 _STDIO: Final = "pipe"
 _TCP: Final = "tcp"
@@ -240,8 +252,9 @@ def _transport_of(ctx: ServerRequestContext[Any, Any], connection: Any) -> _Tran
 class TelemetryMiddleware:
     """The ``ServerMiddleware`` appended to instrumented servers (inside the SDK's span)."""
 
-    def __init__(self, telemetry: McpTelemetry) -> None:
+    def __init__(self, telemetry: McpTelemetry, capture_arguments: bool = False) -> None:
         self.telemetry = telemetry
+        self.capture_arguments = capture_arguments
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         if ctx.request_id is None or not is_instrumentation_enabled():
@@ -265,6 +278,8 @@ class TelemetryMiddleware:
                         span.set_attributes(transport.span_attrs)
                     if ctx.meta:
                         _link_http_context(span, request)
+                if self.capture_arguments and method == "tools/call" and ctx.params:
+                    span.set_attribute(GEN_AI_TOOL_CALL_ARGUMENTS, _arguments_json(ctx.params.get("arguments")))
         except Exception:  # telemetry never breaks the call
             logger.debug("MCP telemetry failed before the call", exc_info=True)
             return await call_next(ctx)
@@ -382,6 +397,12 @@ def _wrap_otel_span(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any
     return _ServerSpanContext(cm, kwargs.get("context") is not None)
 
 
+def _arguments_json(arguments: Any) -> str:
+    text = json.dumps(arguments if arguments is not None else {}, ensure_ascii=False, default=str,
+                      separators=(",", ":"))
+    return text if len(text) <= MAX_CAPTURED_ARGUMENTS else text[:MAX_CAPTURED_ARGUMENTS] + "..."
+
+
 def _link_http_context(span: Any, request: Any) -> None:
     """Link the span to a ``traceparent`` HTTP header that is not its parent (the client's HTTP context)."""
     header = request.headers.get("traceparent")
@@ -493,7 +514,10 @@ class McpInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     def _instrument(self, **kwargs: Any) -> None:
         telemetry = McpTelemetry(kwargs.get("meter_provider"))
         McpInstrumentor._telemetry = telemetry
-        McpInstrumentor._middleware = TelemetryMiddleware(telemetry)
+        capture = kwargs.get("capture_arguments")
+        if capture is None:
+            capture = os.environ.get(CAPTURE_ARGUMENTS_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+        McpInstrumentor._middleware = TelemetryMiddleware(telemetry, bool(capture))
 
         def init_wrapper(wrapped: Any, instance: Any, args: Any, kw: Any) -> Any:
             result = wrapped(*args, **kw)

@@ -15,6 +15,7 @@ from typing import Final
 from opentelemetry.semconv._incubating.attributes.gen_ai_attributes import (
     GEN_AI_OPERATION_NAME,
     GEN_AI_PROMPT_NAME,
+    GEN_AI_TOOL_CALL_ARGUMENTS,
     GEN_AI_TOOL_NAME,
 )
 from opentelemetry.semconv._incubating.attributes.jsonrpc_attributes import JSONRPC_REQUEST_ID
@@ -204,10 +205,12 @@ SPANS: Final[tuple[SpanSpec, ...]] = (
     SpanSpec("{mcp.method.name} [{target}]", "SERVER",
              (MCP_METHOD_NAME, MCP_PROTOCOL_VERSION, JSONRPC_REQUEST_ID, GEN_AI_OPERATION_NAME, GEN_AI_TOOL_NAME,
               GEN_AI_PROMPT_NAME, MCP_SESSION_ID, NETWORK_TRANSPORT, NETWORK_PROTOCOL_NAME, NETWORK_PROTOCOL_VERSION,
-              CLIENT_ADDRESS, CLIENT_PORT, ERROR_TYPE, RPC_RESPONSE_STATUS_CODE, COMPOSE_CACHE_HIT),
+              CLIENT_ADDRESS, CLIENT_PORT, ERROR_TYPE, RPC_RESPONSE_STATUS_CODE, COMPOSE_CACHE_HIT,
+              GEN_AI_TOOL_CALL_ARGUMENTS),
              "mcp SDK + McpInstrumentor",
              "The SDK's span, enriched; parent from params._meta, link to the HTTP context; "
-             "otel_mcp.compose.cache_hit=true when a composition came from the cache"),
+             "otel_mcp.compose.cache_hit=true when a composition came from the cache; "
+             "gen_ai.tool.call.arguments only with OTEL_MCP_CAPTURE_TOOL_ARGUMENTS=true (opt-in)"),
     SpanSpec(SPAN_COMPOSE, "INTERNAL",
              (COMPOSE_CACHE_HIT, COMPOSE_GENERATION, COMPOSE_CONTEXT_FILES, COMPOSE_TOKEN_BUDGET,
               COMPOSE_RULES_INCLUDED, COMPOSE_RULES_DROPPED, COMPOSE_RULES_STUBBED, COMPOSE_CONFLICTS,
