@@ -75,6 +75,14 @@ from opentelemetry.semconv._incubating.metrics.mcp_metrics import MCP_SERVER_OPE
 
 from otel_mcp import __version__
 from otel_mcp.telemetry import names
+from otel_mcp.telemetry.dropped import (
+    DROPPED,
+    CountingBatchSpanProcessor,
+    CountingLogExporter,
+    CountingMetricExporter,
+    CountingSpanExporter,
+    register_dropped_counter,
+)
 from otel_mcp.telemetry.perflog import Alerts, PerfLog, PerfLogHandler, Thresholds
 
 logger = logging.getLogger("otel_mcp.telemetry")
@@ -83,6 +91,8 @@ DEFAULT_OTLP_GRPC = ("localhost", 4317)
 DEFAULT_OTLP_HTTP = ("localhost", 4318)
 PROBE_TIMEOUT = 0.25  # seconds to find out whether a default collector listens
 BSP_DEFAULTS = {"max_export_batch_size": 64, "schedule_delay_millis": 1000, "max_queue_size": 4096}
+SHUTDOWN_TIMEOUT = 5.0  # seconds: flush at exit, all providers together
+FAILING_SHUTDOWN_TIMEOUT = 1.0  # seconds, when the last export failed (backend down)
 EXPORT_LOG_INTERVAL = 60.0  # seconds between two exporter failure messages from one logger
 _EXPORTER_LOGGERS = (
     "opentelemetry.exporter.otlp.proto.grpc.exporter",
@@ -249,8 +259,8 @@ def _batch_processor(exporter: SpanExporter, env: Mapping[str, str]) -> BatchSpa
     def ours(key: str, env_name: str) -> int | None:
         return None if env.get(env_name) else BSP_DEFAULTS[key]
 
-    return BatchSpanProcessor(
-        exporter,
+    return CountingBatchSpanProcessor(
+        CountingSpanExporter(exporter),
         max_queue_size=ours("max_queue_size", "OTEL_BSP_MAX_QUEUE_SIZE"),
         schedule_delay_millis=ours("schedule_delay_millis", "OTEL_BSP_SCHEDULE_DELAY"),
         max_export_batch_size=ours("max_export_batch_size", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"),
@@ -319,23 +329,48 @@ class Telemetry:
                 except Exception:
                     logger.debug("flush failed", exc_info=True)
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout: float = SHUTDOWN_TIMEOUT) -> None:
+        """Flush and shut down, bounded by ``timeout`` seconds in all (``FAILING_SHUTDOWN_TIMEOUT`` while
+        exports are failing): a Collector that is down or hangs must not hold the process's exit. What is
+        not sent by then is dropped (and counted)."""
         if self.alerts is not None:
             self.alerts.stop()
-        self.flush()
+        if DROPPED.failing():
+            timeout = min(timeout, FAILING_SHUTDOWN_TIMEOUT)
+        if self.perf is not None:
+            self.perf.flush(timeout)
+        deadline = time.monotonic() + timeout
+        providers = [p for p in (self.tracer_provider, self.meter_provider, self.logger_provider) if p is not None]
+
+        def flush_and_shutdown() -> None:
+            for provider in providers:
+                flush = getattr(provider, "force_flush", None)
+                left_ms = int(max(deadline - time.monotonic(), 0.05) * 1000)
+                if callable(flush):
+                    try:
+                        flush(timeout_millis=left_ms)
+                    except Exception:
+                        logger.debug("flush failed", exc_info=True)
+            if self.owns_providers:
+                for provider in providers:
+                    shutdown = getattr(provider, "shutdown", None)
+                    if callable(shutdown):
+                        try:
+                            shutdown()
+                        except Exception:
+                            logger.debug("provider shutdown failed", exc_info=True)
+
+        worker = threading.Thread(target=flush_and_shutdown, name="otel-mcp-telemetry-shutdown", daemon=True)
+        worker.start()
+        worker.join(timeout)
+        if worker.is_alive():
+            logger.warning("telemetry flush did not finish within %.0fs (backend down or slow): unsent telemetry "
+                           "is dropped", timeout)
         if self.perf is not None:
             self.perf.close()
         for target, handler in self._handlers:
             target.removeHandler(handler)
         self._handlers.clear()
-        if self.owns_providers:
-            for provider in (self.tracer_provider, self.meter_provider, self.logger_provider):
-                shutdown = getattr(provider, "shutdown", None)
-                if callable(shutdown):
-                    try:
-                        shutdown()
-                    except Exception:
-                        logger.debug("provider shutdown failed", exc_info=True)
 
 
 def _sdk_provider(provider: Any, sdk_type: type) -> bool:
@@ -399,8 +434,10 @@ def setup_telemetry(
     if meter_provider is None and _sdk_provider(global_mp, MeterProvider):
         meter_provider = global_mp  # type: ignore[assignment]
     elif meter_provider is None:
-        readers: list[MetricReader] = [PeriodicExportingMetricReader(_metric_exporter(k, protocol))
-                                       for k in sorted(metric_kinds)]
+        readers: list[MetricReader] = [
+            PeriodicExportingMetricReader(CountingMetricExporter(_metric_exporter(k, protocol)))
+            for k in sorted(metric_kinds)
+        ]
         telemetry.stats_reader = InMemoryMetricReader()
         readers.append(telemetry.stats_reader)
         if telemetry.prometheus:
@@ -411,6 +448,7 @@ def setup_telemetry(
         meter_provider = MeterProvider(
             metric_readers=readers, resource=resource, views=[operation_duration_view(options.fine_buckets)]
         )
+        register_dropped_counter(meter_provider)
         telemetry.owns_providers = True
         if set_global:
             metrics.set_meter_provider(meter_provider)
@@ -423,7 +461,8 @@ def setup_telemetry(
     elif logger_provider is None and logs:
         logger_provider = LoggerProvider(resource=resource)
         for kind in sorted(logs):
-            logger_provider.add_log_record_processor(BatchLogRecordProcessor(_log_exporter(kind, protocol)))
+            logger_provider.add_log_record_processor(
+                BatchLogRecordProcessor(CountingLogExporter(_log_exporter(kind, protocol))))
         telemetry.owns_providers = True
         if set_global:
             set_logger_provider(logger_provider)

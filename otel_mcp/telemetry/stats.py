@@ -43,6 +43,7 @@ from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.semconv.metrics.db_metrics import DB_CLIENT_OPERATION_DURATION
 
 from otel_mcp.telemetry import names
+from otel_mcp.telemetry.dropped import DROPPED
 
 STATS_URI = "otel-mcp://stats"
 WINDOW = 60.0  # seconds the rates and percentiles look back, when an earlier read allows it
@@ -193,6 +194,7 @@ class StatsReader:
                 "enabled": bool(getattr(self.telemetry, "enabled", False)),
                 "exporting": getattr(self.telemetry, "exporting", {}),
                 "in_process_metrics": getattr(self.telemetry, "stats_reader", None) is not None,
+                "dropped": DROPPED.snapshot(),
             },
             "methods": _table(now_reading.methods, baseline.methods if baseline else {}, window, errors=True),
             "db": _table(now_reading.db, baseline.db if baseline else {}, window),

@@ -1,0 +1,214 @@
+"""Telemetry that never reached the backend: counted, logged once per outage.
+
+The SDK drops spans silently in two places: a ``BatchSpanProcessor`` whose queue
+is full (``max_queue_size``) drops the oldest, and a batch whose export fails
+(Collector down, slow, refusing) is discarded after the exporter's retries. Both
+are counted here by signal and reason, exposed as the observable counter
+``otel_mcp.telemetry.dropped`` (``signal``, ``error.type``: ``queue_full`` or
+``export_failed``) and in ``otel-mcp://stats`` (``telemetry.dropped``).
+
+Logging: one WARNING when an outage starts (the first failed export of a
+signal), one INFO when an export succeeds again, nothing in between: a dead
+Collector cannot flood stderr. A full queue (load, not an outage) is logged at
+most once a minute per signal.
+
+Usage
+-----
+.. code-block:: python
+
+    exporter = CountingSpanExporter(OTLPSpanExporter())
+    processor = CountingBatchSpanProcessor(exporter, max_queue_size=4096)
+    register_dropped_counter(meter_provider)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
+
+from otel_mcp.telemetry import names
+
+logger = logging.getLogger("otel_mcp.telemetry")
+
+QUEUE_FULL = "queue_full"
+EXPORT_FAILED = "export_failed"
+QUEUE_LOG_INTERVAL = 60.0  # seconds between two "queue full" lines for one signal
+
+
+class DropCounts:
+    """Process-wide counts of dropped telemetry items, by (signal, reason)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, str], int] = {}
+        self._failing: set[str] = set()  # signals whose last export failed (an outage in progress)
+        self._queue_logged: dict[str, float] = {}  # signal -> when a full queue was last logged
+
+    def add(self, signal: str, reason: str, count: int) -> None:
+        if count <= 0:
+            return
+        now = time.monotonic()
+        with self._lock:
+            key = (signal, reason)
+            self._counts[key] = self._counts.get(key, 0) + count
+            if reason == QUEUE_FULL:  # load, not an outage: at most one line per QUEUE_LOG_INTERVAL
+                first = now - self._queue_logged.get(signal, -QUEUE_LOG_INTERVAL) >= QUEUE_LOG_INTERVAL
+                if first:
+                    self._queue_logged[signal] = now
+            else:
+                first = signal not in self._failing
+                self._failing.add(signal)
+        if first and reason == QUEUE_FULL:
+            logger.warning("telemetry queue full: %s dropped (%d so far); counted in %s, logged at most every "
+                           "%.0fs", signal, self._counts[key], names.TELEMETRY_DROPPED, QUEUE_LOG_INTERVAL)
+        elif first:
+            logger.warning("telemetry export failing: %d %s dropped (%s); further drops are counted in %s, "
+                           "not logged, until export recovers", count, signal, reason, names.TELEMETRY_DROPPED)
+
+    def recovered(self, signal: str) -> None:
+        if signal not in self._failing:  # the common case: no lock on a healthy export
+            return
+        with self._lock:
+            if signal not in self._failing:
+                return
+            self._failing.discard(signal)
+            total = sum(v for (s, _), v in self._counts.items() if s == signal)
+        logger.info("telemetry export recovered for %s (%d dropped since start)", signal, total)
+
+    def failing(self) -> bool:
+        """Whether the last export of some signal failed (an outage in progress)."""
+        return bool(self._failing)
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        with self._lock:
+            out: dict[str, dict[str, int]] = {}
+            for (signal, reason), value in sorted(self._counts.items()):
+                out.setdefault(signal, {})[reason] = value
+            return out
+
+    def observe(self, _options: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            items = list(self._counts.items())
+        return [Observation(v, {names.SIGNAL: s, ERROR_TYPE: r}) for (s, r), v in items]
+
+
+DROPPED = DropCounts()
+
+
+class CountingSpanExporter(SpanExporter):
+    """Delegates to ``inner``; spans of a failed export are counted as dropped."""
+
+    def __init__(self, inner: SpanExporter, counts: DropCounts = DROPPED) -> None:
+        self.inner = inner
+        self.counts = counts
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            result = self.inner.export(spans)
+        except Exception:
+            logger.debug("span export raised", exc_info=True)
+            result = SpanExportResult.FAILURE
+        if result is SpanExportResult.SUCCESS:
+            self.counts.recovered("traces")
+        else:
+            self.counts.add("traces", EXPORT_FAILED, len(spans))
+        return result
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
+class CountingBatchSpanProcessor(BatchSpanProcessor):
+    """A ``BatchSpanProcessor`` that counts the spans its full queue drops (the SDK only logs them)."""
+
+    def __init__(self, exporter: SpanExporter, *args: Any, counts: DropCounts = DROPPED, **kwargs: Any) -> None:
+        super().__init__(exporter, *args, **kwargs)
+        self._drop_counts = counts
+        processor = getattr(self, "_batch_processor", None)
+        queue = getattr(processor, "_queue", None)
+        self._queue = queue if queue is not None and getattr(queue, "maxlen", None) else None
+
+    def on_end(self, span: ReadableSpan) -> None:
+        queue = self._queue
+        full = queue is not None and len(queue) >= (queue.maxlen or 0)
+        if full and span.context is not None and span.context.trace_flags.sampled:
+            self._drop_counts.add("traces", QUEUE_FULL, 1)
+        super().on_end(span)
+
+
+class CountingLogExporter(LogRecordExporter):
+    """Delegates to a log record exporter; records of a failed export are counted as dropped."""
+
+    def __init__(self, inner: Any, counts: DropCounts = DROPPED) -> None:
+        self.inner = inner
+        self.counts = counts
+
+    def export(self, batch: Sequence[Any]) -> LogRecordExportResult:
+        try:
+            result: LogRecordExportResult = self.inner.export(batch)
+        except Exception:
+            logger.debug("log export raised", exc_info=True)
+            result = LogRecordExportResult.FAILURE
+        if result == LogRecordExportResult.SUCCESS:
+            self.counts.recovered("logs")
+        else:
+            self.counts.add("logs", EXPORT_FAILED, len(batch))
+        return result
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        flush = getattr(self.inner, "force_flush", None)
+        return bool(flush(timeout_millis)) if callable(flush) else True
+
+
+class CountingMetricExporter(MetricExporter):
+    """Delegates to a metric exporter; data points of a failed export are counted as dropped."""
+
+    def __init__(self, inner: MetricExporter, counts: DropCounts = DROPPED) -> None:
+        super().__init__(
+            preferred_temporality=getattr(inner, "_preferred_temporality", None),
+            preferred_aggregation=getattr(inner, "_preferred_aggregation", None),
+        )
+        self.inner = inner
+        self.counts = counts
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        try:
+            result = self.inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+        except Exception:
+            logger.debug("metric export raised", exc_info=True)
+            result = MetricExportResult.FAILURE
+        if result is MetricExportResult.SUCCESS:
+            self.counts.recovered("metrics")
+        else:
+            points = sum(len(m.data.data_points) for rm in metrics_data.resource_metrics
+                         for sm in rm.scope_metrics for m in sm.metrics)
+            self.counts.add("metrics", EXPORT_FAILED, points)
+        return result
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        self.inner.shutdown(timeout_millis=timeout_millis, **kwargs)
+
+
+def register_dropped_counter(meter_provider: Any, counts: DropCounts = DROPPED) -> None:
+    meter = meter_provider.get_meter("otel_mcp.telemetry")
+    meter.create_observable_counter(names.TELEMETRY_DROPPED, [counts.observe], unit="{item}",
+                                    description="Telemetry items dropped before reaching the backend")
