@@ -217,7 +217,7 @@ def expand_imports(rules: Mapping[str, Rule], options: ComposeOptions, work: _Wo
             if len(path) > options.max_import_depth:
                 raise CompositionError(
                     f"import chain {' -> '.join([*path, imported_id])} is deeper than the limit of "
-                    f"{options.max_import_depth}"
+                    f"{options.max_import_depth} (max_import_depth)"
                 )
             if not imported.enabled:
                 work.dropped.append(
@@ -233,7 +233,7 @@ def expand_imports(rules: Mapping[str, Rule], options: ComposeOptions, work: _Wo
     work.index = [r for r in work.index if r.id not in work.selected]
     if len(work.selected) > options.max_rules:
         raise LimitExceeded(
-            f"composition selects {len(work.selected)} rules; the limit is {options.max_rules}"
+            f"composition selects {len(work.selected)} rules; the limit is {options.max_rules} (max_rules)"
         )
 
 

@@ -144,7 +144,7 @@ def build_spec(data: dict[str, Any], limits: RuleLimits = RuleLimits()) -> RuleS
         raise InvalidRule("body must be a string")
     size = len(body.encode("utf-8", errors="surrogatepass"))
     if size > limits.max_body_bytes:
-        raise InvalidRule(f"body is {size} bytes; the limit is {limits.max_body_bytes} bytes")
+        raise InvalidRule(f"body is {size} bytes; the limit is {limits.max_body_bytes} bytes (max_body_bytes)")
     if "\x00" in body:
         raise InvalidRule("body must not contain NUL characters")
     description = data.get("description", "")
@@ -163,7 +163,7 @@ def build_spec(data: dict[str, Any], limits: RuleLimits = RuleLimits()) -> RuleS
         raise InvalidRule("priority must be an integer between -1000000 and 1000000")
     imports = tuple(check_rule_id(i, "import") for i in _string_list("imports", data.get("imports")))
     if len(imports) > limits.max_imports:
-        raise InvalidRule(f"rule has {len(imports)} imports; the limit is {limits.max_imports}")
+        raise InvalidRule(f"rule has {len(imports)} imports; the limit is {limits.max_imports} (max_imports)")
     if rule_id in imports:
         raise InvalidRule(f"rule {rule_id!r} imports itself")
     overrides = tuple(check_rule_id(i, "override") for i in _string_list("overrides", data.get("overrides")))

@@ -1,0 +1,142 @@
+"""Every limit, configured small through its ``OTEL_MCP_*`` variable, hit over a real client.
+
+One HTTP server per module (the limits do not interfere with each other): tool-level limits through
+``mcp.Client`` (an ``isError`` result naming the setting, nothing stored), wire-level limits through raw
+HTTP (status code plus a JSON-RPC error body naming the setting). Each test also checks that just under
+the limit is accepted, so a limit that is off by one or not applied at all fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from mcp import Client
+from relwire import HttpProc, RawHttp, assert_no_traceback, initialize_message, is_jsonrpc_error
+
+pytestmark = pytest.mark.anyio
+
+LIMITS = {
+    "OTEL_MCP_MAX_BODY_BYTES": "200",
+    "OTEL_MCP_MAX_IMPORTS": "2",
+    "OTEL_MCP_MAX_IMPORT_DEPTH": "2",
+    "OTEL_MCP_MAX_RULES": "4",
+    "OTEL_MCP_MAX_REQUEST_BYTES": "8192",
+    "OTEL_MCP_MAX_SESSIONS": "3",
+}
+
+
+@pytest.fixture(scope="module")
+def limited(module_http: Callable[..., HttpProc]) -> HttpProc:
+    return module_http(env=LIMITS)
+
+
+def text_of(result: Any) -> str:
+    return "\n".join(getattr(block, "text", "") for block in result.content)
+
+
+async def refused(client: Client, tool: str, args: dict[str, Any], *needles: str) -> str:
+    result = await client.call_tool(tool, args)
+    text = text_of(result)
+    assert result.is_error, f"{tool} should have been refused: {text[:300]}"
+    assert_no_traceback(text)
+    for needle in needles:
+        assert needle in text, text
+    return text
+
+
+async def accepted(client: Client, tool: str, args: dict[str, Any]) -> Any:
+    result = await client.call_tool(tool, args)
+    assert not result.is_error, text_of(result)
+    return result.structured_content
+
+
+async def test_max_body_bytes(limited: HttpProc) -> None:
+    async with Client(f"http://127.0.0.1:{limited.port}/mcp") as client:
+        await accepted(client, "create_rule", {"id": "body-ok", "body": "b" * 200})
+        await refused(client, "create_rule", {"id": "body-big", "body": "b" * 201},
+                      "201 bytes", "the limit is 200", "max_body_bytes")
+        await refused(client, "update_rule", {"id": "body-ok", "body": "é" * 101, "expected_version": 1},
+                      "202 bytes", "max_body_bytes")  # bytes, not characters
+        got = await accepted(client, "get_rule", {"id": "body-ok"})
+        assert got["version"] == 1 and got["body"] == "b" * 200
+        await refused(client, "get_rule", {"id": "body-big"})  # nothing stored
+
+
+async def test_max_imports(limited: HttpProc) -> None:
+    async with Client(f"http://127.0.0.1:{limited.port}/mcp") as client:
+        for name in ("imp-a", "imp-b", "imp-c"):
+            await accepted(client, "create_rule", {"id": name, "body": name})
+        await accepted(client, "create_rule", {"id": "imp-two", "body": "x", "imports": ["imp-a", "imp-b"]})
+        await refused(client, "create_rule", {"id": "imp-three", "body": "x", "imports": ["imp-a", "imp-b", "imp-c"]},
+                      "3 imports", "the limit is 2", "max_imports")
+        check = await accepted(client, "validate_rule",
+                               {"id": "imp-three", "body": "x", "imports": ["imp-a", "imp-b", "imp-c"]})
+        assert check["valid"] is False and "max_imports" in check["errors"][0], check
+
+
+async def test_max_import_depth(limited: HttpProc) -> None:
+    async with Client(f"http://127.0.0.1:{limited.port}/mcp") as client:
+        # d0 -> d1 -> d2 is two import steps (the limit); d3 -> d2 -> d1 -> d0 is three.
+        await accepted(client, "create_rule", {"id": "dep-0", "body": "0"})
+        for i in (1, 2, 3):
+            await accepted(client, "create_rule", {"id": f"dep-{i}", "body": str(i), "imports": [f"dep-{i - 1}"]})
+        ok = await accepted(client, "compose_rules", {"rule_ids": ["dep-2"]})
+        assert {r["id"] for r in ok["manifest"]["included"]} == {"dep-0", "dep-1", "dep-2"}
+        await refused(client, "compose_rules", {"rule_ids": ["dep-3"]},
+                      "dep-3 -> dep-2 -> dep-1 -> dep-0", "limit of 2", "max_import_depth")
+
+
+async def test_max_rules_per_composition(limited: HttpProc) -> None:
+    async with Client(f"http://127.0.0.1:{limited.port}/mcp") as client:
+        for i in range(5):
+            await accepted(client, "create_rule", {"id": f"many-{i}", "body": f"rule {i}", "tags": ["many"]})
+        four = await accepted(client, "compose_rules", {"rule_ids": [f"many-{i}" for i in range(4)]})
+        assert len(four["manifest"]["included"]) == 4
+        await refused(client, "compose_rules", {"rule_ids": [f"many-{i}" for i in range(5)]},
+                      "selects 5 rules", "the limit is 4", "max_rules")
+
+
+def test_max_request_bytes(limited: HttpProc) -> None:
+    raw = RawHttp(limited.port)
+    raw.open_session()
+    padding = "p" * 7000
+    small = {"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+             "params": {"name": "search_rules", "arguments": {"query": "x"}, "_meta": {"pad": padding}}}
+    assert raw.post(small).status == 200
+    big = {**small, "id": 6, "params": {**small["params"], "_meta": {"pad": padding * 2}}}
+    reply = raw.post(big)
+    assert reply.status == 413, reply.text
+    assert len(reply.messages) == 1 and is_jsonrpc_error(reply.messages[0]), reply.text
+    assert "8192 bytes (max_request_bytes)" in reply.messages[0]["error"]["message"]
+    raw.close()
+    again = RawHttp(limited.port)
+    again.open_session()  # the server is fine afterwards
+
+
+def test_max_sessions(limited: HttpProc) -> None:
+    # Sessions left by the other tests of this module count too: end them first (DELETE), then fill up.
+    clients = []
+    refusal = None
+    for _ in range(10):
+        raw = RawHttp(limited.port)
+        reply = raw.post(initialize_message(), session=False)
+        if reply.status != 200:
+            refusal = reply
+            break
+        raw.session_id = reply.headers["mcp-session-id"]
+        clients.append(raw)
+    assert refusal is not None, "max_sessions=3 was not enforced"
+    assert 1 <= len(clients) <= 3
+    assert refusal.status == 503, refusal.text
+    assert len(refusal.messages) == 1 and is_jsonrpc_error(refusal.messages[0]), refusal.text
+    assert "session" in refusal.messages[0]["error"]["message"].lower()
+    # Existing sessions are unaffected.
+    ping = clients[0].post({"jsonrpc": "2.0", "id": 9, "method": "ping"})
+    assert ping.status == 200 and "result" in ping.messages[-1], ping.text
+    # Ending one frees a slot.
+    headers = {"Mcp-Session-Id": clients[0].session_id or "", "Mcp-Protocol-Version": "2025-06-18"}
+    assert clients[0].request("DELETE", "/mcp", headers=headers).status in (200, 204)
+    fresh = RawHttp(limited.port)
+    assert fresh.post(initialize_message(), session=False).status == 200
