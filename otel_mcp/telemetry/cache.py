@@ -40,7 +40,7 @@ from typing import Any, Final
 
 import wrapt
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
-from opentelemetry.instrumentation.utils import unwrap
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
 from opentelemetry.metrics import CallbackOptions, Observation, get_meter
 from opentelemetry.semconv.schemas import Schemas
 
@@ -181,6 +181,8 @@ class CacheInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
         def encode_wrapper(wrapped: Any, instance: Any, args: Any, kw: Any) -> Any:
             packed = wrapped(*args, **kw)
+            if not is_instrumentation_enabled():
+                return packed
             try:
                 value = args[0] if args else kw["value"]
                 if len(packed) > 1:

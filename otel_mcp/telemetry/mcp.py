@@ -426,7 +426,9 @@ class WireSizeMiddleware:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         tel = McpInstrumentor._telemetry
-        if tel is None or scope.get("method") != "POST" or scope.get("path") != self.path:
+        if tel is None or scope.get("method") != "POST" or scope.get("path") != self.path or (
+            not is_instrumentation_enabled()
+        ):
             await self.app(scope, receive, send)
             return
         for name, value in scope.get("headers", ()):
@@ -462,14 +464,14 @@ def _wrap_http_app(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
 async def _wire_next(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
     line = await wrapped(*args, **kwargs)
     tel = McpInstrumentor._telemetry
-    if tel is not None:
+    if tel is not None and is_instrumentation_enabled():
         tel.request_sizes[_STDIO].record(_utf8_len(line))
     return line
 
 
 async def _wire_write(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
     tel = McpInstrumentor._telemetry
-    if tel is not None and args:
+    if tel is not None and args and is_instrumentation_enabled():
         tel.response_sizes[_STDIO].record(_utf8_len(args[0]))
     return await wrapped(*args, **kwargs)
 

@@ -63,9 +63,9 @@ async def test_no_body_argument_or_token_in_telemetry_by_default(otel_factory: A
             import httpx2
             from mcp.client.streamable_http import streamable_http_client
 
-            async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}) as http:
-                async with Client(streamable_http_client(web.url, http_client=http)) as client:
-                    await _exercise(client)
+            http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"})
+            async with http, Client(streamable_http_client(web.url, http_client=http)) as client:
+                await _exercise(client)
     finally:
         rules.close()
     seen = _everything(otel)
