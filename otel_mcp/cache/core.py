@@ -66,6 +66,7 @@ DEFAULT_BODY_MIN_BYTES = 256  # bodies below this stay inline in the skeleton
 DEFAULT_BODY_MEMO_BYTES = 16 * 2**20  # 16 MiB of decoded bodies kept in memory by digest
 DEFAULT_SNAPSHOT_INTERVAL = 60.0  # seconds between popularity snapshots
 POPULARITY_FILE = "popularity.json"
+ERROR_LOG_INTERVAL = 60.0  # seconds between two log lines for one kind of cache failure
 SKELETON_VERSION = 1
 BODY_PREFIX = "b:"
 MARKER = re.compile(r"^<!-- rule:[^\n]*? -->\n", re.MULTILINE)
@@ -230,6 +231,7 @@ class TieredCache:
         self.body_min_bytes = body_min_bytes
         self.snapshot_interval = snapshot_interval
         self.l1_hits = self.l2_hits = self.misses = self.puts = self.errors = 0
+        self._error_log: dict[tuple[str, str], tuple[float, int]] = {}
         self.bodies_written = self.bodies_reused = 0
         self._l1: Policy[Composition] = _POLICIES[l1_policy](l1_bytes)
         # Bodies are immutable by digest, so this memo can never be stale; it spares an L2 hit
@@ -415,7 +417,8 @@ class TieredCache:
         l2 = self._l2
         if l2 is not None and not self.directory.is_dir():
             with self._l2_lock:
-                logger.warning("cache directory %s disappeared; reopening L2 empty", self.directory)
+                gone = FileNotFoundError("cache directory disappeared; reopening L2 empty")
+                self._error("open", str(self.directory), gone)
                 try:
                     l2.close()
                 except Exception as exc:
@@ -518,9 +521,19 @@ class TieredCache:
             logger.debug("could not delete damaged entry %s: %s", key, exc)
 
     def _error(self, operation: str, key: str, exc: BaseException) -> None:
+        """Count the failure; log it once per (operation, exception type) per ``ERROR_LOG_INTERVAL`` (a full or
+        read-only disk fails every put: one line per request would flood the log)."""
+        kind = (operation, type(exc).__name__)
+        now = time.monotonic()
         with self._lock:
             self.errors += 1
-        logger.warning("cache %s failed for %s (served as a miss): %s: %s", operation, key, type(exc).__name__, exc)
+            last, suppressed = self._error_log.get(kind, (-ERROR_LOG_INTERVAL, 0))
+            log_it = now - last >= ERROR_LOG_INTERVAL
+            self._error_log[kind] = (now, 0) if log_it else (last, suppressed + 1)
+        if log_it:
+            more = f" ({suppressed} similar failures not logged)" if suppressed else ""
+            logger.warning("cache %s failed for %s (served as a miss; %d cache errors so far)%s: %s: %s", operation,
+                           key, self.errors, more, type(exc).__name__, exc)
 
     def _load_popularity(self) -> None:
         self.popularity.load(self.directory / POPULARITY_FILE)
