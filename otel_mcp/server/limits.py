@@ -158,8 +158,16 @@ class JsonRpcErrorBodies:
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         held: dict[str, Any] = {}
         chunks: list[bytes] = []
+        state = {"started": False, "ended": False}
 
         async def guarded_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state["started"] = True
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                state["ended"] = True
+            await screened_send(message)
+
+        async def screened_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status = int(message["status"])
                 content_type = Headers(raw=message.get("headers", [])).get("content-type", "")
@@ -182,6 +190,12 @@ class JsonRpcErrorBodies:
             await send(message)
 
         await self.app(scope, receive, guarded_send)
+        if state["started"] and not state["ended"] and "start" not in held:
+            # sse-starlette ends a stream on shutdown by cancelling it, without the final body message: the
+            # client got a truncated chunked response and uvicorn logged "ASGI callable returned without
+            # completing response" for every open GET stream. End it properly.
+            with suppress(Exception):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def request_id_refusal(body: bytes) -> dict[str, Any] | None:

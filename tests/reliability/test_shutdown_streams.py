@@ -1,0 +1,58 @@
+"""HTTP shutdown with a standalone GET (SSE) stream open.
+
+The stream must not hold shutdown for the grace period (10 s): once the POSTs in flight are answered it is
+ended, and ended properly (the chunked response terminated, not cut: no ``IncompleteRead`` for the client,
+no "ASGI callable returned without completing response" in the log).
+"""
+
+from __future__ import annotations
+
+import http.client
+import threading
+import time
+from pathlib import Path
+
+from relwire import PROTOCOL, RawHttp, start_http
+
+
+def timed_stop(tmp: Path, with_stream: bool) -> tuple[float, dict[str, object], str]:
+    server = start_http(tmp)
+    raw = RawHttp(server.port)
+    raw.open_session()
+    outcome: dict[str, object] = {}
+    if with_stream:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        conn.request("GET", "/mcp", headers={"Accept": "text/event-stream", "Mcp-Session-Id": raw.session_id or "",
+                                             "Mcp-Protocol-Version": PROTOCOL})
+        response = conn.getresponse()
+        assert response.status == 200
+        assert response.getheader("content-type", "").startswith("text/event-stream")
+
+        def read() -> None:
+            try:
+                outcome["body"] = response.read()
+            except Exception as exc:
+                outcome["error"] = repr(exc)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        time.sleep(0.3)
+    started = time.monotonic()
+    code = server.stop()
+    took = time.monotonic() - started
+    assert code == 0
+    if with_stream:
+        reader.join(timeout=30)
+        assert not reader.is_alive(), "the GET stream was not ended"
+    return took, outcome, server.output()
+
+
+def test_open_get_stream_does_not_hold_shutdown(tmp_path: Path) -> None:
+    plain, _, _ = timed_stop(tmp_path / "plain", with_stream=False)
+    streamed, outcome, log = timed_stop(tmp_path / "stream", with_stream=True)
+    assert "error" not in outcome, outcome  # ended properly, not cut
+    assert "ASGI callable returned without completing response" not in log, log[-2000:]
+    assert "Traceback" not in log
+    # The grace period is 10 s; a stop that waited for it would be ~10x the plain stop. Generous ratio.
+    assert streamed < 3 * plain + 2.0, (streamed, plain)
+    print(f"stop with GET stream {streamed:.2f}s, without {plain:.2f}s")
