@@ -37,7 +37,11 @@ Configuration
 ``OTEL_{TRACES,METRICS,LOGS}_EXPORTER`` (``otlp``, ``console``, ``none``; metrics
 also ``prometheus``), ``OTEL_EXPORTER_OTLP_ENDPOINT``/``_PROTOCOL``/``_HEADERS``
 (and per-signal forms), ``OTEL_TRACES_SAMPLER``/``_ARG``, ``OTEL_BSP_*``,
-``OTEL_METRIC_EXPORT_INTERVAL``, ``OTEL_METRICS_EXEMPLAR_FILTER``. Our own
+``OTEL_METRIC_EXPORT_INTERVAL``, ``OTEL_METRICS_EXEMPLAR_FILTER``. ``OTEL_MCP_PERF_LOG_EXPORT``:
+``all`` (default: every JSON performance line also becomes an OTel log record when a logs exporter
+is set) or ``slow`` (only slow requests, slow queries and alerts do; the per-request record repeats
+what the request's span already carries, and costs ~8 % of a request's CPU, see
+``docs/performance.md``). Our own
 settings (``otel_mcp.config.Settings``): ``perf_log*``, ``alert_*``, ``metrics_endpoint``,
 ``telemetry_fine_buckets``.
 """
@@ -93,6 +97,7 @@ PROBE_TIMEOUT = 0.25  # seconds to find out whether a default collector listens
 BSP_DEFAULTS = {"max_export_batch_size": 64, "schedule_delay_millis": 1000, "max_queue_size": 4096}
 SHUTDOWN_TIMEOUT = 5.0  # seconds: flush at exit, all providers together
 FAILING_SHUTDOWN_TIMEOUT = 1.0  # seconds, when the last export failed (backend down)
+PERF_LOG_EXPORT_ENV = "OTEL_MCP_PERF_LOG_EXPORT"  # all | slow: which perf-log lines become OTel log records
 EXPORT_LOG_INTERVAL = 60.0  # seconds between two exporter failure messages from one logger
 _EXPORTER_LOGGERS = (
     "opentelemetry.exporter.otlp.proto.grpc.exporter",
@@ -293,6 +298,7 @@ class Telemetry:
     meter_provider: Any = None
     logger_provider: Any = None
     owns_providers: bool = False
+    owned: list[Any] = field(default_factory=list)  # the providers built here: the only ones shut down
     stats_reader: InMemoryMetricReader | None = None
     prometheus: bool = False
     perf: PerfLog | None = None
@@ -352,7 +358,7 @@ class Telemetry:
                     except Exception:
                         logger.debug("flush failed", exc_info=True)
             if self.owns_providers:
-                for provider in providers:
+                for provider in [p for p in providers if any(p is o for o in self.owned)]:
                     shutdown = getattr(provider, "shutdown", None)
                     if callable(shutdown):
                         try:
@@ -425,6 +431,7 @@ def setup_telemetry(
         for kind in sorted(traces):
             tracer_provider.add_span_processor(_batch_processor(_span_exporter(kind, protocol), env))
         telemetry.owns_providers = True
+        telemetry.owned.append(tracer_provider)
         if set_global:
             trace.set_tracer_provider(tracer_provider)
     telemetry.tracer_provider = tracer_provider
@@ -450,6 +457,7 @@ def setup_telemetry(
         )
         register_dropped_counter(meter_provider)
         telemetry.owns_providers = True
+        telemetry.owned.append(meter_provider)
         if set_global:
             metrics.set_meter_provider(meter_provider)
     telemetry.meter_provider = meter_provider
@@ -464,6 +472,7 @@ def setup_telemetry(
             logger_provider.add_log_record_processor(
                 BatchLogRecordProcessor(CountingLogExporter(_log_exporter(kind, protocol))))
         telemetry.owns_providers = True
+        telemetry.owned.append(logger_provider)
         if set_global:
             set_logger_provider(logger_provider)
     telemetry.logger_provider = logger_provider
@@ -528,7 +537,9 @@ def _start_perf(telemetry: Telemetry, meter_provider: Any, logger_provider: Any)
     from otel_mcp.telemetry.store import StoreInstrumentor
 
     options = telemetry.options
-    otel_logger = logger_provider.get_logger("otel_mcp.perf", __version__) if logger_provider is not None else None
+    export_requests = os.environ.get(PERF_LOG_EXPORT_ENV, "all").strip().lower() != "slow"
+    otel_logger = (logger_provider.get_logger("otel_mcp.perf", __version__)
+                   if logger_provider is not None and export_requests else None)
     perf = PerfLog(options.perf_log, options.perf_log_max_bytes, options.perf_log_backups, otel_logger,
                    options.perf_log_requests)
     perf.start()

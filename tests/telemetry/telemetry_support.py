@@ -76,9 +76,10 @@ def uninstrument_all() -> None:
     from otel_mcp.telemetry.mcp import McpInstrumentor
     from otel_mcp.telemetry.resources import ResourceInstrumentor
     from otel_mcp.telemetry.store import StoreInstrumentor
+    from otel_mcp.telemetry.tasks import NamedAsyncioInstrumentor
 
     for instrumentor in (McpInstrumentor(), ComposeInstrumentor(), StoreInstrumentor(), CacheInstrumentor(),
-                         ResourceInstrumentor(), SQLite3Instrumentor()):
+                         ResourceInstrumentor(), SQLite3Instrumentor(), NamedAsyncioInstrumentor()):
         if instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.uninstrument()
 

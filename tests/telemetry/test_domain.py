@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from opentelemetry.trace import StatusCode
-from telemetry_support import NO_EXPORT, Otel
+from telemetry_support import NO_EXPORT, Otel, uninstrument_all
 
 from otel_mcp.compose.engine import ComposeRequest, Composition
 from otel_mcp.compose.service import ComposeService
@@ -203,3 +203,33 @@ def test_sdk_disabled_instruments_nothing(tmp_path: Path) -> None:
     assert not telemetry.enabled
     assert not McpInstrumentor().is_instrumented_by_opentelemetry
     telemetry.shutdown()
+
+
+def test_perf_log_export_all_or_slow(tmp_path: Path, monkeypatch: Any) -> None:
+    """``OTEL_MCP_PERF_LOG_EXPORT``: every request line becomes an OTel log record (``all``, default) or none
+    does (``slow``: slow requests, slow queries and alerts still do, through the logging handler)."""
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+
+    from otel_mcp.telemetry.setup import TelemetryOptions
+
+    exported = {}
+    for mode in ("all", "slow"):
+        monkeypatch.setenv("OTEL_MCP_PERF_LOG_EXPORT", mode)
+        exporter = InMemoryLogRecordExporter()
+        provider = LoggerProvider()
+        provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+        telemetry = setup_telemetry(None, env=NO_EXPORT, options=TelemetryOptions(perf_log=tmp_path / f"{mode}.log"),
+                                    logger_provider=provider, set_global=False)
+        try:
+            assert telemetry.perf is not None
+            telemetry.perf.request("tools/call", "compose_rules", 0.002, None, "tcp")
+            telemetry.perf.flush()
+        finally:
+            telemetry.shutdown()
+            provider.shutdown()
+            uninstrument_all()
+        exported[mode] = [r.log_record.event_name for r in exporter.get_finished_logs()]
+        assert '"event":"request"' in (tmp_path / f"{mode}.log").read_text()  # the file has it either way
+    assert exported["all"] == ["otel_mcp.request"]
+    assert exported["slow"] == []
