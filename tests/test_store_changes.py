@@ -64,3 +64,25 @@ def test_opening_an_up_to_date_store_does_not_wait_for_a_writer(tmp_path: Path) 
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+def test_l2_hits_take_bodies_from_the_rule_set_without_reading_them_from_disk(tmp_path: Path) -> None:
+    from otel_mcp.cache import TieredCache
+
+    store = RuleStore(tmp_path / "r.db")
+    for i in range(5):
+        store.create({"id": f"r{i}", "body": f"# Rule {i}\n\n" + "text " * 200, "activation": "always"})
+    cache = TieredCache(tmp_path / "cache")
+    service = ComposeService(store, cache)
+    request = ComposeRequest.from_args()
+    first = service.compose(request)
+    cache.clear_l1(bodies=True)  # as in a fresh process: only L2's skeleton and the rule set remain
+    fetched: list[list[str]] = []
+    original = cache._l2_get_bodies
+    cache._l2_get_bodies = lambda l2, digests: fetched.append(digests) or original(l2, digests)  # type: ignore[method-assign]
+    second = service.compose(request)
+    assert second.markdown == first.markdown and cache.stats().l2_hits == 1
+    assert fetched == []  # every body came from memory
+    store.update("r0", 1, {"body": "changed"})
+    assert "changed" in service.compose(request).markdown
+    cache.close()

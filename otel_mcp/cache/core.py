@@ -230,6 +230,7 @@ class TieredCache:
         self.compress_quality = compress_quality
         self.body_min_bytes = body_min_bytes
         self.snapshot_interval = snapshot_interval
+        self.body_source: Callable[[list[str]], dict[str, str]] | None = None
         self.l1_hits = self.l2_hits = self.misses = self.puts = self.errors = 0
         self._error_log: dict[tuple[str, str], tuple[float, int]] = {}
         self.bodies_written = self.bodies_reused = 0
@@ -436,6 +437,8 @@ class TieredCache:
 
         def fetch_bodies(digests: list[str]) -> dict[str, str]:
             found = self._memo_bodies(digests)
+            if self.body_source is not None and len(found) < len(digests):
+                found.update(self.body_source([d for d in digests if d not in found]))
             wanted = [d for d in dict.fromkeys(digests) if d not in found]
             if wanted:
                 fetched = self._l2_get_bodies(l2, wanted)
@@ -459,6 +462,14 @@ class TieredCache:
         composition, weight = decoded
         self._l1_put(key, composition, weight)
         return composition
+
+    def use_body_source(self, source: Callable[[list[str]], dict[str, str]]) -> None:
+        """Resolve bodies from ``source`` (digest -> text) before reading L2's copies.
+
+        The composer already holds every current rule body in memory; an L2 hit then needs only
+        its skeleton, also in a process that has not read those bodies from disk yet.
+        """
+        self.body_source = source
 
     def _memo_bodies(self, digests: list[str]) -> dict[str, str]:
         found: dict[str, str] = {}

@@ -31,12 +31,21 @@ class RequestObserver(Protocol):
     def observe(self, request: ComposeRequest) -> None: ...
 
 
+def body_digest(body: str) -> str:
+    """How the cache addresses a rule body (the text between provenance markers, newlines trimmed)."""
+    return hashlib.sha256(body.strip("\n").encode()).hexdigest()
+
+
 class RuleSet:
     """The rules of one store generation, by id."""
 
-    def __init__(self, generation: int, rules: list[Rule]) -> None:
+    def __init__(self, generation: int, rules: list[Rule], parent: RuleSet | None = None) -> None:
         self.generation = generation
         self.rules = {r.id: r for r in rules}
+        self._parent = parent
+        self._by_digest: dict[str, str] | None = None
+        self._digest_by_etag: dict[str, str] = {}
+        self._digest_lock = threading.Lock()
 
     def updated(self, changes: Changes) -> RuleSet:
         """A new rule set with ``changes`` applied; this one stays valid for readers holding it."""
@@ -44,7 +53,24 @@ class RuleSet:
         for rule_id in changes.deleted:
             rules.pop(rule_id, None)
         rules.update((r.id, r) for r in changes.written)
-        return RuleSet(changes.generation, list(rules.values()))
+        return RuleSet(changes.generation, list(rules.values()), parent=self)
+
+    def bodies(self, digests: list[str]) -> dict[str, str]:
+        """The bodies among ``digests`` that rules of this set have (computed once per set)."""
+        by_digest = self._by_digest
+        if by_digest is None:
+            with self._digest_lock:
+                by_digest = self._by_digest = self._by_digest or self._digest_map()
+        return {d: by_digest[d] for d in digests if d in by_digest}
+
+    def _digest_map(self) -> dict[str, str]:
+        # A rule's etag changes with its content, so digests of unchanged rules come from the parent.
+        inherited = self._parent._digest_by_etag if self._parent is not None else {}
+        self._parent = None  # the chain must not keep old rule sets alive
+        self._digest_by_etag = {
+            r.etag: inherited.get(r.etag) or body_digest(r.body) for r in self.rules.values()
+        }
+        return {self._digest_by_etag[r.etag]: r.body.strip("\n") for r in self.rules.values()}
 
 
 class ComposeService:
@@ -67,6 +93,9 @@ class ComposeService:
         self.observer = observer
         self._ruleset = RuleSet(-1, [])
         self._lock = threading.Lock()
+        use_body_source = getattr(cache, "use_body_source", None)
+        if use_body_source is not None:
+            use_body_source(lambda digests: self._ruleset.bodies(digests))  # noqa: PLW0108 - the current set, late-bound
 
     def ruleset(self) -> RuleSet:
         """The current rules; after a write only the rules that changed are read again."""
