@@ -43,7 +43,7 @@ class RuleSet:
         self.generation = generation
         self.rules = {r.id: r for r in rules}
         self._parent = parent
-        self._by_digest: dict[str, str] | None = None
+        self._by_digest: dict[str, Rule] | None = None
         self._digest_by_etag: dict[str, str] = {}
         self._digest_lock = threading.Lock()
 
@@ -61,16 +61,16 @@ class RuleSet:
         if by_digest is None:
             with self._digest_lock:
                 by_digest = self._by_digest = self._by_digest or self._digest_map()
-        return {d: by_digest[d] for d in digests if d in by_digest}
+        return {d: by_digest[d].body.strip("\n") for d in digests if d in by_digest}
 
-    def _digest_map(self) -> dict[str, str]:
+    def _digest_map(self) -> dict[str, Rule]:
         # A rule's etag changes with its content, so digests of unchanged rules come from the parent.
         inherited = self._parent._digest_by_etag if self._parent is not None else {}
         self._parent = None  # the chain must not keep old rule sets alive
         self._digest_by_etag = {
             r.etag: inherited.get(r.etag) or body_digest(r.body) for r in self.rules.values()
         }
-        return {self._digest_by_etag[r.etag]: r.body.strip("\n") for r in self.rules.values()}
+        return {self._digest_by_etag[r.etag]: r for r in self.rules.values()}  # rules, not copies of bodies
 
 
 class ComposeService:
