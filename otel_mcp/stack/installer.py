@@ -218,13 +218,18 @@ def _build_collector(target: Path, progress: bool) -> None:
     manifest = yaml.safe_load(_manifest_path().read_text())
     with tempfile.TemporaryDirectory(prefix="otelcol-build-", dir=s.cache_dir()) as tmp:
         work = Path(tmp)
-        manifest["dist"]["output_path"] = str(work / "src")
+        src = work / "src"
+        manifest["dist"]["output_path"] = str(src)
         (work / "manifest.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
-        env = _go_env()
-        env["GOFLAGS"] = env["GOFLAGS"] + " -p=2"  # builder runs `go build` itself
-        run_streamed([str(builder), "--config", str(work / "manifest.yaml")],
-                     label="collector", progress=progress, cwd=work, env=env)
-        _place(work / "src" / s.COLLECTOR_BINARY, target)
+        # The builder generates the sources and resolves the modules; we compile, with the
+        # builder's own flags (-trimpath -ldflags="-s -w", no cgo), because the builder
+        # buffers go's output while `go build -v` here streams one line per package.
+        run_streamed([str(builder), "--config", str(work / "manifest.yaml"), "--skip-compilation"],
+                     label="collector", progress=progress, cwd=work, env=_go_env())
+        binary = src / s.COLLECTOR_BINARY
+        run_streamed([_go(), "build", *GO_BUILD_FLAGS, *(["-v"] if progress else []), "-o", str(binary), "."],
+                     label="collector", progress=progress, cwd=src, env=_go_env() | {"CGO_ENABLED": "0"})
+        _place(binary, target)
     # Builds of older manifests are never used again (the key is the manifest's hash).
     for stale in s.cache_dir().glob(f"{s.COLLECTOR_BINARY}-*"):
         if stale != target.parent and stale.is_dir():
@@ -247,7 +252,7 @@ def _build_jaeger(target: Path, progress: bool) -> None:
             if not path.is_symlink():
                 path.chmod(path.stat().st_mode | 0o200)
         binary = Path(tmp) / "jaeger"
-        run_streamed([go, "build", *GO_BUILD_FLAGS, "-o", str(binary), "./cmd/jaeger"],
+        run_streamed([go, "build", *GO_BUILD_FLAGS, *(["-v"] if progress else []), "-o", str(binary), "./cmd/jaeger"],
                      label="jaeger", progress=progress, cwd=work, env=_go_env())
         _place(binary, target)
 
