@@ -152,7 +152,8 @@ def _specs(binaries: Binaries, state_dir: Path, *, test_overlay: bool, persisten
             argv=jaeger_argv,
             health_url=s.jaeger_health_url(),
             ports=[s.env_endpoint("JAEGER_OTLP_GRPC_ENDPOINT", "127.0.0.1:14317"),
-                   s.env_endpoint("JAEGER_QUERY_HTTP_ENDPOINT", "127.0.0.1:16686")],
+                   s.env_endpoint("JAEGER_QUERY_HTTP_ENDPOINT", "127.0.0.1:16686"),
+                   s.env_endpoint("JAEGER_HEALTH_ENDPOINT", "127.0.0.1:14133")],
             urls=urls["jaeger"],
             env={"JAEGER_BADGER_DIR": str(state_dir / "jaeger-badger")},
         ),
@@ -175,7 +176,8 @@ def _specs(binaries: Binaries, state_dir: Path, *, test_overlay: bool, persisten
             name="collector",
             argv=collector_argv,
             health_url=s.collector_health_url(),
-            ports=[s.otlp_grpc_endpoint(), s.otlp_http_endpoint()],
+            ports=[s.otlp_grpc_endpoint(), s.otlp_http_endpoint(),
+                   s.env_endpoint("OTELCOL_HEALTH_ENDPOINT", "127.0.0.1:13133")],
             urls=urls["collector"],
             env={},
         ),
@@ -254,9 +256,17 @@ def _log_tail(path: Path, lines: int = 30) -> str:
 # --- lifecycle -------------------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def _die_with_parent_hook() -> Callable[[], None]:
+    """A preexec_fn asking the kernel to SIGTERM the child when its parent dies (Linux).
+
+    libc is resolved here, in the parent: between fork and exec the child only calls prctl.
+    """
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def hook() -> None:  # pragma: no cover - runs in the child between fork and exec
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    return hook
 
 
 def _spawn(spec: _Spec, state_dir: Path, *, die_with_parent: bool) -> subprocess.Popen[bytes]:
@@ -274,7 +284,7 @@ def _spawn(spec: _Spec, state_dir: Path, *, die_with_parent: bool) -> subprocess
             stderr=subprocess.STDOUT,
             start_new_session=True,  # own process group: down() signals the whole group
             # prctl only, no Python-level locks: safe between fork and exec.
-            preexec_fn=_die_with_parent if die_with_parent and sys.platform == "linux" else None,  # noqa: PLW1509
+            preexec_fn=_die_with_parent_hook() if die_with_parent and sys.platform == "linux" else None,  # noqa: PLW1509
         )
     _write_pid(state_dir, spec.name, proc, spec.argv)
     return proc

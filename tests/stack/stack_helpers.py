@@ -66,3 +66,14 @@ def dashboard_exprs() -> list[tuple[str, str, str]]:
                 expr = re.sub(r"\$\{?job\}?", "otel-mcp", expr)
                 exprs.append((path.name, panel["title"], expr))
     return exprs
+
+
+def dashboard_queries_without_data(prometheus_url: str) -> list[str]:
+    """Dashboard panels whose query returns no series now (for end-to-end tests that ran
+    a workload first: every panel must show data)."""
+    empty = []
+    for dashboard, title, expr in dashboard_exprs():
+        answer = prom_query(prometheus_url, expr)
+        if answer["status"] != "success" or not answer["data"]["result"]:
+            empty.append(f"{dashboard} / {title}: {expr}")
+    return empty
