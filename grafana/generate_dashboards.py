@@ -93,9 +93,9 @@ OVERVIEW = dashboard("otel-mcp-overview", "otel-mcp / MCP overview",
         (f"sum(otel_mcp_mcp_active_sessions{{{J}}})", "sessions"),
         (f"sum(otel_mcp_mcp_requests_in_flight{{{J}}})", "in flight")], width=8),
     panel("Session duration p50 / p95", [
-        (f"histogram_quantile(0.5, sum by (le) (rate(mcp_server_session_duration_seconds_bucket{{{J}}}[$__rate_interval])))",
+        (f"histogram_quantile(0.5, sum by (le) (rate(mcp_server_session_duration_seconds_bucket{{{J}}}[5m])))",
          "p50"),
-        (f"histogram_quantile(0.95, sum by (le) (rate(mcp_server_session_duration_seconds_bucket{{{J}}}[$__rate_interval])))",
+        (f"histogram_quantile(0.95, sum by (le) (rate(mcp_server_session_duration_seconds_bucket{{{J}}}[5m])))",
          "p95")], unit="s", width=8),
     panel("Server spans per second (from traces)", [
         ('service_name_span_name:traces_span_metrics_calls:rate5m{service_name="otel-mcp", span_kind="SPAN_KIND_SERVER"}',
