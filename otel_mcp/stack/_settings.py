@@ -37,13 +37,11 @@ def collector_health_url() -> str:
 
 
 def collector_metrics_url() -> str:
-    host = env_endpoint("OTELCOL_METRICS_HOST", "127.0.0.1")
-    port = env_endpoint("OTELCOL_METRICS_PORT", "8888")
-    return f"http://{host}:{port}/metrics"
+    return f"http://{collector_metrics_endpoint()}/metrics"
 
 
 def collector_prometheus_exporter_url() -> str:
-    return f"http://{env_endpoint('OTELCOL_PROMETHEUS_ENDPOINT', '127.0.0.1:8889')}/metrics"
+    return f"http://{collector_prometheus_exporter_endpoint()}/metrics"
 
 
 def otlp_grpc_endpoint() -> str:
@@ -52,6 +50,24 @@ def otlp_grpc_endpoint() -> str:
 
 def otlp_http_endpoint() -> str:
     return env_endpoint("OTELCOL_OTLP_HTTP_ENDPOINT", "127.0.0.1:4318")
+
+
+def collector_metrics_endpoint() -> str:
+    host = env_endpoint("OTELCOL_METRICS_HOST", "127.0.0.1")
+    return f"{host}:{env_endpoint('OTELCOL_METRICS_PORT', '8888')}"
+
+
+def collector_prometheus_exporter_endpoint() -> str:
+    return env_endpoint("OTELCOL_PROMETHEUS_ENDPOINT", "127.0.0.1:8889")
+
+
+def jaeger_otlp_grpc_endpoint() -> str:
+    return env_endpoint("JAEGER_OTLP_GRPC_ENDPOINT", "127.0.0.1:14317")
+
+
+def jaeger_metrics_endpoint() -> str:
+    host = env_endpoint("JAEGER_METRICS_HOST", "127.0.0.1")
+    return f"{host}:{env_endpoint('JAEGER_METRICS_PORT', '14269')}"
 
 
 def jaeger_health_url() -> str:

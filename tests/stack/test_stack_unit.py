@@ -291,6 +291,12 @@ def test_up_down_with_stand_in_processes(isolated: Path, monkeypatch: pytest.Mon
     assert f"--config.file={state / 'prometheus.yml'}" in prom_argv
     generated = yaml.safe_load((state / "prometheus.yml").read_text())
     assert generated["rule_files"] == [str(REPO / "prometheus" / "rules" / "*.yaml"), str(extra)]
+    targets = {j["job_name"]: j.get("static_configs", [{}])[0].get("targets") for j in generated["scrape_configs"]}
+    assert targets["prometheus"] == [os.environ["OTEL_MCP_PROMETHEUS_ADDRESS"]]  # moved port followed
+    assert targets["otel-collector-exporter"] == [os.environ.get("OTELCOL_PROMETHEUS_ENDPOINT", "127.0.0.1:8889")]
+    # status() from a process with other settings still probes where this stack listens.
+    monkeypatch.setenv("JAEGER_HEALTH_ENDPOINT", "127.0.0.1:1")
+    assert status(state).healthy
     direct = next(j for j in generated["scrape_configs"] if j["job_name"] == "otel-mcp-direct")
     assert direct["file_sd_configs"][0]["files"] == [str(REPO / "prometheus" / "targets" / "otel-mcp-direct.yml")]
     pids = [c.pid for c in st.components.values() if c.pid]
