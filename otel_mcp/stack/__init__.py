@@ -25,7 +25,7 @@ Configuration
 - ``OTEL_MCP_STATE_DIR``: logs, data, pid files (default ``~/.local/state/otel-mcp/stack``)
 - ``OTEL_MCP_STACK_CONFIG_DIR``: folder holding ``collector/``, ``jaeger/``, ``prometheus/``
 - ``OTEL_MCP_PROMETHEUS_BIN_DIR``: folder with ``prometheus`` and ``promtool`` to use
-- ``OTELCOL_*``, ``JAEGER_*``: endpoints read by the config files (see docs/stack.md)
+- ``OTELCOL_*``, ``JAEGER_*``, ``OTEL_MCP_PROMETHEUS_ADDRESS``: endpoints (see docs/stack.md)
 """
 
 from otel_mcp.stack._settings import cache_dir, config_root, default_state_dir

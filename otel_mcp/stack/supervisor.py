@@ -5,8 +5,10 @@ Layout of the state directory (default ``~/.local/state/otel-mcp/stack``)::
     logs/<name>.log        stdout+stderr of each process
     run/<name>.json        pid, start time and argv: lets ``down``/``status`` from another
                            process find them, and tells a live pid from a recycled one
+    run/endpoints.json     health and public URLs (ports can be moved by env vars)
+    prometheus.yml         generated from prometheus/prometheus.yml (moved ports, paths)
     prometheus/            Prometheus TSDB
-    jaeger-badger/         Jaeger's store when JAEGER_TRACE_STORE=local_badger
+    jaeger-badger/         Jaeger's store with ``persistent_traces``
 
 Each process leads its own process group (``start_new_session``), so ``down`` signals the
 whole group: SIGTERM, then SIGKILL after ``STOP_TIMEOUT``. Nothing is left orphaned.
