@@ -44,7 +44,6 @@ def build_server(rules: RulesContext) -> MCPServer:
     register_resources(server, rules)
     _prompt_errors_are_invalid_params(server)
     _register_logging_and_completion(server, rules)
-    server.extras = rules  # type: ignore[attr-defined]
     return server
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from otel_mcp.compose.engine import ComposeOptions
@@ -22,7 +22,6 @@ class RulesContext:
     composer: ComposeService
     cache: Any = None  # otel_mcp.cache.TieredCache when caching is on
     warming: Any = None  # otel_mcp.cache.WarmProgress of the start-up warm-up
-    extras: dict[str, Any] = field(default_factory=dict)  # e.g. readiness probes, telemetry handles
 
     @classmethod
     def open(cls, settings: Settings, *, warm: bool = False) -> RulesContext:
