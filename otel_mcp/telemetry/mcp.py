@@ -417,6 +417,21 @@ def _link_http_context(span: Any, request: Any) -> None:
 # -- payload sizes where the bytes are -----------------------------------------------------
 
 
+class _CountingSend:
+    """The ASGI ``send`` that adds up response body bytes; returns ``send``'s awaitable (no extra coroutine)."""
+
+    __slots__ = ("send", "sent")
+
+    def __init__(self, send: Any) -> None:
+        self.send = send
+        self.sent = 0
+
+    def __call__(self, message: Any) -> Any:
+        if message["type"] == "http.response.body":
+            self.sent += len(message.get("body", b""))
+        return self.send(message)
+
+
 class WireSizeMiddleware:
     """ASGI middleware: ``otel_mcp.mcp.request.size`` / ``.response.size`` of POSTs to ``path`` (HTTP)."""
 
@@ -436,19 +451,12 @@ class WireSizeMiddleware:
                 if value.isdigit():
                     tel.request_sizes[_TCP].record(int(value))
                 break
-        sent = 0
-
-        async def counting_send(message: Any) -> None:
-            nonlocal sent
-            if message["type"] == "http.response.body":
-                sent += len(message.get("body", b""))
-            await send(message)
-
+        counting = _CountingSend(send)
         try:
-            await self.app(scope, receive, counting_send)
+            await self.app(scope, receive, counting)
         finally:
-            if sent:
-                tel.response_sizes[_TCP].record(sent)
+            if counting.sent:
+                tel.response_sizes[_TCP].record(counting.sent)
 
 
 def _wrap_http_app(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
