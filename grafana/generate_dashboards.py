@@ -171,8 +171,11 @@ RESOURCES = dashboard("otel-mcp-resources", "otel-mcp / Resources",
         (f"max by (instance) (process_thread_count{{{J}}})", "threads {{instance}}")], width=8),
     panel("Collector: accepted items per second", [
         ("job:otelcol_receiver_accepted_items:rate5m", "{{job}}")], unit="ops", width=8),
-    panel("Collector: lost items per second", [
-        ("job_exporter:otelcol_exporter_failed_items:rate5m", "{{job}} {{exporter}}")], unit="ops", width=8),
+    panel("Telemetry lost per second", [
+        ("job_exporter:otelcol_exporter_failed_items:rate5m", "{{job}} {{exporter}}"),
+        (f"sum by (signal, error_type) (rate(otel_mcp_telemetry_dropped_total{{{J}}}[5m])) or vector(0)",
+         "server SDK {{signal}} {{error_type}}")], unit="ops", width=8,
+        description="Collector/Jaeger exporters (failed sends, full queues) and the server's SDK (dropped before export)."),
     panel("Collector: export queue fill", [
         ("job_exporter:otelcol_exporter_queue_size_per_capacity:ratio", "{{job}} {{exporter}}")],
         unit="percentunit", width=8),
