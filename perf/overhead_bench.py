@@ -1,24 +1,41 @@
 """Telemetry overhead, side by side: telemetry off vs metrics only vs traces+metrics+logs.
 
-Each (transport, mode) runs its own ``otel-mcp serve`` subprocess on the same
-seeded database, with the same workload from this process (real MCP clients):
-HTTP with ``--clients`` concurrent clients (default 8), stdio with one client
-and ``--clients`` concurrent requests. Modes:
+One ``otel-mcp serve`` subprocess per mode (same seeded database, same
+workload, real MCP clients from this process), all running at once; HTTP with
+``--clients`` concurrent clients (default 8), stdio with one client and
+``--clients`` requests in flight. Modes:
 
 - ``off``: ``OTEL_SDK_DISABLED=true`` (the SDK's own no-op span middleware remains, as in production);
 - ``metrics``: metrics to OTLP, no traces, no OTel logs (per-request JSON perf log on);
-- ``all``: traces (sampling 1.0, batch processor), metrics and logs to OTLP, perf log on.
+- ``traces``: traces (sampling 1.0, batch processor) and metrics to OTLP, perf log on, no OTel logs;
+- ``all``: traces (sampling 1.0, batch processor), metrics and logs to OTLP, perf log on;
+- ``recommended`` (not run by default): ``all`` with the settings ``docs/performance.md`` recommends
+  (``parentbased_traceidratio`` 0.1, ``OTEL_MCP_PERF_LOG_EXPORT=slow``).
 
 OTLP goes to a minimal gRPC sink started here (accepts and drops), so the
-exporters do their full work. Server CPU per call comes from the server
-process's CPU times (psutil). Modes run interleaved over ``--rounds`` rounds
-so drift in the machine's speed hits them alike; the report gives medians and
-ratios to ``off``.
+exporters do their full work.
+
+How it measures, so that a shared, noisy 2-core machine still gives usable ratios:
+
+- interleaved: each round drives every mode's server in turn (A B C, then
+  B C A, ...) for the same number of calls (``--calls``); the ratios are taken
+  per round (paired) and the report gives their median, so drift in the
+  machine's speed hits the modes alike;
+- server CPU per call from the server process's own CPU time (psutil,
+  user+system, all threads) over the calls of its turn, not wall time;
+- background CPU (the periodic metric export and the rest of what a server
+  does when idle) is reported apart, as a share of one core, measured on each
+  server while the others take their turn; the per-call figures exclude it;
+- ``--instructions`` counts instructions per call under ``valgrind
+  --tool=callgrind`` instead (deterministic, whatever the load; periodic
+  export switched off so that the count is per-call work, the batch span
+  export by size included).
 
 Usage::
 
-    python -m perf.overhead_bench            # ~6 min
-    python -m perf.overhead_bench --quick    # < 2 min, for CI
+    python -m perf.overhead_bench                  # 10 rounds x 400 calls per mode and transport
+    python -m perf.overhead_bench --quick          # < 2 min, for CI
+    python -m perf.overhead_bench --instructions   # callgrind: instructions per call, per mode (~10 min)
 
 Results: ``perf/results/overhead-<timestamp>.json`` (and printed as a table).
 """
@@ -36,15 +53,17 @@ import sys
 import tempfile
 import time
 from concurrent import futures
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "perf" / "results"
-MODES = ("off", "metrics", "all")
+MODES = ("off", "metrics", "traces", "all")
 TRANSPORTS = ("http", "stdio")
 NO_OTLP = {"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"}
 
@@ -108,7 +127,12 @@ def mode_env(mode: str, sink_port: int, tmp: Path) -> dict[str, str]:
         env.update(NO_OTLP, OTEL_METRICS_EXPORTER="otlp", OTEL_EXPORTER_OTLP_ENDPOINT=endpoint)
     else:
         env.update(OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, OTEL_TRACES_SAMPLER="parentbased_always_on")
-    env.setdefault("OTEL_METRIC_EXPORT_INTERVAL", "5000")
+        if mode == "traces":
+            env["OTEL_LOGS_EXPORTER"] = "none"  # traces + metrics + the JSON file, no OTel log records
+        elif mode == "recommended":  # docs/performance.md: 10 % of traces, OTel logs for slow requests only
+            env.update(OTEL_TRACES_SAMPLER="parentbased_traceidratio", OTEL_TRACES_SAMPLER_ARG="0.1",
+                       OTEL_MCP_PERF_LOG_EXPORT="slow")
+    env.setdefault("OTEL_METRIC_EXPORT_INTERVAL", "5000")  # 12x the SDK default: its cost shows as background
     return env
 
 
@@ -137,59 +161,25 @@ CALLS = (
 )
 
 
-async def drive(clients: list[Any], duration: float, warmup: float) -> tuple[list[float], float, int]:
+async def drive(clients: list[Any], calls: int, offset: int = 0) -> tuple[list[float], float]:
+    """``calls`` calls spread over ``clients`` (closed loop); (latencies, wall seconds)."""
     latencies: list[float] = []
-    stop_at = time.perf_counter() + warmup + duration
-    measure_from = time.perf_counter() + warmup
-    counted = 0
-    first = last = 0.0
+    counter = iter(range(calls))
 
-    async def worker(client: Any, offset: int) -> None:
-        nonlocal counted, first, last
-        i = offset
-        while True:
-            name, args = CALLS[i % len(CALLS)]
-            i += 1
+    async def worker(client: Any) -> None:
+        for i in counter:
+            name, args = CALLS[(i + offset) % len(CALLS)]
             start = time.perf_counter()
-            if start >= stop_at:
-                return
             result = await client.call_tool(name, args)
-            end = time.perf_counter()
+            latencies.append(time.perf_counter() - start)
             if result.is_error:
                 raise RuntimeError(f"{name} failed: {result.content}")
-            if start >= measure_from:
-                latencies.append(end - start)
-                counted += 1
-                first = first or start
-                last = end
 
+    began = time.perf_counter()
     async with anyio.create_task_group() as tg:
-        for n, client in enumerate(clients):
-            tg.start_soon(worker, client, n)
-    return latencies, max(last - first, 1e-9), counted
-
-
-async def run_http(port: int, n_clients: int, duration: float, warmup: float) -> tuple[list[float], float, int]:
-    from contextlib import AsyncExitStack
-
-    from mcp import Client
-
-    async with AsyncExitStack() as stack:
-        clients = [await stack.enter_async_context(Client(f"http://127.0.0.1:{port}/mcp")) for _ in range(n_clients)]
-        return await drive(clients, duration, warmup)
-
-
-async def run_stdio(args: list[str], env: dict[str, str], n_tasks: int, duration: float, warmup: float,
-                    pid_box: list[int]) -> tuple[list[float], float, int]:
-    from mcp import Client, StdioServerParameters
-
-    params = StdioServerParameters(command=args[0], args=args[1:], env=env, cwd=str(ROOT))
-    async with Client(params) as client:
-        me = psutil.Process()
-        children = [c for c in me.children(recursive=True) if "otel_mcp.cli" in " ".join(c.cmdline())]
-        pid_box.extend(c.pid for c in children)
-        pid_box.append(-1)  # ready marker
-        return await drive([client] * n_tasks, duration, warmup)
+        for client in clients:
+            tg.start_soon(worker, client)
+    return latencies, time.perf_counter() - began
 
 
 def cpu_seconds(proc: psutil.Process) -> float:
@@ -197,60 +187,194 @@ def cpu_seconds(proc: psutil.Process) -> float:
     return float(t.user + t.system)
 
 
-def measure(transport: str, mode: str, db: Path, sink_port: int, tmp: Path, clients: int, duration: float,
-            warmup: float) -> dict[str, Any]:
-    env = mode_env(mode, sink_port, tmp)
-    if transport == "http":
-        port = free_port()
-        proc = subprocess.Popen(serve_args(db, "http", port), env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        try:
-            _wait_http(port, proc)
-            server = psutil.Process(proc.pid)
-            cpu0, t0 = cpu_seconds(server), time.perf_counter()
-            latencies, wall, calls = anyio.run(run_http, port, clients, duration, warmup)
-            cpu1, t1 = cpu_seconds(server), time.perf_counter()
-        finally:
+class Target:
+    """One mode's server and the clients that drive it."""
+
+    def __init__(self, mode: str, process: psutil.Process, clients: list[Any]) -> None:
+        self.mode = mode
+        self.process = process
+        self.clients = clients
+        self.turns: list[dict[str, Any]] = []
+        self.idle_cpu = 0.0
+        self.idle_wall = 0.0
+
+
+async def _open_targets(stack: AsyncExitStack, transport: str, modes: list[str], db: Path, sink_port: int,
+                        tmp: Path, n_clients: int, procs: list[subprocess.Popen[bytes]]) -> list[Target]:
+    from mcp import Client, StdioServerParameters
+
+    targets = []
+    me = psutil.Process()
+    for mode in modes:
+        env = mode_env(mode, sink_port, tmp)
+        if transport == "http":
+            port = free_port()
+            proc = subprocess.Popen(serve_args(db, "http", port), env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+            procs.append(proc)
+            await anyio.to_thread.run_sync(_wait_http, port, proc)
+            clients = [await stack.enter_async_context(Client(f"http://127.0.0.1:{port}/mcp"))
+                       for _ in range(n_clients)]
+            process = psutil.Process(proc.pid)
+        else:
+            before = {c.pid for c in me.children(recursive=True)}
+            args = serve_args(db, "stdio")
+            params = StdioServerParameters(command=args[0], args=args[1:], env=env, cwd=str(ROOT))
+            client = await stack.enter_async_context(Client(params))
+            new = [c for c in me.children(recursive=True)
+                   if c.pid not in before and "otel_mcp.cli" in " ".join(c.cmdline())]
+            process = new[0]
+            clients = [client] * n_clients
+        targets.append(Target(mode, process, clients))
+    return targets
+
+
+async def run_transport(transport: str, modes: list[str], db: Path, sink_port: int, tmp: Path, n_clients: int,
+                        rounds: int, calls: int, warmup: int) -> list[Target]:
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        async with AsyncExitStack() as stack:
+            targets = await _open_targets(stack, transport, modes, db, sink_port, tmp, n_clients, procs)
+            for target in targets:
+                await drive(target.clients, warmup)
+            for n in range(rounds):
+                order = targets[n % len(targets):] + targets[:n % len(targets)]  # A B C, B C A, C A B, ...
+                others_cpu = {t.mode: cpu_seconds(t.process) for t in targets}
+                round_began = time.perf_counter()
+                for target in order:
+                    cpu0 = cpu_seconds(target.process)
+                    latencies, wall = await drive(target.clients, calls, offset=n)
+                    cpu = cpu_seconds(target.process) - cpu0
+                    target.turns.append({"round": n, "calls": calls, "wall_s": wall, "cpu_s": cpu,
+                                         "latencies": latencies})
+                    print(f"round {n} {transport:5} {target.mode:7} {calls / wall:8.1f}/s "
+                          f"cpu {cpu / calls * 1e6:6.0f} us/call", file=sys.stderr)
+                round_wall = time.perf_counter() - round_began
+                for target in targets:  # while the others had their turn, this one was idle
+                    busy = target.turns[-1]
+                    target.idle_cpu += cpu_seconds(target.process) - others_cpu[target.mode] - busy["cpu_s"]
+                    target.idle_wall += round_wall - busy["wall_s"]
+    finally:
+        for proc in procs:
             proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
-    else:
-        # CPU for stdio: sampled around the measured window from the child the client started.
-        pid_box: list[int] = []
-        result: dict[str, Any] = {}
-
-        async def run() -> None:
-            async with anyio.create_task_group() as tg:
-                async def go() -> None:
-                    result["r"] = await run_stdio(serve_args(db, "stdio"), env, clients, duration, warmup, pid_box)
-
-                tg.start_soon(go)
-                while -1 not in pid_box:
-                    await anyio.sleep(0.01)
-                server = psutil.Process(pid_box[0])
-                await anyio.sleep(warmup)
-                result["cpu0"], result["t0"] = cpu_seconds(server), time.perf_counter()
-                await anyio.sleep(duration)
-                result["cpu1"], result["t1"] = cpu_seconds(server), time.perf_counter()
-
-        anyio.run(run)
-        latencies, wall, calls = result["r"]
-        cpu0, cpu1, t0, t1 = result["cpu0"], result["cpu1"], result["t0"], result["t1"]
-    latencies.sort()
-    throughput = calls / wall
-    cpu_per_call = (cpu1 - cpu0) / max(throughput * (t1 - t0), 1)
-    return {
-        "transport": transport, "mode": mode, "calls": calls,
-        "throughput_per_s": throughput,
-        "p50_ms": latencies[len(latencies) // 2] * 1000,
-        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
-        "server_cpu_us_per_call": cpu_per_call * 1e6,
-    }
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return targets
 
 
-def _wait_http(port: int, proc: subprocess.Popen[bytes]) -> None:
+def _quantile(sorted_values: list[float], q: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q))]
+
+
+def summarize(targets: list[Target]) -> dict[str, Any]:
+    """Per mode: totals over all turns; ``ratios_vs_off``: the median over rounds of the per-round ratio."""
+    rows: dict[str, Any] = {}
+    per_round: dict[str, dict[int, dict[str, float]]] = {}
+    for target in targets:
+        idle_rate = target.idle_cpu / target.idle_wall if target.idle_wall > 0 else 0.0
+        latencies = sorted(x for turn in target.turns for x in turn["latencies"])
+        calls = sum(t["calls"] for t in target.turns)
+        wall = sum(t["wall_s"] for t in target.turns)
+        cpu = sum(t["cpu_s"] for t in target.turns)
+        rows[target.mode] = {
+            "calls": calls,
+            "throughput_per_s": calls / wall,
+            "p50_ms": _quantile(latencies, 0.5) * 1000,
+            "p99_ms": _quantile(latencies, 0.99) * 1000,
+            "server_cpu_us_per_call": max(cpu - idle_rate * wall, 0.0) / calls * 1e6,
+            "server_cpu_us_per_call_raw": cpu / calls * 1e6,
+            "background_cpu_percent": round(idle_rate * 100, 2),
+        }
+        per_round[target.mode] = {}
+        for turn in target.turns:
+            lat = sorted(turn["latencies"])
+            per_round[target.mode][turn["round"]] = {
+                "throughput_per_s": turn["calls"] / turn["wall_s"],
+                "p50_ms": _quantile(lat, 0.5) * 1000,
+                "p99_ms": _quantile(lat, 0.99) * 1000,
+                "server_cpu_us_per_call": max(turn["cpu_s"] - idle_rate * turn["wall_s"], 0.0) / turn["calls"] * 1e6,
+            }
+    if "off" in per_round:
+        keys = ("throughput_per_s", "p50_ms", "p99_ms", "server_cpu_us_per_call")
+        for mode, row in rows.items():
+            ratios: dict[str, Any] = {}
+            for key in keys:
+                values = [r[key] / per_round["off"][n][key] for n, r in per_round[mode].items()
+                          if per_round["off"].get(n, {}).get(key)]
+                if values:
+                    ratios[key] = round(statistics.median(values), 3)
+                    ratios[key + "_spread"] = [round(min(values), 3), round(max(values), 3)]
+            row["ratios_vs_off"] = ratios
+    return rows
+
+
+# -- instructions (callgrind) ----------------------------------------------------------
+
+
+def measure_instructions(transport: str, mode: str, db: Path, sink_port: int, tmp: Path, clients: int,
+                         calls: int) -> dict[str, Any]:
+    """Instructions per call of ``mode``'s server under callgrind: instrumentation on only for the calls."""
+    env = mode_env(mode, sink_port, tmp)
+    # Time-driven work would be counted per wall second, which valgrind stretches ~50x: no periodic metric
+    # export, and the span batch goes out by size (64), as it does under load; and valgrind's slowness must
+    # not make statements and requests "slow" (slow-query spans, log lines and alerts a real run lacks).
+    env.update(OTEL_METRIC_EXPORT_INTERVAL="3600000", OTEL_BSP_SCHEDULE_DELAY="60000",
+               OTEL_MCP_ALERT_SLOW_QUERY_MS="100000", OTEL_MCP_ALERT_SLOW_REQUEST_MS="1000000")
+    out = tmp / f"callgrind.{transport}.{mode}.out"
+    valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
+
+    async def run() -> None:
+        from mcp import Client, StdioServerParameters
+
+        async with AsyncExitStack() as stack:
+            if transport == "http":
+                port = free_port()
+                proc = subprocess.Popen(valgrind + serve_args(db, "http", port), env=env, cwd=ROOT,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                stack.callback(_stop, proc)
+                await anyio.to_thread.run_sync(_wait_http, port, proc, 600.0)
+                pid = proc.pid
+                session = [await stack.enter_async_context(Client(f"http://127.0.0.1:{port}/mcp"))
+                           for _ in range(clients)]
+            else:
+                args = valgrind + serve_args(db, "stdio")
+                params = StdioServerParameters(command=args[0], args=args[1:], env=env, cwd=str(ROOT))
+                client = await stack.enter_async_context(Client(params, read_timeout_seconds=600))
+                pid = next(c.pid for c in psutil.Process().children(recursive=True)
+                           if f"--callgrind-out-file={out}" in c.cmdline())
+                session = [client] * clients
+            await drive(session, 40)
+            subprocess.run(["callgrind_control", "-i", "on", str(pid)], check=True, capture_output=True)
+            await drive(session, calls)
+            subprocess.run(["callgrind_control", "-i", "off", str(pid)], check=True, capture_output=True)
+
+    anyio.run(run)
+    total = 0
+    for path in tmp.glob(out.name + "*"):
+        for line in path.read_text().splitlines():
+            if line.startswith(("summary:", "totals:")):
+                total = max(total, int(line.split()[1]))
+    return {"transport": transport, "mode": mode, "calls": calls, "instructions_per_call": total / calls}
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=300)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+# -- report ----------------------------------------------------------------------------
+
+
+def _wait_http(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
     import urllib.request
 
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}")
@@ -262,77 +386,71 @@ def _wait_http(port: int, proc: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("server did not start")
 
 
-def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    summary: dict[str, Any] = {}
-    keys = ("throughput_per_s", "p50_ms", "p99_ms", "server_cpu_us_per_call")
-    for transport in TRANSPORTS:
-        rows = {}
-        for mode in MODES:
-            mine = [r for r in runs if r["transport"] == transport and r["mode"] == mode]
-            if mine:
-                rows[mode] = {k: statistics.median(r[k] for r in mine) for k in keys}
-        if "off" in rows:
-            for row in rows.values():
-                row["ratios_vs_off"] = {k: round(row[k] / rows["off"][k], 3) for k in keys if rows["off"][k]}
-        if rows:
-            summary[transport] = rows
-    return summary
-
-
 def print_table(summary: dict[str, Any]) -> None:
-    print(f"{'transport':9} {'mode':8} {'thr/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'cpu us':>8}   "
-          f"{'thr x':>6} {'p50 x':>6} {'p99 x':>6} {'cpu x':>6}")
+    print(f"{'transport':9} {'mode':8} {'calls':>6} {'thr/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'cpu us':>6} "
+          f"{'bg %':>5}   {'thr x':>6} {'p50 x':>6} {'p99 x':>6} {'cpu x':>6}")
     for transport, rows in summary.items():
         for mode, row in rows.items():
             r = row.get("ratios_vs_off", {})
-            print(f"{transport:9} {mode:8} {row['throughput_per_s']:8.1f} {row['p50_ms']:8.3f} {row['p99_ms']:8.3f} "
-                  f"{row['server_cpu_us_per_call']:8.0f}   {r.get('throughput_per_s', 0):6.3f} "
-                  f"{r.get('p50_ms', 0):6.3f} {r.get('p99_ms', 0):6.3f} {r.get('server_cpu_us_per_call', 0):6.3f}")
+            print(f"{transport:9} {mode:8} {row['calls']:6d} {row['throughput_per_s']:7.1f} {row['p50_ms']:7.2f} "
+                  f"{row['p99_ms']:7.2f} {row['server_cpu_us_per_call']:6.0f} {row['background_cpu_percent']:5.2f}   "
+                  f"{r.get('throughput_per_s', 0):6.3f} {r.get('p50_ms', 0):6.3f} {r.get('p99_ms', 0):6.3f} "
+                  f"{r.get('server_cpu_us_per_call', 0):6.3f}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="short runs for CI (< 2 min)")
-    parser.add_argument("--rounds", type=int, default=None)
-    parser.add_argument("--duration", type=float, default=None, help="measured seconds per run")
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="few rounds for CI (< 2 min)")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 10, quick 3)")
+    parser.add_argument("--calls", type=int, default=None, help="calls per mode per round (default 400, quick 150)")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--transports", default=",".join(TRANSPORTS))
     parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--instructions", action="store_true", help="callgrind instruction counts instead")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
-    rounds = args.rounds or (1 if args.quick else 3)
-    duration = args.duration or (5.0 if args.quick else 15.0)
-    warmup = 1.0 if args.quick else 3.0
+    rounds = args.rounds or (3 if args.quick else 10)
+    calls = args.calls or (150 if args.quick else 400)
     transports = [t for t in args.transports.split(",") if t]
     modes = [m for m in args.modes.split(",") if m]
 
     sink, sink_port = start_sink()
-    runs: list[dict[str, Any]] = []
+    report: dict[str, Any] = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                    "load_average_before": list(os.getloadavg())},
+        "settings": {"quick": args.quick, "rounds": rounds, "calls_per_turn": calls, "clients": args.clients,
+                     "instructions": args.instructions},
+    }
     try:
         with tempfile.TemporaryDirectory(prefix="otel-mcp-overhead-") as d:
             tmp = Path(d)
             db = tmp / "rules.db"
             seed(db)
-            for n in range(rounds):
+            if args.instructions:
+                counts: dict[str, dict[str, Any]] = {}
                 for transport in transports:
-                    order = modes if n % 2 == 0 else list(reversed(modes))
-                    for mode in order:
-                        run = measure(transport, mode, db, sink_port, tmp, args.clients, duration, warmup)
-                        run["round"] = n
-                        runs.append(run)
-                        print(f"round {n} {transport:5} {mode:7} {run['throughput_per_s']:8.1f}/s "
-                              f"p50 {run['p50_ms']:.3f} ms p99 {run['p99_ms']:.3f} ms "
-                              f"cpu {run['server_cpu_us_per_call']:.0f} us/call", file=sys.stderr)
+                    for mode in modes:
+                        row = measure_instructions(transport, mode, db, sink_port, tmp, args.clients,
+                                                   args.calls or 400)
+                        counts.setdefault(transport, {})[mode] = row
+                        base = counts[transport].get("off")
+                        ratio = row["instructions_per_call"] / base["instructions_per_call"] if base else None
+                        row["ratio_vs_off"] = round(ratio, 4) if ratio else None
+                        print(f"{transport:5} {mode:8} {row['instructions_per_call'] / 1e6:8.3f} M instructions/call"
+                              f"  x{row['ratio_vs_off']}", file=sys.stderr)
+                report["instructions"] = counts
+            else:
+                summary = {}
+                for transport in transports:
+                    targets = anyio.run(run_transport, transport, modes, db, sink_port, tmp, args.clients, rounds,
+                                        calls, 50 if args.quick else 200)
+                    summary[transport] = summarize(targets)
+                report["summary"] = summary
+                print_table(summary)
     finally:
         sink.stop(0)
-    summary = summarize(runs)
-    print_table(summary)
-    report = {
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "settings": {"quick": args.quick, "rounds": rounds, "duration_s": duration, "clients": args.clients},
-        "summary": summary, "runs": runs,
-    }
+    report["machine"]["load_average_after"] = list(os.getloadavg())
     output = args.output or RESULTS / f"overhead-{time.strftime('%Y%m%d-%H%M%S')}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2))
