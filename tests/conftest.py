@@ -111,8 +111,8 @@ def server_env(tmp_path: Path) -> dict[str, str]:
     )
     # Telemetry stays on but in-process: a test server must not export to whatever Collector
     # happens to listen on localhost:4317 (another suite's stack), nor wait for it at shutdown.
-    for signal in ("TRACES", "METRICS", "LOGS"):
-        env.setdefault(f"OTEL_{signal}_EXPORTER", "none")
+    for kind in ("TRACES", "METRICS", "LOGS"):
+        env.setdefault(f"OTEL_{kind}_EXPORTER", "none")
     return env
 
 
