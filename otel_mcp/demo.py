@@ -116,6 +116,10 @@ async def demo_workload(url: str) -> dict[str, Any]:
             await client.call_tool("rule_history", {"id": "python-style"})
             await client.read_resource("rules://index")
             calls += 6
+        # A handshake-era client (protocol before 2026-07-28) still works, and has a session with an id.
+        async with Client(url, mode="legacy") as legacy:
+            await legacy.call_tool("compose_rules", {"context_files": ["src/app.py"]})
+            calls += 1
         trace_id = format(span.get_span_context().trace_id, "032x")
     return {"calls": calls, "trace_id": trace_id, "conflict_shown": bool(conflict.is_error)}
 
@@ -131,6 +135,18 @@ def _client_tracing(endpoint: str) -> Any:
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True)))
     trace.set_tracer_provider(provider)
     return provider
+
+
+def traced_workload(url: str, otlp_endpoint: str) -> dict[str, Any]:
+    """``demo_workload`` with this process's spans exported to ``otlp_endpoint`` (gRPC)."""
+    import anyio
+
+    provider = _client_tracing(otlp_endpoint)
+    try:
+        result: dict[str, Any] = anyio.run(demo_workload, url)
+    finally:
+        provider.shutdown()
+    return result
 
 
 def run_demo(settings: Settings, with_stack: bool = True, duration: float | None = None) -> int:
@@ -153,15 +169,13 @@ def run_demo(settings: Settings, with_stack: bool = True, duration: float | None
             "OTEL_METRIC_EXPORT_INTERVAL": "5000",
         }
     server = start_server(settings, stack_env)
-    provider = None
     try:
         mcp_url = f"http://{settings.host}:{settings.port}/mcp"
         print(f"==> otel-mcp serving MCP at {mcp_url}")
         if with_stack:
-            provider = _client_tracing(stack_env["OTEL_EXPORTER_OTLP_ENDPOINT"])
-        result = anyio.run(demo_workload, mcp_url)
-        if provider is not None:
-            provider.force_flush()
+            result = traced_workload(mcp_url, stack_env["OTEL_EXPORTER_OTLP_ENDPOINT"])
+        else:
+            result = anyio.run(demo_workload, mcp_url)
         print(f"==> demo workload: {result['calls']} calls; optimistic-concurrency conflict shown: "
               f"{result['conflict_shown']}")
         print("==> where to look:")
@@ -195,3 +209,7 @@ def run_demo(settings: Settings, with_stack: bool = True, duration: float | None
             stack.down()
             print("==> stack stopped")
     return 0
+
+
+if __name__ == "__main__":  # python -m otel_mcp.demo URL OTLP_ENDPOINT: the traced workload alone, as JSON
+    print(json.dumps(traced_workload(sys.argv[1], sys.argv[2])))

@@ -488,6 +488,9 @@ def setup_telemetry(
 
 
 def _instrument_all(telemetry: Telemetry, tracer_provider: Any, meter_provider: Any) -> None:
+    # The contrib DB instrumentations emit the old names (db.system, db.statement) unless told to follow
+    # the stable database conventions (db.system.name, db.query.text); an operator's own choice wins.
+    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "database")
     from opentelemetry.instrumentation.sqlite3 import SQLite3Instrumentor
 
     from otel_mcp.telemetry.cache import CacheInstrumentor

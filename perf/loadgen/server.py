@@ -40,13 +40,19 @@ def free_port() -> int:
         return port
 
 
+# Telemetry on as deployed, kept in-process: the scenarios read the server's own figures from /metrics.
+IN_PROCESS_TELEMETRY = {"OTEL_SDK_DISABLED": "false", "OTEL_TRACES_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none",
+                        "OTEL_METRICS_EXPORTER": "none"}
+
+
 def telemetry_env(on: bool, otlp_endpoint: str | None = None) -> dict[str, str]:
     """OTEL_* variables for telemetry off (``OTEL_SDK_DISABLED``) or on (OTLP/HTTP to ``otlp_endpoint``)."""
     if not on:
         return {"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none",
                 "OTEL_LOGS_EXPORTER": "none"}
     env = {"OTEL_SDK_DISABLED": "false", "OTEL_TRACES_SAMPLER": "parentbased_always_on",
-           "OTEL_SERVICE_NAME": "otel-mcp-perf"}
+           "OTEL_SERVICE_NAME": "otel-mcp-perf",
+           "OTEL_MCP_METRICS_ENDPOINT": "false"}  # measure the exporters, not an extra /metrics reader
     if otlp_endpoint:
         env.update(OTEL_EXPORTER_OTLP_ENDPOINT=otlp_endpoint, OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf")
     return env
@@ -90,6 +96,7 @@ class ServerProcess:
             OTEL_MCP_STATE_DIR=str(self.workdir / "state"),
             OTEL_MCP_FILES_ROOT=str(self.workdir),
             OTEL_MCP_MAX_SESSIONS="10000",
+            OTEL_MCP_METRICS_ENDPOINT="true",  # the scenarios read cache hit rate and DB latency back from it
             PYTHONUNBUFFERED="1",
         )
         env.update(self.env)

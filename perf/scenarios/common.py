@@ -90,9 +90,9 @@ _METRIC = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+([0-9.eE+-]+|Na
 
 
 def scrape(server: ServerProcess) -> dict[str, float]:
-    """The server's own figures from its Prometheus endpoint (``/metrics``), summed over label sets.
+    """The server's own figures from its Prometheus endpoint (``/metrics``), one value per series.
 
-    Empty when the server has no such endpoint (telemetry off or not built in).
+    Keys are ``name{labels}`` as exposed; empty when the server has no such endpoint (telemetry off).
     """
     status, text = server.get("/metrics")
     if status != 200:
@@ -102,25 +102,34 @@ def scrape(server: ServerProcess) -> dict[str, float]:
         match = _METRIC.match(line.strip())
         if match and not line.startswith("#"):
             try:
-                out[match.group(1)] = out.get(match.group(1), 0.0) + float(match.group(3))
+                out[match.group(1) + (match.group(2) or "")] = float(match.group(3))
             except ValueError:
                 continue
     return out
 
 
+def _sum(delta: dict[str, float], name: str, *labels: str) -> float:
+    """Sum of the series of metric ``name`` whose labels include every ``key="value"`` in ``labels``."""
+    return sum(
+        v for k, v in delta.items()
+        if k.partition("{")[0] == name and all(label in k.partition("{")[2] for label in labels)
+    )
+
+
 def server_figures(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
-    """Cache hit rate and DB latency read back from the server's telemetry, where it exports them."""
+    """Cache hit rate and DB latency read back from the server's own telemetry (``/metrics``)."""
     delta = {k: after[k] - before.get(k, 0.0) for k in after}
     figures: dict[str, Any] = {}
-    hits = sum(v for k, v in delta.items() if "cache" in k and "hit" in k and k.endswith("_total"))
-    misses = sum(v for k, v in delta.items() if "cache" in k and "miss" in k and k.endswith("_total"))
+    requests = "otel_mcp_cache_requests_total"
+    hits = _sum(delta, requests, 'result="hit"')
+    misses = _sum(delta, requests, 'result="miss"', 'tier="l2"')  # an L2 miss is the overall miss
     if hits + misses > 0:
         figures["cache_hit_rate"] = round(hits / (hits + misses), 4)
-    for k, v in delta.items():
-        if ("db" in k or "sqlite" in k) and "duration" in k and k.endswith("_sum"):
-            count = delta.get(k[:-4] + "_count", 0.0)
-            if count:
-                figures.setdefault("db_mean_ms", {})[k[:-4]] = round(v / count * 1000, 3)
+    db = "db_client_operation_duration_seconds"
+    count = _sum(delta, db + "_count")
+    if count:
+        figures["db_mean_ms"] = round(_sum(delta, db + "_sum") / count * 1000, 3)
+        figures["db_operations"] = int(count)
     figures["metrics_scraped"] = len(after)
     return figures
 

@@ -26,7 +26,7 @@ from mcp import Client
 from otel_mcp.compose.engine import ComposeRequest
 from perf.loadgen import corpus
 from perf.loadgen.engine import Op, PoolConfig, call, closed_loop, open_loop, open_pool
-from perf.loadgen.server import ProcessSampler, ServerProcess
+from perf.loadgen.server import IN_PROCESS_TELEMETRY, ProcessSampler, ServerProcess
 from perf.loadgen.zipf import Zipf
 from perf.scenarios.common import (
     RunContext,
@@ -97,7 +97,7 @@ def _run(ctx: RunContext, name: str, hot: bool) -> dict[str, Any]:
     db = workload_db(ctx)
     out = ctx.scenario_dir(name)
     workload = ComposeWorkload(ctx.seed, hot)
-    server = ServerProcess(db=db, cache=hot, env={"OTEL_SDK_DISABLED": "true"}).start()
+    server = ServerProcess(db=db, cache=hot, env=IN_PROCESS_TELEMETRY).start()
     sampler = ProcessSampler([server.pid]).start()
     phases: dict[str, Any] = {}
     try:

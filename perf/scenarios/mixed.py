@@ -21,7 +21,7 @@ import anyio
 from mcp import Client
 
 from perf.loadgen.engine import Op, OpError, PoolConfig, call, open_loop, open_pool, pick_weighted
-from perf.loadgen.server import ProcessSampler, ServerProcess
+from perf.loadgen.server import IN_PROCESS_TELEMETRY, ProcessSampler, ServerProcess
 from perf.loadgen.zipf import Zipf
 from perf.scenarios.common import (
     RunContext,
@@ -111,7 +111,7 @@ def mixed(ctx: RunContext) -> dict[str, Any]:
     p = ctx.p
     db = workload_db(ctx)
     ids, small = rule_ids(db)
-    server = ServerProcess(db=db, env={"OTEL_SDK_DISABLED": "true"}).start()
+    server = ServerProcess(db=db, env=IN_PROCESS_TELEMETRY).start()
     sampler = ProcessSampler([server.pid]).start()
     holder: dict[str, Any] = {}
     try:
@@ -119,7 +119,7 @@ def mixed(ctx: RunContext) -> dict[str, Any]:
 
         async def main() -> None:
             config = PoolConfig(url=server.url, http_sessions=p["sessions"], stdio_procs=p["stdio_procs"],
-                                stdio_db=db, stdio_env={"OTEL_SDK_DISABLED": "true"})
+                                stdio_db=db, stdio_env=IN_PROCESS_TELEMETRY)
             async with open_pool(config) as pool:
                 for pid in pool.stdio_pids:
                     sampler.add(pid)

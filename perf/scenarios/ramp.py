@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 
 from perf.loadgen.engine import PoolConfig, call, open_loop, open_pool
-from perf.loadgen.server import ProcessSampler, ServerProcess
+from perf.loadgen.server import IN_PROCESS_TELEMETRY, ProcessSampler, ServerProcess
 from perf.scenarios.common import RunContext, check, cleanup_db, resource_summary, verdict, workload_db
 from perf.scenarios.compose import ComposeWorkload, compose_args
 
@@ -38,7 +38,7 @@ def ramp(ctx: RunContext) -> dict[str, Any]:
     """Stepwise rate increase; the knee is the highest rate held at p99 <= target."""
     p = ctx.p
     db = workload_db(ctx)
-    server = ServerProcess(db=db, env={"OTEL_SDK_DISABLED": "true"}).start()
+    server = ServerProcess(db=db, env=IN_PROCESS_TELEMETRY).start()
     sampler = ProcessSampler([server.pid]).start()
     steps: list[dict[str, Any]] = []
     try:

@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 
 from perf.loadgen.engine import PoolConfig, open_loop, open_pool, pick_weighted
-from perf.loadgen.server import ProcessSampler, ServerProcess
+from perf.loadgen.server import IN_PROCESS_TELEMETRY, ProcessSampler, ServerProcess
 from perf.scenarios.common import RunContext, check, cleanup_db, max_error_rate, resource_summary, verdict, workload_db
 from perf.scenarios.mixed import EXPECTED, build_ops, rule_ids
 
@@ -77,7 +77,7 @@ def soak(ctx: RunContext) -> dict[str, Any]:
     p = ctx.p
     db = workload_db(ctx)
     ids, small = rule_ids(db)
-    server = ServerProcess(db=db, env={"OTEL_SDK_DISABLED": "true"}).start()
+    server = ServerProcess(db=db, env=IN_PROCESS_TELEMETRY).start()
     sampler = ProcessSampler([server.pid], interval=0.5).start()
     holder: dict[str, Any] = {}
     window = max(1.0, p["soak_duration"] / 40)
