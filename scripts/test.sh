@@ -10,10 +10,13 @@ echo "==> ruff"
 ruff check otel_mcp tests perf
 echo "==> mypy --strict otel_mcp"
 mypy
-echo "==> pytest (with coverage)"
+echo "==> observability stack (built once from Go modules and Debian packages, then cached)"
+otel-mcp stack install
+echo "==> pytest (with coverage, including the server processes the tests start)"
 rm -f .coverage .coverage.*
-COVERAGE_PROCESS_START="$PWD/pyproject.toml" python -m pytest --cov=otel_mcp --cov-report= "$@"
+python -m pytest --cov=otel_mcp --cov-report= "$@"
 coverage combine -q 2>/dev/null || true
+echo "==> coverage"
 coverage report --fail-under=80
 coverage xml -q -o coverage.xml
 echo "==> perf gate (short load profile; ratios vs same-run references, see perf/gate.py)"
