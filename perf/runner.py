@@ -8,8 +8,9 @@ scenario of the profile. ``--gate`` compares the run's ratios with
 The registry maps a name to a callable ``(RunContext) -> dict``. The result dict
 has at least ``status`` (``pass``/``fail``/``skip``/``error``); load scenarios also
 carry ``throughput_rps``, ``latency`` and ``checks``. Other benchmarks plug in by
-exposing, in their module, either ``perf_scenarios() -> dict[name, callable]``
-(callables taking the ``RunContext``) or ``run_bench(profile: str) -> dict``;
+exposing, in their module, ``perf_scenarios() -> dict[name, callable]``
+(callables taking the ``RunContext``), ``run_bench(profile: str) -> dict``, or a
+command line ``main(argv) -> exit code`` (run with ``--quick`` in the ci profile);
 the modules listed in ``PLUGIN_MODULES`` are imported if present.
 """
 
@@ -94,7 +95,21 @@ def _plugins() -> list[str]:
             name = module.rsplit(".", 1)[-1].replace("_", "-")
             register(name, _plugin_runner(module, mod.run_bench))
             names.append(name)
+        elif callable(getattr(mod, "main", None)):
+            name = module.rsplit(".", 1)[-1].replace("_", "-")
+            register(name, _plugin_runner(module, _main_bench(mod.main)))
+            names.append(name)
     return names
+
+
+def _main_bench(main: Callable[[list[str]], int]) -> Callable[[str], dict[str, Any]]:
+    """A benchmark with a command line (``main(argv) -> exit code``, 0 when its targets are met)."""
+
+    def run_bench(profile: str) -> dict[str, Any]:
+        code = main(["--quick"] if profile == "ci" else [])
+        return {"status": "pass" if code == 0 else "fail", "exit_code": code}
+
+    return run_bench
 
 
 def load_registry() -> dict[str, Scenario]:
