@@ -1,4 +1,4 @@
-"""The server over stdio, driven by the SDK's real client (``python -m otel_mcp.cli serve``)."""
+"""The server over stdio and streamable HTTP, driven by the SDK's real client: the same scenarios on both."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import server_scenarios as scenarios
 
-pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("mcp_server", ["stdio"], indirect=True)]
+pytestmark = pytest.mark.anyio  # every test runs over stdio and over streamable HTTP (the mcp_server fixture)
 
 
 async def test_done_when_flow(mcp_server: Any, mcp_client: Any, calls: Any, corpus_dir: Path) -> None:
