@@ -45,6 +45,10 @@ SERVER_START_TIMEOUT = 30.0  # seconds; a bound, not a performance assertion
 # -- anyio -------------------------------------------------------------------
 
 
+# As setup_telemetry does in a server: the contrib DB instrumentation follows the stable database
+# conventions. It reads this once per process, at its first instrument(), so set it before any test.
+os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "database")
+
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     return "asyncio"

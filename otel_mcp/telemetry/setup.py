@@ -492,6 +492,7 @@ def _instrument_all(telemetry: Telemetry, tracer_provider: Any, meter_provider: 
     # the stable database conventions (db.system.name, db.query.text); an operator's own choice wins.
     os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "database")
     from opentelemetry.instrumentation.sqlite3 import SQLite3Instrumentor
+    from opentelemetry.metrics import NoOpMeterProvider
 
     from otel_mcp.telemetry.cache import CacheInstrumentor
     from otel_mcp.telemetry.compose import ComposeInstrumentor
@@ -509,7 +510,7 @@ def _instrument_all(telemetry: Telemetry, tracer_provider: Any, meter_provider: 
         (StoreInstrumentor(), {"slow_query_seconds": options.thresholds.slow_query_s}),
         (CacheInstrumentor(), {}),
         (ResourceInstrumentor(), {"db_path": options.db_path, "cache_dir": options.cache_dir}),
-        (SQLite3Instrumentor(), {}),
+        (SQLite3Instrumentor(), {"meter_provider": NoOpMeterProvider()}),  # spans only; see store.py
         (NamedAsyncioInstrumentor(), {}),
     ):
         if isinstance(instrumentor, SQLite3Instrumentor) and not traced:
@@ -519,7 +520,7 @@ def _instrument_all(telemetry: Telemetry, tracer_provider: Any, meter_provider: 
         if isinstance(instrumentor, NamedAsyncioInstrumentor) and _contrib_asyncio_on():
             continue  # opentelemetry-instrument turned the contrib one on: not both
         try:
-            instrumentor.instrument(**common, **extra)
+            instrumentor.instrument(**{**common, **extra})
         except Exception:
             logger.warning("could not enable %s", type(instrumentor).__name__, exc_info=True)
     store_telemetry = StoreInstrumentor().telemetry

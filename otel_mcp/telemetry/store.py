@@ -35,8 +35,9 @@ Configuration
 -------------
 ``slow_query_seconds`` (kwarg, from the ``slow_query_ms`` setting); ``trace_reads`` (kwarg, default
 ``OTEL_MCP_DB_TRACE_READS``, false); standard ``OTEL_*`` otherwise.
-If ``OTEL_SEMCONV_STABILITY_OPT_IN`` contains ``database``, the sqlite3 instrumentation records
-``db.client.operation.duration`` itself and ours stays quiet (no double counting).
+``setup_telemetry`` turns the sqlite3 instrumentation on with a no-op meter provider: under the stable
+database conventions it would record ``db.client.operation.duration`` too (for traced statements only,
+with the query text), so this instrumentor is the one source of that metric.
 """
 
 from __future__ import annotations
@@ -125,7 +126,6 @@ class DbTelemetry:
             names.DB_SLOW_QUERIES, unit="{query}", description="Statements slower than the slow-query threshold"
         )
         self.slow_query_seconds = slow_query_seconds
-        self.record_duration = "database" not in os.environ.get("OTEL_SEMCONV_STABILITY_OPT_IN", "")
         self._statements: dict[str, Statement] = {}
         self.observers: list[SlowQueryObserver] = []
         self.enabled = True
@@ -152,11 +152,10 @@ class DbTelemetry:
     def observe(self, sql: str, seconds: float, error: BaseException | None, span_made: bool = True) -> None:
         """Meter one execution; ``span_made=False``: no sqlite3 span covers it (a slow one then gets ours)."""
         stmt = self.statement(sql)
-        if self.record_duration:
-            if error is None:
-                stmt.duration.record(seconds)
-            else:
-                self.duration.record(seconds, {**stmt.attrs, ERROR_TYPE: type(error).__qualname__})
+        if error is None:
+            stmt.duration.record(seconds)
+        else:
+            self.duration.record(seconds, {**stmt.attrs, ERROR_TYPE: type(error).__qualname__})
         if seconds >= self.slow_query_seconds:
             self._slow(sql, stmt, seconds, span_made)
 
@@ -166,7 +165,7 @@ class DbTelemetry:
             end = time.time_ns()
             span = self.tracer.start_span(
                 stmt.operation, kind=SpanKind.CLIENT, start_time=end - int(seconds * 1e9),
-                attributes={"db.system": "sqlite", "db.statement": sql, **stmt.slow_attrs},
+                attributes={"db.system.name": "sqlite", "db.query.text": sql, **stmt.slow_attrs},
             )
             span.end(end_time=end)
         slow_log.warning(

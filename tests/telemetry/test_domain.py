@@ -80,12 +80,12 @@ def test_compose_error_status(otel: Otel) -> None:
 
 
 def _db_spans(otel: Otel) -> list[Any]:
-    return [s for s in otel.finished() if s.attributes and s.attributes.get("db.system") == "sqlite"]
+    return [s for s in otel.finished() if s.attributes and s.attributes.get("db.system.name") == "sqlite"]
 
 
 def test_db_duration_metric_and_spans_for_writes_only(otel: Otel) -> None:
     store = _store(otel)  # writes: traced by the sqlite3 instrumentation
-    writes = [str(s.attributes["db.statement"]) for s in _db_spans(otel)]
+    writes = [str(s.attributes["db.query.text"]) for s in _db_spans(otel)]
     assert any(t.startswith("INSERT INTO rules") for t in writes)
     otel.spans.clear()
     store.get("py")
@@ -96,7 +96,7 @@ def test_db_duration_metric_and_spans_for_writes_only(otel: Otel) -> None:
     assert ("SELECT", "rules") in keys and ("SELECT", "store_meta") in keys
     assert ("INSERT", "rules") in keys
     assert all(p.attributes["db.system.name"] == "sqlite" for p in points)
-    assert all("db.statement" not in p.attributes for p in points)
+    assert all("db.query.text" not in p.attributes for p in points)
     assert _db_spans(otel) == []  # fast reads: metric only
 
 
@@ -107,7 +107,7 @@ def test_db_reads_traced_on_request(otel_factory: Any, monkeypatch: Any) -> None
     otel.spans.clear()
     store.get("py")
     store.close()
-    assert any("FROM rules WHERE id" in str(s.attributes["db.statement"]) for s in _db_spans(otel))
+    assert any("FROM rules WHERE id" in str(s.attributes["db.query.text"]) for s in _db_spans(otel))
 
 
 def test_slow_queries_logged_counted_and_traced_after_the_fact(otel_factory: Any, caplog: Any) -> None:
@@ -120,7 +120,7 @@ def test_slow_queries_logged_counted_and_traced_after_the_fact(otel_factory: Any
         store.generation()
     store.close()
     spans = _db_spans(otel)
-    probe = [s for s in spans if "store_meta WHERE key = 'generation'" in str(s.attributes["db.statement"])]
+    probe = [s for s in spans if "store_meta WHERE key = 'generation'" in str(s.attributes["db.query.text"])]
     assert len(probe) == 1  # a slow read: one span, ours, made with the measured times
     span = probe[0]
     assert span.parent is not None and span.parent.span_id == req.get_span_context().span_id
