@@ -243,3 +243,65 @@ def test_collector_down_killed_and_restarted(collector: Collector, tmp_path: Pat
         code = server.stop()  # SIGTERM; SIGKILL (code -9) if it does not exit within the stop bound
     assert code == 0, server.output()[-3000:]
     assert "Traceback" not in server.output()
+
+
+class BlackHole:
+    """A 'slow' backend: accepts OTLP connections and reads them, but never answers."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = int(self.sock.getsockname()[1])
+        self.held: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            conn.setblocking(False)
+            self.held.append(conn)  # kept open, never read from or answered
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+def test_a_backend_that_never_answers_does_not_slow_requests(tmp_path: Path) -> None:
+    hole = BlackHole()
+    slow = start_http(tmp_path / "slow", env={
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{hole.port}",
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "2",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+        "OTEL_BSP_MAX_QUEUE_SIZE": str(QUEUE),
+        "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+    })
+    off = start_http(tmp_path / "off", env={"OTEL_SDK_DISABLED": "true"})
+    try:
+        slow_work, off_work = Workload(slow.port), Workload(off.port)
+        slow_work.run(30)
+        off_work.run(30)
+        # interleaved, so machine noise hits both alike
+        slow_latencies: list[float] = []
+        off_latencies: list[float] = []
+        for _ in range(4):
+            slow_latencies += slow_work.run(75)
+            off_latencies += off_work.run(75)
+        assert hole.held, "the exporter never reached the black hole"
+        assert statistics.median(slow_latencies) < 3 * statistics.median(off_latencies) + 0.005
+        # an export stuck on the request path would show up as requests as long as its 2 s timeout
+        assert max(slow_latencies) < 1.0 + 20 * statistics.median(off_latencies)
+        dropped = slow_work.stats()["telemetry"]["dropped"]
+        assert sum(sum(kinds.values()) for kinds in dropped.values()) > 0, dropped
+    finally:
+        slow_code, off_code = slow.stop(), off.stop()
+        hole.close()
+    assert slow_code == 0 and off_code == 0, slow.output()[-3000:]
