@@ -14,8 +14,8 @@ echo "==> observability stack (built once from Go modules and Debian packages, t
 otel-mcp stack install
 echo "==> pytest (with coverage, including the server processes the tests start)"
 rm -f .coverage .coverage.*
-python -m pytest --cov=otel_mcp --cov-report= "$@"
-coverage combine -q 2>/dev/null || true
+coverage run -m pytest "$@"   # parallel data files, one per process (pyproject: [tool.coverage.run])
+coverage combine -q
 echo "==> coverage"
 coverage report --fail-under=80
 coverage xml -q -o coverage.xml
