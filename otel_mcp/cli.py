@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -16,7 +15,6 @@ from otel_mcp.errors import ConfigError, RuleError
 from otel_mcp.store.schema import SchemaTooNew
 
 SERVE_FLAGS = ("transport", "host", "port", "db", "cache_dir", "files_root", "read_only", "log_level")
-log = logging.getLogger("otel_mcp")
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
@@ -139,10 +137,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-
-
-def print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
 if __name__ == "__main__":
