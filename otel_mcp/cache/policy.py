@@ -342,10 +342,3 @@ class TinyLFUPolicy(Generic[V]):
 
     def __contains__(self, key: object) -> bool:
         return key in self._window or key in self._probation or key in self._protected
-
-
-POLICIES: dict[str, type[LRUPolicy[object]] | type[S3FIFOPolicy[object]] | type[TinyLFUPolicy[object]]] = {
-    "lru": LRUPolicy,
-    "s3fifo": S3FIFOPolicy,
-    "tinylfu": TinyLFUPolicy,
-}
