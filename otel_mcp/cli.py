@@ -124,7 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    for chatty in ("httpx", "httpx2", "mcp.client"):  # one INFO line per HTTP request drowns the demo's output
+    # One INFO line per HTTP request (clients) or per refused tool call (the SDK's server: any client could
+    # fill the log with them; tool errors are counted in otel_mcp.tool.errors instead) drowns what matters.
+    for chatty in ("httpx", "httpx2", "mcp.client", "mcp.server.mcpserver.server"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         result: int = args.func(args)
