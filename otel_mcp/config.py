@@ -34,6 +34,8 @@ class Settings:
     db: Path = field(default=Path(user_data_dir(APP)) / "rules.db", metadata=_doc("SQLite database file"))
     cache_dir: Path = field(default=Path(user_cache_dir(APP)) / "compositions", metadata=_doc("disk cache"))
     cache: bool = field(default=True, metadata=_doc("cache compositions (memory + disk)"))
+    cache_memory_mb: int = field(default=64, metadata=_doc("memory for decoded compositions (L1)"))
+    cache_disk_mb: int = field(default=512, metadata=_doc("disk for the composition cache (L2)"))
     state_dir: Path = field(default=Path(user_state_dir(APP)), metadata=_doc("logs, pid files, snapshots"))
     files_root: Path = field(default=Path.cwd(), metadata=_doc("import/export paths must stay under this"))
     read_only: bool = field(default=False, metadata=_doc("refuse every write tool"))
@@ -78,7 +80,8 @@ class Settings:
             raise ConfigError(f"transport must be 'stdio' or 'http', got {self.transport!r}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be between 0 and 65535, got {self.port}")
-        for name in ("max_body_bytes", "max_imports", "max_import_depth", "max_rules", "max_request_bytes",
+        for name in ("cache_memory_mb", "cache_disk_mb", "max_body_bytes", "max_imports", "max_import_depth",
+                     "max_rules", "max_request_bytes",
                      "max_sessions"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")

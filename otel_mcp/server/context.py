@@ -39,7 +39,9 @@ class RulesContext:
         if settings.cache:
             from otel_mcp.cache import TieredCache
 
-            cache = TieredCache(settings.cache_dir)
+            cache = TieredCache(
+                settings.cache_dir, l1_bytes=settings.cache_memory_mb * 2**20, l2_bytes=settings.cache_disk_mb * 2**20
+            )
         context = cls(settings, store, ComposeService(store, cache, options, observer=cache), cache=cache)
         if cache is not None and warm:
             from otel_mcp.cache import start_warming
