@@ -545,7 +545,8 @@ def test_service_without_cache_and_cache_key_shape(store: RuleStore) -> None:
     store.create({"id": "c", "body": "z"})
     with pytest.raises(CompositionError, match="deeper than the limit of 1"):
         service.compose(ComposeRequest.from_args())
-    key = service.cache_key(ComposeRequest.from_args(tags=["t"]), 42)
-    assert key.startswith(f"c:{store.store_id:08x}:42:")
-    assert key != service.cache_key(ComposeRequest.from_args(), 42)
+    ruleset = service.ruleset()
+    key = service.cache_key(ComposeRequest.from_args(tags=["t"]), ruleset)
+    assert key.startswith(f"c:{ruleset.fingerprint}:")
+    assert key != service.cache_key(ComposeRequest.from_args(), ruleset)
     assert service.ruleset() is service.ruleset()

@@ -86,3 +86,27 @@ def test_l2_hits_take_bodies_from_the_rule_set_without_reading_them_from_disk(tm
     store.update("r0", 1, {"body": "changed"})
     assert "changed" in service.compose(request).markdown
     cache.close()
+
+
+def test_a_database_copied_from_a_template_never_gets_the_templates_cached_compositions(tmp_path: Path) -> None:
+    """Copies share store id and generation numbers but diverge: keys come from content, not counters."""
+    import shutil
+
+    from otel_mcp.cache import TieredCache
+
+    template = RuleStore(tmp_path / "template.db")
+    template.create({"id": "a", "body": "a1", "activation": "always"})
+    template.create({"id": "b", "body": "b1", "activation": "always"})
+    template.close()
+    shutil.copy(tmp_path / "template.db", tmp_path / "one.db")
+    shutil.copy(tmp_path / "template.db", tmp_path / "two.db")
+    request = ComposeRequest.from_args()
+    markdowns = []
+    for name, rule in (("one", "a"), ("two", "b")):  # the same generation, different contents
+        store = RuleStore(tmp_path / f"{name}.db")
+        store.update(rule, 1, {"body": f"{rule} changed in {name}"})
+        with TieredCache(tmp_path / "shared-cache") as cache:
+            markdowns.append(ComposeService(store, cache).compose(request).markdown)
+        store.close()
+    assert "a changed in one" in markdowns[0] and "b1" in markdowns[0]
+    assert "b changed in two" in markdowns[1] and "a1" in markdowns[1]

@@ -79,7 +79,7 @@ def warm(
         for request in requests:
             try:
                 ruleset = service.ruleset()
-                key = service.cache_key(request, ruleset.generation)
+                key = service.cache_key(request, ruleset)
                 if cache.promote(key):
                     progress.from_l2 += 1
                 else:

@@ -3,7 +3,7 @@
 The service keeps the decoded rule set of the store's current ``generation`` in
 memory and reloads it only when the generation moves (one indexed read per
 request tells it, also for writes made by other processes). Cache keys carry
-the generation, so a write can never let a stale composition be served.
+a fingerprint of the rule set, so a write can never let a stale composition be served.
 """
 
 from __future__ import annotations
@@ -42,6 +42,13 @@ class RuleSet:
     def __init__(self, generation: int, rules: list[Rule], parent: RuleSet | None = None) -> None:
         self.generation = generation
         self.rules = {r.id: r for r in rules}
+        # Every rule's id, version, content and updated_at (which breaks settings ties): equal
+        # fingerprints compose identically. ~0.5 ms for 1,000 rules, once per rule set.
+        self.fingerprint = hashlib.blake2b(
+            "\n".join(f"{r.id}@{r.version}:{r.etag}:{r.updated_at!r}" for r in sorted(rules, key=lambda r: r.id))
+            .encode(),
+            digest_size=16,
+        ).hexdigest()
         self._parent = parent
         self._by_digest: dict[str, Rule] | None = None
         self._digest_by_etag: dict[str, str] = {}
@@ -114,10 +121,15 @@ class ComposeService:
                 self._ruleset = held.updated(self.store.changes_since(held.generation))
             return self._ruleset
 
-    def cache_key(self, request: ComposeRequest, generation: int) -> str:
-        """``c:<store id>:<generation>:<request digest>``: a write, or a recreated database, changes it."""
+    @staticmethod
+    def cache_key(request: ComposeRequest, ruleset: RuleSet) -> str:
+        """``c:<rule set fingerprint>:<request digest>``: derived from everything a composition depends on.
+
+        Not from the generation: a database restored from a backup, or copied from a template, repeats
+        generation numbers with other contents, and a cache directory that outlived it would serve them.
+        """
         digest = hashlib.blake2b(request.key().encode(), digest_size=16).hexdigest()
-        return f"c:{self.store.store_id:08x}:{generation}:{digest}"
+        return f"c:{ruleset.fingerprint}:{digest}"
 
     def compose(self, request: ComposeRequest) -> Composition:
         if self.observer is not None:
@@ -125,7 +137,7 @@ class ComposeService:
         ruleset = self.ruleset()
         if self.cache is None:
             return compose(ruleset.rules, request, self.options)
-        key = self.cache_key(request, ruleset.generation)
+        key = self.cache_key(request, ruleset)
         cached = self.cache.get(key)
         if cached is not None:
             return cached
