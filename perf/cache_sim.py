@@ -1,18 +1,31 @@
 """Trace-driven cache simulator: L1 policies vs Belady's optimal (``python -m perf.cache_sim [--quick]``).
 
 Replays each trace through every candidate policy at several cache sizes and
-prints hit ratios next to Belady's MIN (offline optimal, with bypass) on the
-same trace. The online policies are the classes L1 runs
+prints hit ratios next to Belady's MIN (offline optimal, with bypass) and A0
+(the best a policy can do without knowing the future) on the same trace. The online policies are the classes L1 runs
 (``otel_mcp.cache.policy``) plus ``theine`` (a W-TinyLFU in Rust, counted in
 entries) as an outside reference. Entries have unit size, so that MIN is the
 true optimum (with variable sizes the optimum is NP-hard).
+
+A0 holds the ``size`` keys of highest true probability (the generator knows the
+ranks) and nothing else, loading each on its first request: on an
+independent-reference trace that is the optimal online policy (Aho, Denning and
+Ullman, 1971), so ``belady - a0`` is the part of MIN's lead no online policy can
+reach. On ``shifting`` it switches to the new phase's top keys at each phase
+boundary (it knows the distribution, not the requests); ``sessions`` has no such
+ranking, so no A0.
 
 Traces: Zipf 0.7 / 0.9 / 1.1; Zipf 0.9 with one-off scans mixed in; Zipf 0.9
 whose ranking moves every fifth of the trace; and a recorded trace (one key per
 line, ``--trace FILE``) or, without one, bursty agent sessions over the
 composition requests of ``perf/cache_corpus.py``.
 
-Writes ``perf/results/cache_sim.txt``, ``.json`` and ``.png``. Reports where the
+``--long`` replays 5,000 keys with 400,000 requests (ten times ``--quick``), to
+show how much of the gap is compulsory misses. Also times L1 hits per policy (a
+ratio to LRU in the same run).
+
+Writes ``perf/results/cache_sim.txt``, ``.json`` and ``.png`` (``cache_sim_long.*``
+with ``--long``). Reports where the
 chosen policy (``DEFAULT_L1_POLICY``) is more than 5 points under MIN on a Zipf
 trace or under LRU on any trace (by more than 0.5 point of noise); with
 ``--strict`` that also makes the exit status 1.
@@ -32,24 +45,35 @@ from pathlib import Path
 import numpy as np
 
 from otel_mcp.cache.core import DEFAULT_L1_POLICY
-from otel_mcp.cache.policy import LRUPolicy, S3FIFOPolicy, TinyLFUPolicy
+from otel_mcp.cache.policy import AdaptiveTinyLFUPolicy, LRUPolicy, S3FIFOPolicy, TinyLFUPolicy
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIZES = (0.005, 0.01, 0.05, 0.10, 0.20)  # cache size as a fraction of the distinct keys
 MAX_GAP_TO_MIN = 0.05  # absolute hit ratio, on the Zipf traces
 LRU_NOISE = 0.005
 
+Phases = list[tuple[int, list[int]]]  # (first request, keys by true rank) per stationary phase
 
-def zipf(n_keys: int, length: int, alpha: float, rng: np.random.Generator) -> list[int]:
+
+def zipf_ranked(n_keys: int, length: int, alpha: float, rng: np.random.Generator) -> tuple[list[int], list[int]]:
+    """A Zipf trace and its keys, most probable first."""
     weights = 1.0 / np.arange(1, n_keys + 1) ** alpha
     ranks = rng.choice(n_keys, size=length, p=weights / weights.sum())
     ids = rng.permutation(n_keys)  # popularity unrelated to key order
-    return [int(k) for k in ids[ranks]]
+    return [int(k) for k in ids[ranks]], [int(k) for k in ids]
+
+
+def zipf(n_keys: int, length: int, alpha: float, rng: np.random.Generator) -> list[int]:
+    return zipf_ranked(n_keys, length, alpha, rng)[0]
 
 
 def scan_mixed(n_keys: int, length: int, rng: np.random.Generator) -> list[int]:
     """Zipf 0.9, with a scan of never-repeated keys (2% of the trace each) after every tenth."""
-    base = zipf(n_keys, length, 0.9, rng)
+    return scan_mixed_ranked(n_keys, length, rng)[0]
+
+
+def scan_mixed_ranked(n_keys: int, length: int, rng: np.random.Generator) -> tuple[list[int], list[int]]:
+    base, ranked = zipf_ranked(n_keys, length, 0.9, rng)
     out: list[int] = []
     fresh = n_keys
     step, scan = length // 10, length // 50
@@ -57,16 +81,23 @@ def scan_mixed(n_keys: int, length: int, rng: np.random.Generator) -> list[int]:
         out.extend(base[i : i + step])
         out.extend(range(fresh, fresh + scan))
         fresh += scan
-    return out
+    return out, ranked
 
 
 def shifting(n_keys: int, length: int, rng: np.random.Generator) -> list[int]:
     """Zipf 0.9 whose hot set is replaced by other keys five times."""
+    return shifting_ranked(n_keys, length, rng)[0]
+
+
+def shifting_ranked(n_keys: int, length: int, rng: np.random.Generator) -> tuple[list[int], Phases]:
     out: list[int] = []
+    phases: Phases = []
     phase = length // 5
     for p in range(5):
-        out.extend(k + p * (n_keys // 5) for k in zipf(n_keys, phase, 0.9, rng))
-    return out
+        trace, ranked = zipf_ranked(n_keys, phase, 0.9, rng)
+        phases.append((len(out), [k + p * (n_keys // 5) for k in ranked]))
+        out.extend(k + p * (n_keys // 5) for k in trace)
+    return out, phases
 
 
 def sessions(n_keys: int, length: int, rng: np.random.Generator) -> list[int]:
@@ -109,6 +140,29 @@ def belady(trace: Sequence[int], size: int) -> float:
     return hits / len(trace)
 
 
+def a0(trace: Sequence[int], size: int, phases: Phases) -> float:
+    """Hit ratio of A0: keep the ``size`` truly most probable keys, bypass the rest (loads count as misses)."""
+    hits = 0
+    loaded: set[int] = set()
+    bounds = [start for start, _ in phases[1:]] + [len(trace)]
+    for (start, ranked), end in zip(phases, bounds, strict=True):
+        top = set(ranked[:size])
+        loaded &= top
+        for key in trace[start:end]:
+            if key in top:
+                if key in loaded:
+                    hits += 1
+                else:
+                    loaded.add(key)
+    return hits / len(trace)
+
+
+def a0_theory(alpha: float, n_keys: int, size: int) -> float:
+    """Expected A0 hit ratio on an endless IRM Zipf trace: the top ``size`` keys' probability."""
+    weights = 1.0 / np.arange(1, n_keys + 1) ** alpha
+    return float(weights[:size].sum() / weights.sum())
+
+
 def online(factory: Callable[[int], object], trace: Sequence[int], size: int) -> float:
     policy = factory(size)
     get, put = policy.get, policy.put  # type: ignore[attr-defined]
@@ -139,51 +193,73 @@ POLICIES: dict[str, Callable[[Sequence[int], int], float]] = {
     "lru": lambda t, s: online(LRUPolicy, t, s),
     "s3fifo": lambda t, s: online(S3FIFOPolicy, t, s),
     "tinylfu": lambda t, s: online(lambda c: TinyLFUPolicy(c, expected_entries=c), t, s),
+    "wtinylfu": lambda t, s: online(lambda c: AdaptiveTinyLFUPolicy(c, expected_entries=c), t, s),
     "theine": theine_ratio,
     "belady": belady,
 }
 
 
-def traces(n_keys: int, length: int, recorded: Path | None, seed: int) -> dict[str, list[int]]:
+def traces(n_keys: int, length: int, recorded: Path | None, seed: int) -> dict[str, tuple[list[int], Phases]]:
+    """Each trace with its true rankings (empty where there is none)."""
     rng = np.random.default_rng(seed)
-    out = {
-        "zipf-0.7": zipf(n_keys, length, 0.7, rng),
-        "zipf-0.9": zipf(n_keys, length, 0.9, rng),
-        "zipf-1.1": zipf(n_keys, length, 1.1, rng),
-        "scan-mixed": scan_mixed(n_keys, length, rng),
-        "shifting": shifting(n_keys, length, rng),
-    }
+    out: dict[str, tuple[list[int], Phases]] = {}
+    for alpha in (0.7, 0.9, 1.1):
+        trace, ranked = zipf_ranked(n_keys, length, alpha, rng)
+        out[f"zipf-{alpha}"] = trace, [(0, ranked)]
+    trace, ranked = scan_mixed_ranked(n_keys, length, rng)
+    out["scan-mixed"] = trace, [(0, ranked)]
+    out["shifting"] = shifting_ranked(n_keys, length, rng)
     if recorded is not None:
         names: dict[str, int] = {}
         lines = [line.strip() for line in recorded.read_text().splitlines() if line.strip()]
-        out["recorded"] = [names.setdefault(line, len(names)) for line in lines]
+        out["recorded"] = [names.setdefault(line, len(names)) for line in lines], []
     else:
-        out["sessions"] = sessions(n_keys // 10, length, rng)
+        out["sessions"] = sessions(n_keys // 10, length, rng), []
     return out
 
 
 def run(n_keys: int, length: int, recorded: Path | None, seed: int = 1) -> dict[str, dict[str, dict[str, float]]]:
     results: dict[str, dict[str, dict[str, float]]] = {}
-    for name, trace in traces(n_keys, length, recorded, seed).items():
+    for name, (trace, phases) in traces(n_keys, length, recorded, seed).items():
         distinct = len(set(trace))
         results[name] = {}
         for fraction in SIZES:
             size = max(2, int(distinct * fraction))
             row = {p: fn(trace, size) for p, fn in POLICIES.items()}
+            if phases:
+                row["a0"] = a0(trace, size, phases)
+            if name.startswith("zipf-"):
+                row["a0_theory"] = a0_theory(float(name[5:]), n_keys, size)
             results[name][f"{fraction:.3f}"] = row
-            print(f"  {name:<11} size {fraction:>6.1%} ({size:>5}): "
-                  + "  ".join(f"{p} {r:.3f}" for p, r in row.items()), file=sys.stderr)
+            print(
+                f"  {name:<11} size {fraction:>6.1%} ({size:>5}): " + "  ".join(f"{p} {r:.3f}" for p, r in row.items()),
+                file=sys.stderr,
+            )
     return results
 
 
+REFERENCES = ("a0", "belady")
+
+
 def table(results: dict[str, dict[str, dict[str, float]]]) -> str:
-    names = list(POLICIES)
-    lines = [f"| trace | size | {' | '.join(names)} | {DEFAULT_L1_POLICY} - MIN |", "|" + "---|" * (len(names) + 3)]
+    names = [p for p in POLICIES if p != "belady"] + list(REFERENCES)
+    chosen = DEFAULT_L1_POLICY
+    header = f"| trace | size | {' | '.join(names)} | {chosen} - A0 | {chosen} - MIN | MIN - A0 |"
+    lines = [header, "|" + "---|" * (len(names) + 5)]
+
+    def cell(value: float | None, signed: bool = False) -> str:
+        return "-" if value is None else f"{value:+.3f}" if signed else f"{value:.3f}"
+
     for trace, rows in results.items():
         for size, row in rows.items():
-            gap = row[DEFAULT_L1_POLICY] - row["belady"]
-            cells = " | ".join(f"{row[p]:.3f}" for p in names)
-            lines.append(f"| {trace} | {float(size):.1%} | {cells} | {gap:+.3f} |")
+            a0_ratio = row.get("a0")
+            gaps = (
+                cell(None if a0_ratio is None else row[chosen] - a0_ratio, True),
+                cell(row[chosen] - row["belady"], True),
+                cell(None if a0_ratio is None else row["belady"] - a0_ratio, True),
+            )
+            cells = " | ".join(cell(row.get(p)) for p in names)
+            lines.append(f"| {trace} | {float(size):.1%} | {cells} | {' | '.join(gaps)} |")
     return "\n".join(lines)
 
 
@@ -196,8 +272,10 @@ def plot(results: dict[str, dict[str, dict[str, float]]], path: Path) -> None:
     fig, axes = plt.subplots(2, 3, figsize=(15, 8), sharex=True)
     for ax, (trace, rows) in zip(axes.flat, results.items(), strict=False):
         xs = [float(s) * 100 for s in rows]
-        for p in POLICIES:
-            ax.plot(xs, [rows[s][p] for s in rows], marker="o", label=p, linestyle="--" if p == "belady" else "-")
+        for p in [*POLICIES, "a0"]:
+            if all(p in row for row in rows.values()):
+                style = "--" if p in REFERENCES else "-"
+                ax.plot(xs, [rows[s][p] for s in rows], marker="o", label=p, linestyle=style)
         ax.set_title(trace)
         ax.set_xscale("log")
         ax.set_xlabel("cache size (% of distinct keys)")
@@ -210,36 +288,80 @@ def plot(results: dict[str, dict[str, dict[str, float]]], path: Path) -> None:
 
 
 def verdict(results: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    """Missed targets; a Zipf gap to MIN is marked infeasible where MIN leads A0 by more than the target."""
     problems = []
     for trace, rows in results.items():
         for size, row in rows.items():
             chosen = row[DEFAULT_L1_POLICY]
             if trace.startswith("zipf") and row["belady"] - chosen > MAX_GAP_TO_MIN:
-                problems.append(f"{trace} @ {size}: {chosen:.3f} is more than 5 points under MIN {row['belady']:.3f}")
+                note = ""
+                if "a0" in row and row["belady"] - row["a0"] > MAX_GAP_TO_MIN:
+                    note = f" (infeasible online: MIN leads A0 {row['a0']:.3f} by {row['belady'] - row['a0']:.3f})"
+                problems.append(
+                    f"{trace} @ {size}: {chosen:.3f} is more than 5 points under MIN {row['belady']:.3f}{note}"
+                )
             if chosen < row["lru"] - LRU_NOISE:
                 problems.append(f"{trace} @ {size}: {chosen:.3f} is under LRU {row['lru']:.3f}")
     return problems
 
 
+HIT_TIMING_FACTORIES: dict[str, Callable[[int], object]] = {
+    "lru": LRUPolicy,
+    "s3fifo": S3FIFOPolicy,
+    "tinylfu": lambda c: TinyLFUPolicy(c, expected_entries=c),
+    "wtinylfu": lambda c: AdaptiveTinyLFUPolicy(c, expected_entries=c),
+}
+
+
+def hit_cost(entries: int = 1_000, lookups: int = 200_000, repeats: int = 5) -> dict[str, float]:
+    """Time per L1 hit of each policy, as a ratio to LRU's (best of ``repeats``, interleaved)."""
+    keys = [f"c:{i:032x}" for i in range(entries)]
+    order = [keys[i] for i in np.random.default_rng(2).integers(0, entries, lookups)]
+    best: dict[str, float] = {}
+    policies = {}
+    for name, factory in HIT_TIMING_FACTORIES.items():
+        policy = factory(entries)
+        for key in keys:
+            policy.put(key, key, 1)  # type: ignore[attr-defined]
+        for key in keys:  # a second request, so admission keeps them all
+            if policy.get(key) is None:  # type: ignore[attr-defined]
+                policy.put(key, key, 1)  # type: ignore[attr-defined]
+        policies[name] = policy
+    for _ in range(repeats):
+        for name, policy in policies.items():
+            get = policy.get  # type: ignore[attr-defined]
+            started = time.perf_counter()
+            for key in order:
+                get(key)
+            best[name] = min(best.get(name, float("inf")), time.perf_counter() - started)
+    return {name: t / best["lru"] for name, t in best.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter traces (CI)")
+    parser.add_argument("--long", action="store_true", help="5,000 keys, 400,000 requests (compulsory misses)")
     parser.add_argument("--trace", type=Path, default=None, help="a recorded trace: one key per line")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
-    n_keys, length = (5_000, 40_000) if args.quick else (20_000, 200_000)
+    n_keys, length = (5_000, 400_000) if args.long else (5_000, 40_000) if args.quick else (20_000, 200_000)
+    stem = "cache_sim_long" if args.long else "cache_sim"
     random.seed(1)
     start = time.monotonic()
     results = run(n_keys, length, args.trace)
     text = table(results)
     problems = verdict(results)
+    costs = hit_cost()
+    text += "\n\nL1 hit time vs LRU: " + ", ".join(f"{name} {ratio:.2f}x" for name, ratio in costs.items())
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "cache_sim.txt").write_text(text + "\n")
-    (RESULTS / "cache_sim.json").write_text(json.dumps(results, indent=2))
-    plot(results, RESULTS / "cache_sim.png")
+    (RESULTS / f"{stem}.txt").write_text(text + "\n")
+    (RESULTS / f"{stem}.json").write_text(json.dumps({"results": results, "hit_cost_vs_lru": costs}, indent=2))
+    plot(results, RESULTS / f"{stem}.png")
     print(text)
-    print(f"\n{n_keys} keys, {length} requests per trace, {time.monotonic() - start:.0f} s;"
-          f" plot in {RESULTS / 'cache_sim.png'}")
+    print(
+        f"\n{n_keys} keys, {length} requests per trace, {time.monotonic() - start:.0f} s;"
+        f" plot in {RESULTS / f'{stem}.png'}"
+    )
     for problem in problems:
         print("TARGET MISSED:", problem)
     return 1 if problems and args.strict else 0

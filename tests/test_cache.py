@@ -110,7 +110,7 @@ def test_diskcache_statistics_off(cache: TieredCache) -> None:
     assert cache._l2.eviction_policy == "least-recently-stored"
 
 
-@pytest.mark.parametrize("policy", ["lru", "s3fifo", "tinylfu"])
+@pytest.mark.parametrize("policy", ["lru", "s3fifo", "tinylfu", "wtinylfu"])
 def test_l1_byte_bound(tmp_path: Path, store: RuleStore, policy: str) -> None:
     with TieredCache(tmp_path / "c", l1_bytes=20_000, l1_policy=policy) as small:
         service = ComposeService(store, small)

@@ -52,7 +52,7 @@ from otel_mcp.cache.disk import (
     DEFAULT_MIN_SAVING,
     BrotliDisk,
 )
-from otel_mcp.cache.policy import LRUPolicy, Policy, S3FIFOPolicy, TinyLFUPolicy
+from otel_mcp.cache.policy import AdaptiveTinyLFUPolicy, LRUPolicy, Policy, S3FIFOPolicy, TinyLFUPolicy
 from otel_mcp.cache.popularity import Popularity
 from otel_mcp.compose.engine import ComposeRequest, Composition
 
@@ -76,6 +76,7 @@ _POLICIES: dict[str, Callable[[int], Policy[Composition]]] = {
     "lru": LRUPolicy,
     "s3fifo": S3FIFOPolicy,
     "tinylfu": TinyLFUPolicy,
+    "wtinylfu": AdaptiveTinyLFUPolicy,
 }
 
 
@@ -194,7 +195,7 @@ class TieredCache:
 
     :param directory: L2 directory, created if missing; several processes may share it
     :param int l1_bytes: L1 capacity in bytes of serialized compositions (default 64 MiB)
-    :param str l1_policy: ``s3fifo``, ``tinylfu`` or ``lru`` (default ``s3fifo``)
+    :param str l1_policy: ``s3fifo``, ``wtinylfu``, ``tinylfu`` or ``lru`` (default ``s3fifo``)
     :param int l2_bytes: L2 size limit in bytes (default 512 MiB)
     :param float timeout: seconds to wait for L2's lock (default 0.5)
     :param int compress_threshold: bytes at or above which L2 values are compressed (default 1 KiB)

@@ -12,6 +12,9 @@ the code that runs.
 - ``TinyLFUPolicy``: W-TinyLFU (Einziger et al., 2017; Caffeine's design): an
   LRU window, then a segmented LRU main area guarded by a frequency sketch
   that admits a newcomer only if it is more popular than the victim.
+- ``AdaptiveTinyLFUPolicy``: the same, with Caffeine's hill climber resizing the
+  window: a bigger window favours recency (popularity that shifts), a smaller one
+  frequency (stable popularity).
 """
 
 from __future__ import annotations
@@ -30,6 +33,11 @@ TLFU_MIN_SKETCH_WIDTH = 64  # counters per row
 TLFU_MAX_COUNT = 15  # 4-bit counters, as in Caffeine
 TLFU_SAMPLE_FACTOR = 10  # age (halve) the sketch after expected entries * this many increments
 TLFU_COUNTERS_PER_ENTRY = 4  # per sketch row; Caffeine's table gives each entry about 4 per row
+CLIMB_STEP_FRACTION = 0.0625  # of capacity, the hill climber's first step (Caffeine)
+CLIMB_STEP_DECAY = 0.98  # each sample without a big change shrinks the step (Caffeine)
+CLIMB_RESTART = 0.05  # a hit-rate change this large restarts at the full step (Caffeine)
+CLIMB_SAMPLE_FACTOR = 10  # requests per sample, per entry held (Caffeine: the sketch's sample size)
+CLIMB_MIN_SAMPLE = 1_000  # requests: below that, sampling noise (~1.5 points) swamps the window's effect
 
 
 class Policy(Protocol[V]):
@@ -200,6 +208,9 @@ class S3FIFOPolicy(Generic[V]):
 class FrequencySketch:
     """A count-min sketch of 4-bit counters with periodic halving (TinyLFU's aging).
 
+    Four rows in one flat list, indexed by double hashing of Python's (SipHash) string
+    hash: one ``hash`` call and a few integer operations per key, as an L1 hit pays it.
+
     :param int width: counters per row, rounded up to a power of two
     """
 
@@ -207,28 +218,48 @@ class FrequencySketch:
         size = TLFU_MIN_SKETCH_WIDTH
         while size < width:
             size *= 2
+        self._width = size
         self._mask = size - 1
-        self._rows = [[0] * size for _ in range(TLFU_SKETCH_DEPTH)]
-        self._multipliers = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93)
+        self._table = [0] * (size * TLFU_SKETCH_DEPTH)
         self._additions = 0
         self._sample = max(TLFU_MIN_SKETCH_WIDTH, width // TLFU_COUNTERS_PER_ENTRY) * TLFU_SAMPLE_FACTOR
 
-    def _indexes(self, key: str) -> list[int]:
-        h = hash(key) & 0xFFFFFFFFFFFFFFFF
-        return [(h * m) >> 40 & self._mask for m in self._multipliers]
-
     def add(self, key: str) -> None:
-        for row, i in zip(self._rows, self._indexes(key), strict=True):
-            if row[i] < TLFU_MAX_COUNT:
-                row[i] += 1
+        h = hash(key)
+        mask, width, table = self._mask, self._width, self._table
+        a = h & mask
+        b = (h >> 32) | 1  # odd, so the four probes differ
+        if table[a] < TLFU_MAX_COUNT:
+            table[a] += 1
+        i = width + ((a + b) & mask)
+        if table[i] < TLFU_MAX_COUNT:
+            table[i] += 1
+        i = 2 * width + ((a + 2 * b) & mask)
+        if table[i] < TLFU_MAX_COUNT:
+            table[i] += 1
+        i = 3 * width + ((a + 3 * b) & mask)
+        if table[i] < TLFU_MAX_COUNT:
+            table[i] += 1
         self._additions += 1
         if self._additions >= self._sample:
-            for row in self._rows:
-                row[:] = [c >> 1 for c in row]
-            self._additions //= 2
+            self.halve()
+
+    def halve(self) -> None:
+        """Age every counter, so that popularity from long ago fades."""
+        self._table = [c >> 1 for c in self._table]
+        self._additions //= 2
 
     def estimate(self, key: str) -> int:
-        return min(row[i] for row, i in zip(self._rows, self._indexes(key), strict=True))
+        h = hash(key)
+        mask, width, table = self._mask, self._width, self._table
+        a = h & mask
+        b = (h >> 32) | 1
+        return min(
+            table[a],
+            table[width + ((a + b) & mask)],
+            table[2 * width + ((a + 2 * b) & mask)],
+            table[3 * width + ((a + 3 * b) & mask)],
+        )
 
 
 class TinyLFUPolicy(Generic[V]):
@@ -332,6 +363,190 @@ class TinyLFUPolicy(Generic[V]):
         return entry.value
 
     def clear(self) -> None:
+        self._window.clear()
+        self._probation.clear()
+        self._protected.clear()
+        self.weight = self._window_weight = self._protected_weight = 0
+
+    def __len__(self) -> int:
+        return len(self._window) + len(self._probation) + len(self._protected)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._window or key in self._probation or key in self._protected
+
+
+class AdaptiveTinyLFUPolicy(Generic[V]):
+    """W-TinyLFU whose window is resized by Caffeine's hill climber.
+
+    Every sample (``sample_factor`` requests per entry held, at least 1,000) the hit rate is compared with
+    the previous sample's; the window keeps moving the same way while the hit rate does
+    not fall, turns round when it does, and the step decays by 2 % a sample, back to 6.25 %
+    of capacity when the hit rate jumps by 5 points. The window takes its room from the
+    protected segment (Caffeine's bound), so it ranges from 1 unit to about 80 % of capacity.
+
+    The sketch is sized on the entries actually held (it doubles, forgetting its counts, when
+    they outgrow it), because L1 counts bytes and cannot know its entry count in advance; the
+    aging and the sample period follow it.
+
+    :param int capacity: total weight kept
+    :param int expected_entries: fixes the sketch size (default: follow the entries held)
+    :param float window_fraction: the window's starting share of capacity (default 0.01)
+    :param float sample_factor: requests per sample, per entry the sketch is sized for (default 10)
+    """
+
+    name = "wtinylfu"
+
+    def __init__(
+        self,
+        capacity: int,
+        expected_entries: int | None = None,
+        window_fraction: float = TLFU_WINDOW_FRACTION,
+        sample_factor: float = CLIMB_SAMPLE_FACTOR,
+    ) -> None:
+        self.capacity = capacity
+        self.weight = 0
+        self.window_capacity = max(1, int(capacity * window_fraction))
+        self._protected_capacity = int((capacity - self.window_capacity) * TLFU_PROTECTED_FRACTION)
+        self._window: OrderedDict[str, _Entry[V]] = OrderedDict()
+        self._probation: OrderedDict[str, _Entry[V]] = OrderedDict()
+        self._protected: OrderedDict[str, _Entry[V]] = OrderedDict()
+        self._window_weight = 0
+        self._protected_weight = 0
+        self._fixed_sketch = expected_entries is not None
+        self._sample_factor = sample_factor
+        self._size_sketch(expected_entries or TLFU_MIN_SKETCH_WIDTH)
+        self._hits = self._misses = 0
+        self._previous_hit_rate = 0.0
+        # Caffeine starts by shrinking: the first sample's rise from 0 says "keep going".
+        self._step = -CLIMB_STEP_FRACTION * capacity
+
+    def _size_sketch(self, entries: int) -> None:
+        self._sketch_entries = entries
+        self.sketch = FrequencySketch(entries * TLFU_COUNTERS_PER_ENTRY)
+        self._sample = max(CLIMB_MIN_SAMPLE, int(entries * self._sample_factor))
+
+    def _find(self, key: str) -> _Entry[V] | None:
+        return self._window.get(key) or self._probation.get(key) or self._protected.get(key)
+
+    def get(self, key: str) -> V | None:
+        self.sketch.add(key)
+        entry = self._window.get(key)
+        if entry is not None:
+            self._hits += 1
+            self._window.move_to_end(key)
+            return entry.value
+        entry = self._protected.get(key)
+        if entry is not None:
+            self._hits += 1
+            self._protected.move_to_end(key)
+            return entry.value
+        entry = self._probation.pop(key, None)
+        if entry is None:
+            self._misses += 1
+            # Checked on a miss only, to keep hits cheap: a run of pure hits needs no adapting.
+            if self._hits + self._misses >= self._sample:
+                self._climb()
+            return None
+        self._hits += 1
+        entry.queue = _PROTECTED
+        self._protected[key] = entry
+        self._protected_weight += entry.weight
+        self._demote()
+        return entry.value
+
+    def _demote(self) -> None:
+        while self._protected_weight > self._protected_capacity and len(self._protected) > 1:
+            key, entry = self._protected.popitem(last=False)
+            self._protected_weight -= entry.weight
+            entry.queue = _PROBATION
+            self._probation[key] = entry
+
+    def _climb(self) -> None:
+        """Move the window by one step, the way that last raised the hit rate (Caffeine's ``climb``)."""
+        hit_rate = self._hits / (self._hits + self._misses)
+        change = hit_rate - self._previous_hit_rate
+        amount = self._step if change >= 0 else -self._step
+        if abs(change) >= CLIMB_RESTART:
+            self._step = CLIMB_STEP_FRACTION * self.capacity * (1 if amount >= 0 else -1)
+        else:
+            self._step = CLIMB_STEP_DECAY * amount
+        self._previous_hit_rate = hit_rate
+        self._hits = self._misses = 0
+        self.resize_window(int(amount))
+
+    def resize_window(self, delta: int) -> None:
+        """Grow (``delta`` > 0) or shrink the window, trading room with the protected segment."""
+        if delta > 0:
+            delta = min(delta, self._protected_capacity)
+            self._protected_capacity -= delta
+            self.window_capacity += delta
+            self._demote()
+        elif delta < 0:
+            delta = min(-delta, self.window_capacity - 1)
+            self.window_capacity -= delta
+            self._protected_capacity += delta
+            # Total weight is unchanged, so the overflow moves to probation without a contest.
+            while self._window_weight > self.window_capacity and len(self._window) > 1:
+                key, entry = self._window.popitem(last=False)
+                self._window_weight -= entry.weight
+                entry.queue = _PROBATION
+                self._probation[key] = entry
+
+    def put(self, key: str, value: V, weight: int) -> None:
+        self.pop(key)
+        if weight > self.capacity:
+            return
+        self._window[key] = _Entry(value, weight, _WINDOW)
+        self._window_weight += weight
+        self.weight += weight
+        while self._window_weight > self.window_capacity and len(self._window) > 1:
+            candidate_key, candidate = self._window.popitem(last=False)
+            self._window_weight -= candidate.weight
+            candidate.queue = _PROBATION
+            self._probation[candidate_key] = candidate
+            self._admit(candidate_key)
+        while self.weight > self.capacity:
+            self._evict_any()
+        if not self._fixed_sketch and len(self) > self._sketch_entries:
+            self._size_sketch(self._sketch_entries * 2)
+
+    def _admit(self, key: str) -> None:
+        """Make room in the main area for ``key``, or drop it if it is no more popular than the victim."""
+        while self.weight > self.capacity:
+            victim_key = next((k for k in self._probation if k != key), None)
+            if victim_key is None:
+                victim_key = next(iter(self._protected), None)
+                if victim_key is None:
+                    return
+            if self.sketch.estimate(key) > self.sketch.estimate(victim_key):
+                self.pop(victim_key)
+            else:
+                self.pop(key)
+                return
+
+    def _evict_any(self) -> None:
+        for queue in (self._probation, self._window, self._protected):
+            if queue:
+                self.pop(next(iter(queue)))
+                return
+
+    def pop(self, key: str) -> V | None:
+        entry = self._find(key)
+        if entry is None:
+            return None
+        if entry.queue == _WINDOW:
+            del self._window[key]
+            self._window_weight -= entry.weight
+        elif entry.queue == _PROTECTED:
+            del self._protected[key]
+            self._protected_weight -= entry.weight
+        else:
+            del self._probation[key]
+        self.weight -= entry.weight
+        return entry.value
+
+    def clear(self) -> None:
+        """Drop every entry; the sketch and the window size are kept, they describe the workload."""
         self._window.clear()
         self._probation.clear()
         self._protected.clear()
