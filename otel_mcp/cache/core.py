@@ -59,7 +59,7 @@ from otel_mcp.compose.engine import ComposeRequest, Composition
 logger = logging.getLogger(__name__)
 
 DEFAULT_L1_BYTES = 64 * 2**20  # 64 MiB of decoded compositions per process
-DEFAULT_L1_POLICY = "s3fifo"  # docs/cache.md: ties W-TinyLFU on Zipf, far better when popularity shifts
+DEFAULT_L1_POLICY = "s3fifo"  # docs/cache.md: ties W-TinyLFU (adaptive too) on Zipf, better when popularity shifts fast
 DEFAULT_L2_BYTES = 512 * 2**20  # 512 MiB on disk, bodies and skeletons together
 DEFAULT_L2_TIMEOUT = 0.5  # seconds to wait for L2's SQLite lock before giving up (a miss)
 DEFAULT_BODY_MIN_BYTES = 256  # bodies below this stay inline in the skeleton
