@@ -350,6 +350,8 @@ def measure_instructions(transport: str, mode: str, db: Path, sink_port: int, tm
             subprocess.run(["callgrind_control", "-i", "on", str(pid)], check=True, capture_output=True)
             await drive(session, calls)
             subprocess.run(["callgrind_control", "-i", "off", str(pid)], check=True, capture_output=True)
+            # dump now: a slow shutdown under valgrind may end in SIGKILL, which writes no profile
+            subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True)
 
     anyio.run(run)
     total = 0
