@@ -36,7 +36,9 @@ REGISTRY: dict[str, Scenario] = {}
 # Scenarios each profile runs by default, in order; plugins are added when present.
 DEFAULT_ORDER = ("reference", "telemetry-overhead", "compose-hot", "compose-cold", "mixed", "concurrent-updates",
                  "protocol-under-load", "soak", "ramp")
-PLUGIN_MODULES = ("perf.overhead_bench", "perf.cache_bench", "perf.cache_sim", "perf.compression_bench")
+PLUGIN_MODULES = (
+    "perf.overhead_bench", "perf.cache_bench", "perf.cache_sim", "perf.compression_bench", "perf.span_cost_bench",
+)
 DEFAULT_OUT = Path("perf/results/load")
 
 
