@@ -6,14 +6,19 @@ call, once per metric reader: ~28 us per record on the 2-core benchmark
 machine, which alone is ~1-2 % of a whole request. Our hot-path attribute sets
 are few and fixed (method x tool x transport x outcome), so ``BoundHistogram``
 does that work once: the first ``record`` goes through the SDK (which creates
-the aggregations), later ones call the SDK's own aggregation objects directly
-(``aggregate``: a lock, a bisect, sum/min/max) -- ~2 us. Exporters, Views,
-temporality and collection are untouched: the points are the SDK's.
+the aggregations), later ones update the SDK's own aggregation objects directly.
+For the SDK's explicit-bucket histogram aggregation that is its ``aggregate``
+inlined (under the aggregation's own lock: a bisect, sum/min/max; no
+``Measurement``, no call, no exemplar offer), ~4 k instructions a record against
+~11 k through ``aggregate`` and ~112 k through ``Histogram.record``; any other
+aggregation gets its ``aggregate`` called. Exporters, Views, temporality and
+collection are untouched: the points are the SDK's.
 
 It relies on SDK internals (``_measurement_consumer``, ``_reader_storages``,
 ``_ViewInstrumentMatch._attributes_aggregation``); whenever they are not what
-it expects (another SDK version, a no-op or proxy meter, a reader added later)
-it falls back to ``Histogram.record``, so the result is always correct.
+it expects (another SDK version, a no-op or proxy meter, a reader added later,
+an aggregation class that is not exactly the SDK's explicit-bucket one for the
+inlined path) it falls back to ``Histogram.record``, so the result is always correct.
 Exemplars are not sampled on the bound path unless ``OTEL_METRICS_EXEMPLAR_FILTER``
 asks for them (then every record takes the SDK path).
 
@@ -28,7 +33,9 @@ Usage
 from __future__ import annotations
 
 import logging
+import math
 import os
+from bisect import bisect_left
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,7 +44,16 @@ from opentelemetry.util.types import AttributeValue
 
 logger = logging.getLogger(__name__)
 
+_Explicit: Any
+try:  # an SDK internal: without it, every aggregation takes the ``aggregate`` path
+    from opentelemetry.sdk.metrics._internal.aggregation import _ExplicitBucketHistogramAggregation as _Explicit
+except ImportError:  # pragma: no cover
+    _Explicit = None
+
 _SLOW: Any = ()  # sentinel tuple: always take the SDK path
+_INF = math.inf
+# What the inlined path reads and writes: the SDK's explicit-bucket aggregation, as of opentelemetry-sdk 1.2x-1.4x.
+_INLINED_FIELDS = ("_lock", "_value", "_sum", "_min", "_max", "_boundaries", "_record_min_max")
 
 
 class _Value:
@@ -80,34 +96,53 @@ def _resolve(instrument: Any, attributes: Mapping[str, AttributeValue]) -> tuple
 class BoundHistogram:
     """``histogram`` with a fixed attribute set; ``record(value)`` is cheap after the first call."""
 
-    __slots__ = ("_aggregations", "_attributes", "_instrument", "_storages")
+    __slots__ = ("_aggregations", "_attributes", "_consumer", "_inlined", "_instrument", "_storages")
 
     def __init__(self, histogram: Histogram, attributes: Mapping[str, AttributeValue] | None = None) -> None:
         self._instrument = histogram
         self._attributes: dict[str, AttributeValue] = dict(attributes or {})
         self._aggregations: tuple[Any, ...] | None = None  # None: not resolved yet
+        self._inlined: tuple[Any, ...] = ()  # the same, when all are explicit-bucket: updated in place
         self._storages: Any = None
+        self._consumer: Any = None
 
     @property
     def attributes(self) -> Mapping[str, AttributeValue]:
         return self._attributes
 
     def record(self, value: float) -> None:
+        inlined = self._inlined
+        if inlined and 0.0 <= value < _INF and self._consumer._reader_storages is self._storages:
+            for aggregation in inlined:  # _ExplicitBucketHistogramAggregation.aggregate, without its overhead
+                with aggregation._lock:
+                    counts = aggregation._value
+                    if counts is None:
+                        counts = aggregation._value = aggregation._get_empty_bucket_counts()
+                    aggregation._sum += value
+                    if aggregation._record_min_max:
+                        if value < aggregation._min:  # noqa: PLR1730  (a compare, not a min() call)
+                            aggregation._min = value
+                        if value > aggregation._max:  # noqa: PLR1730
+                            aggregation._max = value
+                    counts[bisect_left(aggregation._boundaries, value)] += 1
+            return
         aggregations = self._aggregations
         if aggregations:
-            consumer = self._instrument._measurement_consumer  # type: ignore[attr-defined]
-            if consumer._reader_storages is self._storages and value >= 0:
+            if self._consumer._reader_storages is self._storages and 0.0 <= value < _INF:
                 measurement = _Value(value)
                 for aggregation in aggregations:
                     aggregation.aggregate(measurement, False)
                 return
-            self._aggregations = None  # readers changed: resolve again
+            if self._consumer._reader_storages is not self._storages:
+                self._aggregations = None  # readers changed: resolve again
+                self._inlined = ()
         self._instrument.record(value, self._attributes)
         if self._aggregations is None:
             self._bind()
 
     def _bind(self) -> None:
         self._aggregations = _SLOW
+        self._inlined = ()
         if _exemplars_requested():
             return
         try:
@@ -117,7 +152,20 @@ class BoundHistogram:
             return
         if resolved is not None:
             self._storages, aggregations = resolved
+            self._consumer = self._instrument._measurement_consumer  # type: ignore[attr-defined]
             self._aggregations = tuple(aggregations)
+            if all(_inlinable(a) for a in aggregations):
+                self._inlined = self._aggregations
+
+
+def _inlinable(aggregation: Any) -> bool:
+    """Exactly the SDK's explicit-bucket aggregation, with the fields the inlined path touches."""
+    return (
+        _Explicit is not None
+        and type(aggregation) is _Explicit
+        and all(hasattr(aggregation, name) for name in _INLINED_FIELDS)
+        and callable(getattr(aggregation, "_get_empty_bucket_counts", None))
+    )
 
 
 __all__ = ["BoundHistogram"]

@@ -68,6 +68,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
     InMemoryMetricReader,
+    MetricExporter,
     MetricReader,
     PeriodicExportingMetricReader,
 )
@@ -88,6 +89,7 @@ from otel_mcp.telemetry.dropped import (
     register_dropped_counter,
 )
 from otel_mcp.telemetry.perflog import Alerts, PerfLog, PerfLogHandler, Thresholds
+from otel_mcp.telemetry.stats import MetricsSource, MetricsTap
 
 logger = logging.getLogger("otel_mcp.telemetry")
 
@@ -295,7 +297,7 @@ class Telemetry:
     logger_provider: Any = None
     owns_providers: bool = False
     owned: list[Any] = field(default_factory=list)  # the providers built here: the only ones shut down
-    stats_reader: InMemoryMetricReader | None = None
+    stats_reader: MetricsSource | None = None  # what otel-mcp://stats reads (see ``stats.MetricsTap``)
     prometheus: bool = False
     perf: PerfLog | None = None
     alerts: Alerts | None = None
@@ -437,12 +439,25 @@ def setup_telemetry(
     if meter_provider is None and _sdk_provider(global_mp, MeterProvider):
         meter_provider = global_mp  # type: ignore[assignment]
     elif meter_provider is None:
-        readers: list[MetricReader] = [
-            PeriodicExportingMetricReader(CountingMetricExporter(_metric_exporter(k, protocol)))
-            for k in sorted(metric_kinds)
-        ]
-        telemetry.stats_reader = InMemoryMetricReader()
-        readers.append(telemetry.stats_reader)
+        # One reader per exporter; the stats view reads the first that allows it (``MetricsTap``), or a
+        # reader of its own when none does: every histogram record is aggregated once per reader.
+        readers: list[MetricReader] = []
+        tap: MetricsTap | None = None
+        for kind in sorted(metric_kinds):
+            exporter: MetricExporter = CountingMetricExporter(_metric_exporter(kind, protocol))
+            shared = tap is None and MetricsTap.shares(exporter)
+            if shared:
+                tap = MetricsTap()
+                exporter = tap.wrap(exporter)
+            readers.append(PeriodicExportingMetricReader(exporter))
+            if shared and tap is not None:
+                tap.reader = readers[-1]
+        if tap is None:
+            in_memory = InMemoryMetricReader()
+            readers.append(in_memory)
+            telemetry.stats_reader = in_memory
+        else:
+            telemetry.stats_reader = tap
         if telemetry.prometheus:
             from opentelemetry.exporter.prometheus import PrometheusMetricReader
 

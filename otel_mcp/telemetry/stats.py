@@ -1,12 +1,21 @@
 """Live figures for a person at a terminal: the ``otel-mcp://stats`` resource and ``GET /metrics``.
 
-``stats_snapshot`` reads the in-process metric reader that ``setup_telemetry``
-adds to its ``MeterProvider`` (a pull reader: it costs nothing until asked)
-and turns it into request rates and latency percentiles per method (and
+``stats_snapshot`` reads the metrics of the ``MeterProvider`` that
+``setup_telemetry`` built and turns them into request rates and latency percentiles per method (and
 tool), cache hit rate, DB latency per statement kind, composition step
 latency, and the process's RSS/CPU. Rates and percentiles are over the last
 ``WINDOW`` seconds when an earlier read is at least that old, else since the
-earliest read (or the start). With telemetry disabled, the resource still
+earliest read (or the start).
+
+Where the figures come from (``Telemetry.stats_reader``): when a metric
+exporter is configured, the exporter's own periodic reader, through
+``MetricsTap`` (one reader, so every histogram record is aggregated once, not
+twice -- a second reader doubled the cost of every record); otherwise an
+``InMemoryMetricReader`` (a pull reader: it costs nothing until asked). The
+tap collects that reader without exporting: a stats read neither sends an
+extra export nor waits for one in progress (or for a Collector that is down).
+It is only used when the reader is cumulative with explicit-bucket histograms
+(the defaults), which the rates and percentiles below need. With telemetry disabled, the resource still
 answers (process figures and the cache's own counters), so the MCP surface
 does not depend on telemetry.
 
@@ -31,10 +40,20 @@ import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import psutil
-from opentelemetry.sdk.metrics.export import HistogramDataPoint, MetricsData, NumberDataPoint
+from opentelemetry.sdk.metrics import Histogram as SdkHistogram
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    HistogramDataPoint,
+    MetricExporter,
+    MetricExportResult,
+    MetricReader,
+    MetricsData,
+    NumberDataPoint,
+)
+from opentelemetry.sdk.metrics.view import DefaultAggregation, ExplicitBucketHistogramAggregation
 from opentelemetry.semconv._incubating.attributes.gen_ai_attributes import GEN_AI_PROMPT_NAME, GEN_AI_TOOL_NAME
 from opentelemetry.semconv._incubating.attributes.mcp_attributes import MCP_METHOD_NAME
 from opentelemetry.semconv._incubating.metrics.mcp_metrics import MCP_SERVER_OPERATION_DURATION
@@ -49,6 +68,86 @@ STATS_URI = "otel-mcp://stats"
 WINDOW = 60.0  # seconds the rates and percentiles look back, when an earlier read allows it
 KEEP = 600.0  # seconds of earlier reads kept
 PERCENTILES = (0.5, 0.95, 0.99)
+COLLECT_TIMEOUT_MS = 5_000  # a stats read's collection (observable callbacks included)
+
+
+class MetricsSource(Protocol):
+    """What the stats view reads: an ``InMemoryMetricReader`` or a ``MetricsTap``."""
+
+    def get_metrics_data(self) -> MetricsData | None: ...
+
+
+class MetricsTap:
+    """The stats view's window on an exporting reader, so that no second reader aggregates every record.
+
+    ``wrap`` the exporter before building the ``PeriodicExportingMetricReader``, then set ``reader``.
+    ``get_metrics_data`` collects that reader without exporting (the SDK's collect callback; if the
+    SDK has none, a ``collect()`` whose export the wrapper keeps instead of sending). Skipping an export
+    is harmless only because the reader is cumulative: ``shares`` checks it.
+    """
+
+    def __init__(self) -> None:
+        self.reader: MetricReader | None = None
+        self._local = threading.local()
+
+    @staticmethod
+    def shares(exporter: MetricExporter) -> bool:
+        """Whether the stats view can read ``exporter``'s reader: cumulative, explicit-bucket histograms."""
+        temporality = getattr(exporter, "_preferred_temporality", None) or {}
+        aggregation = getattr(exporter, "_preferred_aggregation", None) or {}
+        if any(t is not AggregationTemporality.CUMULATIVE for t in temporality.values()):
+            return False
+        histogram = aggregation.get(SdkHistogram)
+        return histogram is None or isinstance(histogram, DefaultAggregation | ExplicitBucketHistogramAggregation)
+
+    def wrap(self, exporter: MetricExporter) -> MetricExporter:
+        return _TapExporter(exporter, self)
+
+    def get_metrics_data(self) -> MetricsData | None:
+        reader = self.reader
+        if reader is None:
+            return None
+        collect = getattr(reader, "_collect", None)
+        if callable(collect):
+            data: MetricsData | None = collect(reader, timeout_millis=COLLECT_TIMEOUT_MS)
+            return data
+        local = self._local
+        local.kept = None
+        local.keeping = True
+        try:
+            reader.collect(timeout_millis=COLLECT_TIMEOUT_MS)
+        finally:
+            local.keeping = False
+        kept: MetricsData | None = local.kept
+        local.kept = None
+        return kept
+
+    def keeping(self) -> bool:
+        return bool(getattr(self._local, "keeping", False))
+
+
+class _TapExporter(MetricExporter):
+    """Forwards exports, except the one a stats read triggers on its own thread (kept, not sent)."""
+
+    def __init__(self, inner: MetricExporter, tap: MetricsTap) -> None:
+        super().__init__(
+            preferred_temporality=getattr(inner, "_preferred_temporality", None),
+            preferred_aggregation=getattr(inner, "_preferred_aggregation", None),
+        )
+        self.inner = inner
+        self.tap = tap
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        if self.tap.keeping():
+            self.tap._local.kept = metrics_data
+            return MetricExportResult.SUCCESS
+        return self.inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        self.inner.shutdown(timeout_millis=timeout_millis, **kwargs)
 
 
 @dataclass
@@ -156,7 +255,7 @@ class StatsReader:
         self._process.cpu_percent(None)
 
     def _read(self) -> _Reading:
-        reader = getattr(self.telemetry, "stats_reader", None)
+        reader: MetricsSource | None = getattr(self.telemetry, "stats_reader", None)
         data = reader.get_metrics_data() if reader is not None else None
         return _Reading(
             time.time(),
