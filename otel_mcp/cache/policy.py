@@ -262,53 +262,41 @@ class FrequencySketch:
         )
 
 
-class TinyLFUPolicy(Generic[V]):
-    """:param int capacity: total weight kept
-    :param int expected_entries: sizes the frequency sketch (default: capacity / 4 KiB, at least 64)
-    :param float window_fraction: share of capacity for the LRU window (default 0.01)
+class _WindowedTinyLFU(Generic[V]):
+    """What both W-TinyLFU policies share: an LRU window, a segmented LRU main area
+    (probation, then protected) and admission from the window by the frequency sketch.
+    Subclasses create ``sketch`` and define ``get``.
     """
 
-    name = "tinylfu"
+    sketch: FrequencySketch
 
-    def __init__(
-        self, capacity: int, expected_entries: int | None = None, window_fraction: float = TLFU_WINDOW_FRACTION
-    ) -> None:
+    def __init__(self, capacity: int, window_fraction: float) -> None:
         self.capacity = capacity
         self.weight = 0
-        self._window_capacity = max(1, int(capacity * window_fraction))
-        main = capacity - self._window_capacity
-        self._protected_capacity = int(main * TLFU_PROTECTED_FRACTION)
+        self.window_capacity = max(1, int(capacity * window_fraction))
+        self._protected_capacity = int((capacity - self.window_capacity) * TLFU_PROTECTED_FRACTION)
         self._window: OrderedDict[str, _Entry[V]] = OrderedDict()
         self._probation: OrderedDict[str, _Entry[V]] = OrderedDict()
         self._protected: OrderedDict[str, _Entry[V]] = OrderedDict()
         self._window_weight = 0
         self._protected_weight = 0
-        entries = expected_entries or max(TLFU_MIN_SKETCH_WIDTH, capacity // 4096)
-        self.sketch = FrequencySketch(entries * TLFU_COUNTERS_PER_ENTRY)
 
     def _find(self, key: str) -> _Entry[V] | None:
         return self._window.get(key) or self._probation.get(key) or self._protected.get(key)
 
-    def get(self, key: str) -> V | None:
-        self.sketch.add(key)
-        entry = self._find(key)
-        if entry is None:
-            return None
-        if entry.queue == _WINDOW:
-            self._window.move_to_end(key)
-        elif entry.queue == _PROTECTED:
-            self._protected.move_to_end(key)
-        else:
-            del self._probation[key]
-            entry.queue = _PROTECTED
-            self._protected[key] = entry
-            self._protected_weight += entry.weight
-            while self._protected_weight > self._protected_capacity and len(self._protected) > 1:
-                demoted_key, demoted = self._protected.popitem(last=False)
-                self._protected_weight -= demoted.weight
-                demoted.queue = _PROBATION
-                self._probation[demoted_key] = demoted
-        return entry.value
+    def _promote(self, key: str, entry: _Entry[V]) -> None:
+        """Move ``entry``, just hit and already out of probation, to the protected segment."""
+        entry.queue = _PROTECTED
+        self._protected[key] = entry
+        self._protected_weight += entry.weight
+        self._demote()
+
+    def _demote(self) -> None:
+        while self._protected_weight > self._protected_capacity and len(self._protected) > 1:
+            key, entry = self._protected.popitem(last=False)
+            self._protected_weight -= entry.weight
+            entry.queue = _PROBATION
+            self._probation[key] = entry
 
     def put(self, key: str, value: V, weight: int) -> None:
         self.pop(key)
@@ -317,21 +305,21 @@ class TinyLFUPolicy(Generic[V]):
         self._window[key] = _Entry(value, weight, _WINDOW)
         self._window_weight += weight
         self.weight += weight
-        while self._window_weight > self._window_capacity and len(self._window) > 1:
+        while self._window_weight > self.window_capacity and len(self._window) > 1:
             candidate_key, candidate = self._window.popitem(last=False)
             self._window_weight -= candidate.weight
             candidate.queue = _PROBATION
             self._probation[candidate_key] = candidate
-            self._admit(candidate_key, candidate)
+            self._admit(candidate_key)
         while self.weight > self.capacity:
             self._evict_any()
 
-    def _admit(self, key: str, candidate: _Entry[V]) -> None:
-        """Make room in the main area for ``candidate``, or drop it if it is the least popular."""
+    def _admit(self, key: str) -> None:
+        """Make room in the main area for ``key``, or drop it if it is no more popular than the victim."""
         while self.weight > self.capacity:
             victim_key = next((k for k in self._probation if k != key), None)
             if victim_key is None:
-                victim_key = next((k for k in self._protected), None)
+                victim_key = next(iter(self._protected), None)
                 if victim_key is None:
                     return
             # Ties go to the victim: a one-hit wonder must not displace an entry of equal standing.
@@ -363,6 +351,7 @@ class TinyLFUPolicy(Generic[V]):
         return entry.value
 
     def clear(self) -> None:
+        """Drop every entry; the sketch (and an adaptive window's size) are kept, they describe the workload."""
         self._window.clear()
         self._probation.clear()
         self._protected.clear()
@@ -375,7 +364,37 @@ class TinyLFUPolicy(Generic[V]):
         return key in self._window or key in self._probation or key in self._protected
 
 
-class AdaptiveTinyLFUPolicy(Generic[V]):
+class TinyLFUPolicy(_WindowedTinyLFU[V]):
+    """:param int capacity: total weight kept
+    :param int expected_entries: sizes the frequency sketch (default: capacity / 4 KiB, at least 64)
+    :param float window_fraction: share of capacity for the LRU window (default 0.01)
+    """
+
+    name = "tinylfu"
+
+    def __init__(
+        self, capacity: int, expected_entries: int | None = None, window_fraction: float = TLFU_WINDOW_FRACTION
+    ) -> None:
+        super().__init__(capacity, window_fraction)
+        entries = expected_entries or max(TLFU_MIN_SKETCH_WIDTH, capacity // 4096)
+        self.sketch = FrequencySketch(entries * TLFU_COUNTERS_PER_ENTRY)
+
+    def get(self, key: str) -> V | None:
+        self.sketch.add(key)
+        entry = self._find(key)
+        if entry is None:
+            return None
+        if entry.queue == _WINDOW:
+            self._window.move_to_end(key)
+        elif entry.queue == _PROTECTED:
+            self._protected.move_to_end(key)
+        else:
+            del self._probation[key]
+            self._promote(key, entry)
+        return entry.value
+
+
+class AdaptiveTinyLFUPolicy(_WindowedTinyLFU[V]):
     """W-TinyLFU whose window is resized by Caffeine's hill climber.
 
     Every sample (``sample_factor`` requests per entry held, at least 1,000) the hit rate is compared with
@@ -403,15 +422,7 @@ class AdaptiveTinyLFUPolicy(Generic[V]):
         window_fraction: float = TLFU_WINDOW_FRACTION,
         sample_factor: float = CLIMB_SAMPLE_FACTOR,
     ) -> None:
-        self.capacity = capacity
-        self.weight = 0
-        self.window_capacity = max(1, int(capacity * window_fraction))
-        self._protected_capacity = int((capacity - self.window_capacity) * TLFU_PROTECTED_FRACTION)
-        self._window: OrderedDict[str, _Entry[V]] = OrderedDict()
-        self._probation: OrderedDict[str, _Entry[V]] = OrderedDict()
-        self._protected: OrderedDict[str, _Entry[V]] = OrderedDict()
-        self._window_weight = 0
-        self._protected_weight = 0
+        super().__init__(capacity, window_fraction)
         self._fixed_sketch = expected_entries is not None
         self._sample_factor = sample_factor
         self._size_sketch(expected_entries or TLFU_MIN_SKETCH_WIDTH)
@@ -424,9 +435,6 @@ class AdaptiveTinyLFUPolicy(Generic[V]):
         self._sketch_entries = entries
         self.sketch = FrequencySketch(entries * TLFU_COUNTERS_PER_ENTRY)
         self._sample = max(CLIMB_MIN_SAMPLE, int(entries * self._sample_factor))
-
-    def _find(self, key: str) -> _Entry[V] | None:
-        return self._window.get(key) or self._probation.get(key) or self._protected.get(key)
 
     def get(self, key: str) -> V | None:
         self.sketch.add(key)
@@ -448,18 +456,8 @@ class AdaptiveTinyLFUPolicy(Generic[V]):
                 self._climb()
             return None
         self._hits += 1
-        entry.queue = _PROTECTED
-        self._protected[key] = entry
-        self._protected_weight += entry.weight
-        self._demote()
+        self._promote(key, entry)
         return entry.value
-
-    def _demote(self) -> None:
-        while self._protected_weight > self._protected_capacity and len(self._protected) > 1:
-            key, entry = self._protected.popitem(last=False)
-            self._protected_weight -= entry.weight
-            entry.queue = _PROBATION
-            self._probation[key] = entry
 
     def _climb(self) -> None:
         """Move the window by one step, the way that last raised the hit rate (Caffeine's ``climb``)."""
@@ -493,67 +491,6 @@ class AdaptiveTinyLFUPolicy(Generic[V]):
                 self._probation[key] = entry
 
     def put(self, key: str, value: V, weight: int) -> None:
-        self.pop(key)
-        if weight > self.capacity:
-            return
-        self._window[key] = _Entry(value, weight, _WINDOW)
-        self._window_weight += weight
-        self.weight += weight
-        while self._window_weight > self.window_capacity and len(self._window) > 1:
-            candidate_key, candidate = self._window.popitem(last=False)
-            self._window_weight -= candidate.weight
-            candidate.queue = _PROBATION
-            self._probation[candidate_key] = candidate
-            self._admit(candidate_key)
-        while self.weight > self.capacity:
-            self._evict_any()
+        super().put(key, value, weight)
         if not self._fixed_sketch and len(self) > self._sketch_entries:
             self._size_sketch(self._sketch_entries * 2)
-
-    def _admit(self, key: str) -> None:
-        """Make room in the main area for ``key``, or drop it if it is no more popular than the victim."""
-        while self.weight > self.capacity:
-            victim_key = next((k for k in self._probation if k != key), None)
-            if victim_key is None:
-                victim_key = next(iter(self._protected), None)
-                if victim_key is None:
-                    return
-            if self.sketch.estimate(key) > self.sketch.estimate(victim_key):
-                self.pop(victim_key)
-            else:
-                self.pop(key)
-                return
-
-    def _evict_any(self) -> None:
-        for queue in (self._probation, self._window, self._protected):
-            if queue:
-                self.pop(next(iter(queue)))
-                return
-
-    def pop(self, key: str) -> V | None:
-        entry = self._find(key)
-        if entry is None:
-            return None
-        if entry.queue == _WINDOW:
-            del self._window[key]
-            self._window_weight -= entry.weight
-        elif entry.queue == _PROTECTED:
-            del self._protected[key]
-            self._protected_weight -= entry.weight
-        else:
-            del self._probation[key]
-        self.weight -= entry.weight
-        return entry.value
-
-    def clear(self) -> None:
-        """Drop every entry; the sketch and the window size are kept, they describe the workload."""
-        self._window.clear()
-        self._probation.clear()
-        self._protected.clear()
-        self.weight = self._window_weight = self._protected_weight = 0
-
-    def __len__(self) -> int:
-        return len(self._window) + len(self._probation) + len(self._protected)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._window or key in self._probation or key in self._protected
