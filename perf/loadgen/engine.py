@@ -10,6 +10,10 @@
   still in flight ``drain_s`` after the end is cancelled and counted as
   ``timeout``.
 - ``closed_loop``: ``concurrency`` clients each send, wait, record, repeat.
+- HTTP sessions talk through ``load_http_client()``: connections idle for
+  ``KEEPALIVE_EXPIRY_S`` are not reused (the servers drop them at 5 s), and a
+  transport error on a POST fails that one call (``transport:<Error>``)
+  instead of tearing the whole run down (see ``ContainedTransport``).
 
 An operation is an ``async (client, rng) -> None`` that raises ``OpError(kind)``
 on a failure it recognises; any other exception is counted by its type name.
@@ -20,6 +24,7 @@ is the machine's).
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import random
 import sys
@@ -34,6 +39,8 @@ import anyio
 import httpx2
 import psutil
 from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import MCP_DEFAULT_SSE_READ_TIMEOUT, MCP_DEFAULT_TIMEOUT
 from mcp.shared.exceptions import MCPError
 
 from perf.loadgen.hist import LatencyRecorder, cdf, summarize
@@ -67,6 +74,8 @@ def error_kind(exc: BaseException) -> str:
         return exc.kind
     if isinstance(exc, TimeoutError):
         return "timeout"
+    if isinstance(exc, MCPError) and isinstance(exc.data, dict) and TRANSPORT_ERROR_KEY in exc.data:
+        return f"transport:{exc.data[TRANSPORT_ERROR_KEY]}"  # a failed POST, see ContainedTransport
     if isinstance(exc, MCPError):
         return f"mcp_error:{getattr(exc.error, 'code', '?')}"
     if isinstance(exc, httpx2.HTTPError | OSError | anyio.BrokenResourceError | anyio.ClosedResourceError):
@@ -84,6 +93,93 @@ async def call(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any
     return structured if isinstance(structured, dict) else {}
 
 
+# uvicorn, which serves otel-mcp and the echo reference alike, closes a keep-alive connection after 5 s
+# idle (``timeout_keep_alive``), and httpx2 reuses one for up to 5 s (``Limits.keepalive_expiry``). A
+# connection idle for ~5 s can then be picked from the pool just as the server closes it, and the POST
+# fails ("Server disconnected without sending a response" / a reset). In the reference scenario every
+# arm's sessions sit idle while the two other arms run, which on a loaded machine is ~5 s. Expiring idle
+# connections on our side well before the server does removes that race; within a round connections
+# are reused as before.
+KEEPALIVE_EXPIRY_S = 2.0
+# A transport error on a POST comes back to the caller as this JSON-RPC error, naming the httpx2
+# exception in ``data[TRANSPORT_ERROR_KEY]`` (``error_kind`` counts it as ``transport:<name>``).
+TRANSPORT_ERROR_CODE = -32090
+TRANSPORT_ERROR_KEY = "harness_transport_error"
+# Connect-time messages are left alone: ``server/discover`` answered by an error makes the SDK fall back
+# to the legacy handshake (mcp.client._probe.negotiate_auto), which would silently change what is measured.
+HANDSHAKE_METHODS = frozenset({"server/discover", "initialize"})
+
+
+def _jsonrpc_head(body: bytes) -> tuple[Any, Any]:
+    """The ``method`` and ``id`` of a JSON-RPC message body (``None`` where absent or unparseable)."""
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return None, None
+    return (message.get("method"), message.get("id")) if isinstance(message, dict) else (None, None)
+
+
+class ContainedTransport(httpx2.AsyncBaseTransport):
+    """Turns a transport error on an MCP POST into a JSON-RPC error for that one request.
+
+    Works around the SDK (mcp 2.3.0, ``mcp/client/streamable_http.py``): ``StreamableHTTPTransport.post_writer``
+    runs each request's POST as ``tg.start_soon(self._run_request_post, ...)`` in the task group of
+    ``streamable_http_client``, and neither ``_run_request_post`` nor ``_handle_post_request`` (the
+    ``client.send`` in ``stream_within_origin``) nor ``_handle_json_response`` (its ``response.aread()``
+    only catches ``httpx2.StreamError``/``ValidationError``) handles an ``httpx2.TransportError``. One
+    failed POST therefore crashes that task group: its cancel scope cancels the task that entered the
+    ``Client`` (here the scenario's main task, inside whose scope every session and every load loop
+    runs), the call in flight gets a ``CancelledError`` instead of an error, and the httpx2 exception
+    resurfaces as an ``ExceptionGroup`` from ``Client.__aexit__`` when the pool closes. (GET streams and
+    the closing DELETE catch their errors; SSE POST responses do too.)
+
+    Here a POST that raises, or whose JSON body cannot be read, is answered with a synthetic HTTP 502
+    carrying a JSON-RPC error, which the SDK hands to the caller as ``MCPError``: the harness counts
+    ``transport:<name>`` for that request and the run goes on. JSON response bodies are read here, in
+    the same try, which costs nothing (the SDK reads them whole anyway); SSE bodies pass through.
+    """
+
+    def __init__(self, inner: httpx2.AsyncBaseTransport) -> None:
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        if request.method != "POST":
+            return await self.inner.handle_async_request(request)
+        method, request_id = _jsonrpc_head(request.content)
+        if method in HANDSHAKE_METHODS:
+            return await self.inner.handle_async_request(request)
+        try:
+            response = await self.inner.handle_async_request(request)
+            if not response.headers.get("content-type", "").lower().startswith("application/json"):
+                return response
+            try:
+                body = b"".join([chunk async for chunk in response.aiter_raw()])
+            finally:
+                await response.aclose()
+        except httpx2.TransportError as exc:
+            name = type(exc).__name__
+            error = {"code": TRANSPORT_ERROR_CODE, "message": f"{name}: {exc}", "data": {TRANSPORT_ERROR_KEY: name}}
+            return httpx2.Response(502, json={"jsonrpc": "2.0", "id": request_id, "error": error}, request=request)
+        extensions = {k: v for k, v in response.extensions.items() if k != "network_stream"}
+        return httpx2.Response(response.status_code, headers=response.headers, content=body,
+                               extensions=extensions, request=request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def http_transport() -> httpx2.AsyncHTTPTransport:
+    """httpx2's default transport, with idle connections expired before the server drops them."""
+    return httpx2.AsyncHTTPTransport(limits=httpx2.Limits(max_connections=100, max_keepalive_connections=20,
+                                                          keepalive_expiry=KEEPALIVE_EXPIRY_S))
+
+
+def load_http_client(inner: httpx2.AsyncBaseTransport | None = None) -> httpx2.AsyncClient:
+    """The HTTP client of one load session: the SDK's default timeouts, ``ContainedTransport`` over ``inner``."""
+    return httpx2.AsyncClient(transport=ContainedTransport(inner or http_transport()),
+                              timeout=httpx2.Timeout(MCP_DEFAULT_TIMEOUT, read=MCP_DEFAULT_SSE_READ_TIMEOUT))
+
+
 @dataclass
 class PoolConfig:
     url: str | None = None
@@ -91,6 +187,7 @@ class PoolConfig:
     stdio_procs: int = 0
     stdio_db: Path | None = None
     stdio_env: dict[str, str] = field(default_factory=dict)
+    # Builds each HTTP session's client (default ``load_http_client``); keep ``ContainedTransport`` outermost.
     http_client_factory: HttpClientFactory | None = None
     open_concurrency: int = 16
 
@@ -142,13 +239,9 @@ async def open_pool(config: PoolConfig) -> AsyncIterator[SessionPool]:
         def make(i: int) -> Client:
             if i < config.http_sessions:
                 assert config.url is not None
-                if config.http_client_factory is not None:
-                    from mcp.client.streamable_http import streamable_http_client
-
-                    http = config.http_client_factory()
-                    stack.push_async_callback(http.aclose)
-                    return Client(streamable_http_client(config.url, http_client=http), cache=None)
-                return Client(config.url, cache=None)
+                http = (config.http_client_factory or load_http_client)()
+                stack.push_async_callback(http.aclose)  # after the session's own exit (LIFO)
+                return Client(streamable_http_client(config.url, http_client=http), cache=None)
             assert config.stdio_db is not None
             return Client(stdio_params(config.stdio_db, config.stdio_env), cache=None)
 

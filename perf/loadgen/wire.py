@@ -333,11 +333,10 @@ class CapturingTransport(httpx2.AsyncBaseTransport):
 
 
 def capturing_client_factory(validator: WireValidator) -> Any:
-    """An ``http_client_factory`` for ``PoolConfig``: SDK default timeouts, capturing transport."""
-    from mcp.shared._httpx_utils import MCP_DEFAULT_SSE_READ_TIMEOUT, MCP_DEFAULT_TIMEOUT
+    """An ``http_client_factory`` for ``PoolConfig``: the engine's load client, capturing under its containment."""
+    from perf.loadgen.engine import http_transport, load_http_client
 
     def factory() -> httpx2.AsyncClient:
-        return httpx2.AsyncClient(transport=CapturingTransport(validator),
-                                  timeout=httpx2.Timeout(MCP_DEFAULT_TIMEOUT, read=MCP_DEFAULT_SSE_READ_TIMEOUT))
+        return load_http_client(CapturingTransport(validator, inner=http_transport()))
 
     return factory

@@ -196,3 +196,70 @@ def test_runner_smoke_against_a_real_server(tmp_path: Path, monkeypatch: pytest.
     report = write_report(results, tmp_path / "out")
     assert "concurrent-updates" in report.read_text()
     assert (tmp_path / "out" / "results.json").exists()
+
+
+def test_load_client_expires_idle_connections_before_the_server_drops_them() -> None:
+    """httpx2 and uvicorn both default to 5 s: a connection idle ~5 s raced the server's close (reference arms)."""
+    import uvicorn
+
+    from perf.loadgen.engine import KEEPALIVE_EXPIRY_S, http_transport
+
+    assert uvicorn.Config(app=None).timeout_keep_alive / 2 > KEEPALIVE_EXPIRY_S
+    assert http_transport()._pool._keepalive_expiry == KEEPALIVE_EXPIRY_S
+
+
+class _FailingPost:
+    """An httpx2 transport whose ``fail_at``-th ``tools/call`` POST dies like a connection the server dropped."""
+
+    def __init__(self, fail_at: int) -> None:
+        import httpx2
+
+        from perf.loadgen.engine import http_transport
+
+        self.inner = http_transport()
+        self.fail_at = fail_at
+        self.calls = 0
+        self.error = httpx2.RemoteProtocolError
+
+    async def handle_async_request(self, request: Any) -> Any:
+        if request.method == "POST" and b'"tools/call"' in request.content:
+            self.calls += 1
+            if self.calls == self.fail_at:
+                raise self.error("Server disconnected without sending a response.", request=request)
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@pytest.mark.slow
+def test_a_failed_post_is_one_counted_error_not_a_crashed_run() -> None:
+    """mcp 2.3.0 lets a POST's httpx2 error escape into the transport task group: the run was cancelled and the
+    pool's close raised an ExceptionGroup (the perf gate's harness crash). It must be one ``transport:`` error."""
+    import random
+
+    import anyio
+    import httpx2
+
+    from perf.loadgen.engine import PoolConfig, closed_loop, load_http_client, open_pool
+    from perf.loadgen.server import ServerProcess
+    from perf.scenarios.reference import _echo
+
+    failing: list[_FailingPost] = []
+
+    def factory() -> httpx2.AsyncClient:
+        failing.append(_FailingPost(fail_at=3))
+        return load_http_client(failing[-1])  # type: ignore[arg-type]
+
+    def picker(rng: random.Random) -> tuple[str, Any]:
+        return "echo", _echo
+
+    async def main(url: str) -> dict[str, Any]:
+        async with open_pool(PoolConfig(url=url, http_sessions=2, http_client_factory=factory)) as pool:
+            return await closed_loop(pool, picker, concurrency=2, duration=60.0, seed=1, max_requests=20,
+                                     progress=False)
+
+    with ServerProcess(kind="echo") as echo:
+        result = anyio.run(main, echo.url)
+    assert result["errors"] == {"transport:RemoteProtocolError": 2}, result["errors"]
+    assert result["ok"] == 18 and result["sent"] == 20
