@@ -3,7 +3,8 @@
 Replays each trace through every candidate policy at several cache sizes and
 prints hit ratios next to Belady's MIN (offline optimal, with bypass) and A0
 (the best a policy can do without knowing the future) on the same trace. The online policies are the classes L1 runs
-(``otel_mcp.cache.policy``) plus ``theine`` (a W-TinyLFU in Rust, counted in
+(``otel_mcp.cache.policy``; ``s3fifo-paper`` is S3-FIFO with the paper's fixed 10 % small
+queue and 2-bit counter, ``s3fifo`` the adaptive default) plus ``theine`` (a W-TinyLFU in Rust, counted in
 entries) as an outside reference. Entries have unit size, so that MIN is the
 true optimum (with variable sizes the optimum is NP-hard).
 
@@ -192,6 +193,7 @@ def theine_ratio(trace: Sequence[int], size: int) -> float:
 POLICIES: dict[str, Callable[[Sequence[int], int], float]] = {
     "lru": lambda t, s: online(LRUPolicy, t, s),
     "s3fifo": lambda t, s: online(S3FIFOPolicy, t, s),
+    "s3fifo-paper": lambda t, s: online(lambda c: S3FIFOPolicy(c, adaptive=False, max_freq=3), t, s),
     "tinylfu": lambda t, s: online(lambda c: TinyLFUPolicy(c, expected_entries=c), t, s),
     "wtinylfu": lambda t, s: online(lambda c: AdaptiveTinyLFUPolicy(c, expected_entries=c), t, s),
     "theine": theine_ratio,
@@ -308,6 +310,7 @@ def verdict(results: dict[str, dict[str, dict[str, float]]]) -> list[str]:
 HIT_TIMING_FACTORIES: dict[str, Callable[[int], object]] = {
     "lru": LRUPolicy,
     "s3fifo": S3FIFOPolicy,
+    "s3fifo-paper": lambda c: S3FIFOPolicy(c, adaptive=False, max_freq=3),
     "tinylfu": lambda c: TinyLFUPolicy(c, expected_entries=c),
     "wtinylfu": lambda c: AdaptiveTinyLFUPolicy(c, expected_entries=c),
 }

@@ -8,7 +8,8 @@ the code that runs.
 
 - ``LRUPolicy``: least recently used.
 - ``S3FIFOPolicy``: S3-FIFO (Yang et al., SOSP 2023): a small probationary FIFO,
-  a main FIFO with re-insertion, and a ghost FIFO of recently evicted keys.
+  a main FIFO with re-insertion, and a ghost FIFO of recently evicted keys; by default
+  the small FIFO's size adapts, ARC-style, to hits in its ghost and in a main ghost.
 - ``TinyLFUPolicy``: W-TinyLFU (Einziger et al., 2017; Caffeine's design): an
   LRU window, then a segmented LRU main area guarded by a frequency sketch
   that admits a newcomer only if it is more popular than the victim.
@@ -24,8 +25,10 @@ from typing import Generic, Protocol, TypeVar
 
 V = TypeVar("V")
 
-S3_SMALL_FRACTION = 0.10  # of capacity, the probationary FIFO (the paper's default)
-S3_MAX_FREQ = 3  # 2-bit frequency counter
+S3_SMALL_FRACTION = 0.10  # of capacity, the probationary FIFO (the paper's default; adaptive: the start)
+S3_SMALL_MIN = 0.01  # of capacity, the adaptive probationary FIFO's bounds
+S3_SMALL_MAX = 0.90
+S3_MAX_FREQ = 2  # re-insertions an entry earns in the main FIFO (the paper's 2-bit counter: 3)
 TLFU_WINDOW_FRACTION = 0.01  # of capacity, the admission window (Caffeine's default)
 TLFU_PROTECTED_FRACTION = 0.80  # of the main area
 TLFU_SKETCH_DEPTH = 4
@@ -118,26 +121,52 @@ _SMALL, _MAIN, _WINDOW, _PROBATION, _PROTECTED = range(5)
 
 
 class S3FIFOPolicy(Generic[V]):
-    """:param int capacity: total weight kept
-    :param float small_fraction: share of capacity for the probationary FIFO (default 0.10)
+    """S3-FIFO, by default with its small queue sized adaptively (``adaptive=True``).
+
+    The paper's version (``adaptive=False, max_freq=3``) keeps the probationary FIFO at
+    10 % of capacity. The adaptive one moves that share the way ARC moves its target
+    (Megiddo and Modha, 2003): a request for a key recently evicted from the small queue
+    (its ghost) grows the small queue, one for a key recently evicted from the main queue
+    (a second ghost, as many keys as the main queue holds) shrinks it; the step is the
+    newcomer's weight, times the ratio of the two ghosts' lengths when the other ghost is
+    longer. The share stays within 1-90 % of capacity. A key back from either ghost goes to
+    the main queue. With the main queue's counter capped at 2 instead of 3, this keeps
+    S3-FIFO's hit ratio on stable popularity and stays at LRU's when popularity shifts
+    (``docs/cache.md``).
+
+    :param int capacity: total weight kept
+    :param float small_fraction: starting (or, not adaptive, fixed) share of capacity for the probationary FIFO
+    :param bool adaptive: resize the probationary FIFO from ghost hits (default true)
+    :param int max_freq: cap of an entry's hit counter, the re-insertions it earns in the main FIFO (default 2)
     """
 
     name = "s3fifo"
 
-    def __init__(self, capacity: int, small_fraction: float = S3_SMALL_FRACTION) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        small_fraction: float = S3_SMALL_FRACTION,
+        adaptive: bool = True,
+        max_freq: int = S3_MAX_FREQ,
+    ) -> None:
         self.capacity = capacity
         self.weight = 0
-        self._small_capacity = max(1, int(capacity * small_fraction))
+        self.small_capacity: float = max(1, int(capacity * small_fraction))
+        self._adaptive = adaptive
+        self._max_freq = max_freq
+        self._small_bounds = (max(1, int(capacity * S3_SMALL_MIN)), max(1, int(capacity * S3_SMALL_MAX)))
         self._small: OrderedDict[str, _Entry[V]] = OrderedDict()
         self._main: OrderedDict[str, _Entry[V]] = OrderedDict()
         self._ghost: OrderedDict[str, None] = OrderedDict()
+        self._main_ghost: OrderedDict[str, None] = OrderedDict()  # only when adaptive
         self._small_weight = 0
 
     def get(self, key: str) -> V | None:
         entry = self._small.get(key) or self._main.get(key)
         if entry is None:
             return None
-        entry.freq = min(entry.freq + 1, S3_MAX_FREQ)  # no reordering on a hit: that is the point of FIFO
+        if entry.freq < self._max_freq:  # no reordering on a hit: that is the point of FIFO
+            entry.freq += 1
         return entry.value
 
     def put(self, key: str, value: V, weight: int) -> None:
@@ -145,14 +174,22 @@ class S3FIFOPolicy(Generic[V]):
         if weight > self.capacity:
             return
         if key in self._ghost:
+            if self._adaptive:
+                step = max(weight, weight * len(self._main_ghost) / len(self._ghost))
+                self.small_capacity = min(self._small_bounds[1], self.small_capacity + step)
             del self._ghost[key]
+            self._main[key] = _Entry(value, weight, _MAIN)
+        elif key in self._main_ghost:
+            step = max(weight, weight * len(self._ghost) / len(self._main_ghost))
+            self.small_capacity = max(self._small_bounds[0], self.small_capacity - step)
+            del self._main_ghost[key]
             self._main[key] = _Entry(value, weight, _MAIN)
         else:
             self._small[key] = _Entry(value, weight, _SMALL)
             self._small_weight += weight
         self.weight += weight
         while self.weight > self.capacity:
-            if self._small_weight > self._small_capacity or not self._main:
+            if self._small_weight > self.small_capacity or not self._main:
                 self._evict_small()
             else:
                 self._evict_main()
@@ -179,6 +216,10 @@ class S3FIFOPolicy(Generic[V]):
                 self._main[key] = entry
                 continue
             self.weight -= entry.weight
+            if self._adaptive:
+                self._main_ghost[key] = None
+                while len(self._main_ghost) > max(len(self._main), 1):
+                    self._main_ghost.popitem(last=False)
             return
 
     def pop(self, key: str) -> V | None:
@@ -193,9 +234,11 @@ class S3FIFOPolicy(Generic[V]):
         return entry.value
 
     def clear(self) -> None:
+        """Drop every entry and both ghosts; the small queue's size is kept, it describes the workload."""
         self._small.clear()
         self._main.clear()
         self._ghost.clear()
+        self._main_ghost.clear()
         self.weight = self._small_weight = 0
 
     def __len__(self) -> int:
