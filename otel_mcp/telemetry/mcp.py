@@ -58,6 +58,7 @@ import os
 import time
 import weakref
 from collections.abc import Callable, Collection, Iterable, Mapping
+from time import perf_counter
 from typing import Any, Final
 
 import wrapt
@@ -112,6 +113,7 @@ CAPTURE_ARGUMENTS_ENV: Final = "OTEL_MCP_CAPTURE_TOOL_ARGUMENTS"
 _INVALID_PARAMS = "-32602"
 _STDIO: Final = "pipe"
 _TCP: Final = "tcp"
+_TRANSPORT_STATE: Final = "otel_mcp.transport"  # the connection's _Transport, in Connection.state
 
 RequestObserver = Callable[[str, str | None, float, str | None, str], None]
 """``(method, target, seconds, error_type, transport)``, called on the event loop after each request."""
@@ -224,7 +226,7 @@ class McpTelemetry:
 def _transport_of(ctx: ServerRequestContext[Any, Any], connection: Any) -> _Transport:
     state: dict[str, Any] | None = getattr(connection, "state", None)
     if state is not None:
-        cached: _Transport | None = state.get("otel_mcp.transport")
+        cached: _Transport | None = state.get(_TRANSPORT_STATE)
         if cached is not None:
             return cached
     request = ctx.request
@@ -245,50 +247,47 @@ def _transport_of(ctx: ServerRequestContext[Any, Any], connection: Any) -> _Tran
         span_attrs[MCP_SESSION_ID] = str(session_id)
     transport = _Transport(key, span_attrs, metric_attrs)
     if state is not None:
-        state["otel_mcp.transport"] = transport
+        state[_TRANSPORT_STATE] = transport
     return transport
 
 
 class TelemetryMiddleware:
     """The ``ServerMiddleware`` appended to instrumented servers (inside the SDK's span)."""
 
-    def __init__(self, telemetry: McpTelemetry, capture_arguments: bool = False) -> None:
+    def __init__(self, telemetry: McpTelemetry, capture_arguments: bool = False, spans: bool = True) -> None:
         self.telemetry = telemetry
         self.capture_arguments = capture_arguments
+        self.spans = spans  # False: no tracer provider records, the SDK's span is a no-op: nothing to add to it
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         if ctx.request_id is None or not is_instrumentation_enabled():
             return await call_next(ctx)  # notifications are not operations
         tel = self.telemetry
-        start = time.perf_counter()
+        start = perf_counter()
         method = ctx.method
         connection = getattr(ctx.session, "_connection", None)
         try:
-            transport = _transport_of(ctx, connection)
-            span = trace.get_current_span()
-            if span.is_recording():
-                request = ctx.request
-                if request is None:
-                    span.set_attributes(transport.span_attrs)
-                else:
-                    client = getattr(request, "client", None)
-                    if client is not None:
-                        span.set_attributes({**transport.span_attrs, CLIENT_ADDRESS: client[0], CLIENT_PORT: client[1]})
-                    else:
-                        span.set_attributes(transport.span_attrs)
-                    if ctx.meta:
-                        _link_http_context(span, request)
-                if self.capture_arguments and method == "tools/call" and ctx.params:
-                    span.set_attribute(GEN_AI_TOOL_CALL_ARGUMENTS, _arguments_json(ctx.params.get("arguments")))
+            state = getattr(connection, "state", None)
+            transport = state.get(_TRANSPORT_STATE) if state is not None else None
+            if transport is None:
+                transport = _transport_of(ctx, connection)
+            if self.spans:
+                self._describe_span(ctx, method, transport)
         except Exception:  # telemetry never breaks the call
             logger.debug("MCP telemetry failed before the call", exc_info=True)
             return await call_next(ctx)
-        tel.in_flight[transport.key] += 1
+        in_flight = tel.in_flight
+        key = transport.key
+        in_flight[key] += 1
         error_type: str | None = None
         status: str | None = None
         try:
             result = await call_next(ctx)
-            if method == "tools/call" and isinstance(result, Mapping) and result.get("isError") is True:
+            if (
+                method == "tools/call"
+                and (type(result) is dict or isinstance(result, Mapping))  # a dict: no ABC check
+                and result.get("isError") is True
+            ):
                 error_type = names.TOOL_ERROR
             elif method == "initialize":
                 self._session_started(connection, transport, ctx.protocol_version)
@@ -306,12 +305,31 @@ class TelemetryMiddleware:
             error_type = type(exc).__qualname__
             raise
         finally:
-            duration = time.perf_counter() - start
-            tel.in_flight[transport.key] -= 1
+            duration = perf_counter() - start
+            in_flight[key] -= 1
             try:
                 self._record(ctx, method, duration, error_type, status, transport)
             except Exception:
                 logger.debug("MCP telemetry failed after the call", exc_info=True)
+
+    def _describe_span(self, ctx: ServerRequestContext[Any, Any], method: str, transport: _Transport) -> None:
+        """What the SDK's span lacks: transport, session, client address; the arguments when asked."""
+        span = trace.get_current_span()
+        if not span.is_recording():
+            return
+        request = ctx.request
+        if request is None:
+            span.set_attributes(transport.span_attrs)
+        else:
+            client = getattr(request, "client", None)
+            if client is not None:
+                span.set_attributes({**transport.span_attrs, CLIENT_ADDRESS: client[0], CLIENT_PORT: client[1]})
+            else:
+                span.set_attributes(transport.span_attrs)
+            if ctx.meta:
+                _link_http_context(span, request)
+        if self.capture_arguments and method == "tools/call" and ctx.params:
+            span.set_attribute(GEN_AI_TOOL_CALL_ARGUMENTS, _arguments_json(ctx.params.get("arguments")))
 
     def _record(
         self, ctx: ServerRequestContext[Any, Any], method: str, duration: float, error_type: str | None,
@@ -319,10 +337,14 @@ class TelemetryMiddleware:
     ) -> None:
         tel = self.telemetry
         target: str | None = None
-        if method in {"tools/call", "prompts/get"}:
-            name = ctx.params.get("name") if ctx.params else None
-            target = name if isinstance(name, str) else None
-        bound = tel.operation_duration_for(method, target, error_type, status, transport, ctx.protocol_version)
+        if method == "tools/call" or method == "prompts/get":  # noqa: PLR1714  (two compares, no set)
+            params = ctx.params
+            name = params.get("name") if params else None
+            target = name if type(name) is str else None
+        protocol_version = ctx.protocol_version
+        bound = tel._durations.get((method, target, error_type, status, transport.key, protocol_version))
+        if bound is None:
+            bound = tel.operation_duration_for(method, target, error_type, status, transport, protocol_version)
         bound.record(duration)
         if error_type is not None and method == "tools/call":
             tool = bound.attributes.get(GEN_AI_TOOL_NAME, names.OTHER)
@@ -527,7 +549,9 @@ class McpInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         capture = kwargs.get("capture_arguments")
         if capture is None:
             capture = os.environ.get(CAPTURE_ARGUMENTS_ENV, "").strip().lower() in ("1", "true", "yes", "on")
-        McpInstrumentor._middleware = TelemetryMiddleware(telemetry, bool(capture))
+        McpInstrumentor._middleware = TelemetryMiddleware(
+            telemetry, bool(capture), _records_spans(kwargs.get("tracer_provider"))
+        )
 
         def init_wrapper(wrapped: Any, instance: Any, args: Any, kw: Any) -> Any:
             result = wrapped(*args, **kw)

@@ -120,8 +120,15 @@ class PerfLog:
         if not self.log_requests:
             return
         ctx = trace.get_current_span().get_span_context()
-        self._put(("request", time.time(), method, target, seconds, error_type, transport,
-                   ctx.trace_id, ctx.span_id, int(ctx.trace_flags)))
+        queue = self._queue  # _put, inlined: this runs once per request
+        waiting = len(queue)
+        if waiting >= MAX_QUEUE:
+            self.dropped += 1
+            return
+        queue.append(("request", time.time(), method, target, seconds, error_type, transport,
+                      ctx.trace_id, ctx.span_id, int(ctx.trace_flags)))
+        if waiting == BATCH:
+            self._wake.set()
 
     def event(self, level: str, event: str, message: str, fields: dict[str, Any]) -> None:
         """A slow operation or an alert, with the current span's ids."""
@@ -266,8 +273,16 @@ def _to_record(item: tuple[Any, ...]) -> tuple[dict[str, Any], str, str, int, in
     return record, level, body, trace_id, span_id, flags, ts
 
 
+_iso_second: tuple[int, str] = (-1, "")  # (whole second, "YYYY-mm-ddTHH:MM:SS"): one strftime a second, not a line
+
+
 def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+    global _iso_second  # noqa: PLW0603  (a tuple swapped whole: safe from any thread)
+    second = int(ts)
+    cached = _iso_second
+    if cached[0] != second:
+        cached = _iso_second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)))
+    return f"{cached[1]}.{int(ts % 1 * 1000):03d}Z"
 
 
 _JSON_STRINGS: dict[str | None, str] = {None: "null"}
