@@ -42,7 +42,7 @@ from typing import Any, Final
 import wrapt
 from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
-from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
+from opentelemetry.instrumentation.utils import unwrap
 from opentelemetry.metrics import get_meter
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.semconv.schemas import Schemas
@@ -50,7 +50,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from otel_mcp.compose import engine, service
 from otel_mcp.telemetry import names
-from otel_mcp.telemetry.bound import BoundHistogram
+from otel_mcp.telemetry.bound import BoundHistogram, instrumentation_enabled
 from otel_mcp.telemetry.package import _otel_mcp_instruments
 from otel_mcp.telemetry.version import __version__
 
@@ -100,7 +100,7 @@ class ComposeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             state = _composing.get()
             if state is not None:
                 state[1] = True
-            if not is_instrumentation_enabled():
+            if not instrumentation_enabled():
                 return wrapped(*args, **kw)
             with tracer.start_as_current_span(
                 names.SPAN_COMPOSE, kind=SpanKind.INTERNAL, record_exception=False, set_status_on_exception=False
@@ -129,7 +129,7 @@ class ComposeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             span_name = step_span_names[step]
 
             def step_wrapper(wrapped: Any, instance: Any, args: Any, kw: Any) -> Any:
-                if not is_instrumentation_enabled():
+                if not instrumentation_enabled():
                     return wrapped(*args, **kw)
                 start = time.perf_counter()
                 with tracer.start_as_current_span(

@@ -68,7 +68,7 @@ from mcp.server.lowlevel import server as lowlevel_server
 from mcp.shared.exceptions import MCPError
 from opentelemetry import propagate, trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
-from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
+from opentelemetry.instrumentation.utils import unwrap
 from opentelemetry.metrics import CallbackOptions, Histogram, Observation, get_meter
 from opentelemetry.semconv._incubating.attributes.gen_ai_attributes import (
     GEN_AI_OPERATION_NAME,
@@ -99,7 +99,7 @@ from opentelemetry.util.types import AttributeValue
 from pydantic import ValidationError
 
 from otel_mcp.telemetry import names
-from otel_mcp.telemetry.bound import BoundHistogram
+from otel_mcp.telemetry.bound import BoundHistogram, instrumentation_enabled
 from otel_mcp.telemetry.package import _mcp_instruments
 from otel_mcp.telemetry.version import __version__
 
@@ -260,7 +260,7 @@ class TelemetryMiddleware:
         self.spans = spans  # False: no tracer provider records, the SDK's span is a no-op: nothing to add to it
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
-        if ctx.request_id is None or not is_instrumentation_enabled():
+        if ctx.request_id is None or not instrumentation_enabled():
             return await call_next(ctx)  # notifications are not operations
         tel = self.telemetry
         start = perf_counter()
@@ -439,21 +439,6 @@ def _link_http_context(span: Any, request: Any) -> None:
 # -- payload sizes where the bytes are -----------------------------------------------------
 
 
-class _CountingSend:
-    """The ASGI ``send`` that adds up response body bytes; returns ``send``'s awaitable (no extra coroutine)."""
-
-    __slots__ = ("send", "sent")
-
-    def __init__(self, send: Any) -> None:
-        self.send = send
-        self.sent = 0
-
-    def __call__(self, message: Any) -> Any:
-        if message["type"] == "http.response.body":
-            self.sent += len(message.get("body", b""))
-        return self.send(message)
-
-
 class WireSizeMiddleware:
     """ASGI middleware: ``otel_mcp.mcp.request.size`` / ``.response.size`` of POSTs to ``path`` (HTTP)."""
 
@@ -464,21 +449,28 @@ class WireSizeMiddleware:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         tel = McpInstrumentor._telemetry
         if tel is None or scope.get("method") != "POST" or scope.get("path") != self.path or (
-            not is_instrumentation_enabled()
+            not instrumentation_enabled()
         ):
             await self.app(scope, receive, send)
             return
-        for name, value in scope.get("headers", ()):
+        for name, value in reversed(scope.get("headers", ())):  # clients put content-length near the end
             if name == b"content-length":
                 if value.isdigit():
                     tel.request_sizes[_TCP].record(int(value))
                 break
-        counting = _CountingSend(send)
+        sent = [0]
+
+        def counting_send(message: Any) -> Any:
+            """Adds up response body bytes; returns ``send``'s awaitable (no coroutine of its own)."""
+            if message["type"] == "http.response.body":
+                sent[0] += len(message.get("body", b""))
+            return send(message)
+
         try:
-            await self.app(scope, receive, counting)
+            await self.app(scope, receive, counting_send)
         finally:
-            if counting.sent:
-                tel.response_sizes[_TCP].record(counting.sent)
+            if sent[0]:
+                tel.response_sizes[_TCP].record(sent[0])
 
 
 def _wrap_http_app(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
@@ -494,14 +486,14 @@ def _wrap_http_app(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
 async def _wire_next(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
     line = await wrapped(*args, **kwargs)
     tel = McpInstrumentor._telemetry
-    if tel is not None and is_instrumentation_enabled():
+    if tel is not None and instrumentation_enabled():
         tel.request_sizes[_STDIO].record(_utf8_len(line))
     return line
 
 
 async def _wire_write(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
     tel = McpInstrumentor._telemetry
-    if tel is not None and args and is_instrumentation_enabled():
+    if tel is not None and args and instrumentation_enabled():
         tel.response_sizes[_STDIO].record(_utf8_len(args[0]))
     return await wrapped(*args, **kwargs)
 

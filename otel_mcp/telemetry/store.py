@@ -52,7 +52,7 @@ from typing import Any, Final
 import wrapt
 from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
-from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
+from opentelemetry.instrumentation.utils import unwrap
 from opentelemetry.metrics import Histogram, get_meter
 from opentelemetry.semconv.attributes.db_attributes import (
     DB_COLLECTION_NAME,
@@ -67,7 +67,7 @@ from opentelemetry.util.types import AttributeValue
 
 from otel_mcp.store import sqlite as store_sqlite
 from otel_mcp.telemetry import names
-from otel_mcp.telemetry.bound import BoundHistogram
+from otel_mcp.telemetry.bound import BoundHistogram, instrumentation_enabled
 from otel_mcp.telemetry.package import _otel_mcp_instruments
 from otel_mcp.telemetry.version import __version__
 
@@ -191,7 +191,7 @@ class MeteredConnection(wrapt.ObjectProxy[Any]):
 
     def execute(self, sql: str, parameters: Any = (), /) -> Any:
         telemetry = self._self_telemetry
-        if not telemetry.enabled or not is_instrumentation_enabled():
+        if not telemetry.enabled or not instrumentation_enabled():
             return self._self_raw.execute(sql, parameters)
         traced = self._self_traced and telemetry.statement(sql).traced
         start = time.perf_counter()
