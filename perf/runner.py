@@ -207,8 +207,9 @@ def run_cli(args: argparse.Namespace) -> int:
         names = gate_scenarios(args.profile)
     results = run(names or None, args.profile, args.out, args.seed, progress=not args.quiet)
     if args.gate:
-        # A scenario whose harness crashed (status "error": e.g. a client torn down by the loaded machine)
-        # measured nothing; run it once more. A failed check is a result and is never retried.
+        # A scenario whose harness crashed (status "error") measured nothing; run it once more. A failed
+        # check is a result and is never retried. (A dropped HTTP connection is no longer such a crash: it
+        # is one transport:<type> error, see ContainedTransport in perf/loadgen/engine.py.)
         crashed = [n for n, r in results["scenarios"].items() if r.get("status") == "error"]
         if crashed:
             print(f"perf: retrying once after a harness error: {', '.join(crashed)}", file=sys.stderr)
