@@ -9,7 +9,8 @@ rule body or id), each engine step (``engine.STEPS``) a child span
 
 A cache hit composes nothing: it creates no span and records no metric; it
 only marks the enclosing span (the MCP server span) with
-``otel_mcp.compose.cache_hit=true``. That keeps the common request at one
+``otel_mcp.compose.cache_hit=true`` (without a tracer provider that records,
+the service is not wrapped at all: there is no span to mark). That keeps the common request at one
 span (the SDK's), which is what the overhead budget allows (see
 ``docs/performance.md``); cache hit/miss counts come from the cache's
 counters (``otel_mcp.cache.requests``).
@@ -154,14 +155,16 @@ class ComposeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
             return step_wrapper
 
-        wrapt.wrap_function_wrapper(service, "ComposeService.compose", service_wrapper)
+        if _records_spans(kwargs.get("tracer_provider")):  # the mark needs a span: else no wrapper at all
+            wrapt.wrap_function_wrapper(service, "ComposeService.compose", service_wrapper)
         # The service calls the engine through its own module global ``compose``.
         wrapt.wrap_function_wrapper(service, "compose", engine_wrapper)
         for step in engine.STEPS:
             wrapt.wrap_function_wrapper(engine, step, make_step_wrapper(step))
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        unwrap(service.ComposeService, "compose")
+        if hasattr(service.ComposeService.compose, "__wrapped__"):
+            unwrap(service.ComposeService, "compose")
         unwrap(service, "compose")
         for step in engine.STEPS:
             unwrap(engine, step)
@@ -188,6 +191,12 @@ def _describe(span: Any, service_instance: Any, args: Any, composition: Any) -> 
     if ruleset is not None:
         attrs[names.COMPOSE_GENERATION] = ruleset.generation
     span.set_attributes(attrs)
+
+
+def _records_spans(provider: Any) -> bool:
+    """Whether spans from ``provider`` (or the global one) can record: without, a cache hit has no span to mark."""
+    provider = provider if provider is not None else trace.get_tracer_provider()
+    return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
 
 
 def _utf8_len(text: str) -> int:
