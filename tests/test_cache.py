@@ -35,6 +35,7 @@ from otel_mcp.cache import (
 from otel_mcp.cache import cli as cache_cli
 from otel_mcp.cache.core import POPULARITY_FILE
 from otel_mcp.cache.disk import FLAG_BROTLI, FLAG_RAW, decode, encode
+from otel_mcp.cache.policy import AdaptiveTinyLFUPolicy
 from otel_mcp.compose.engine import ComposeRequest, Composition, compose
 from otel_mcp.compose.service import ComposeService
 from otel_mcp.store.model import Activation, Rule
@@ -147,8 +148,9 @@ def test_s3fifo_keeps_reused_entries_over_a_scan() -> None:
     assert s3.weight <= 20
 
 
-def test_tinylfu_rejects_one_hit_wonders() -> None:
-    lfu: TinyLFUPolicy[int] = TinyLFUPolicy(100, expected_entries=100)
+@pytest.mark.parametrize("policy_class", [TinyLFUPolicy, AdaptiveTinyLFUPolicy])
+def test_tinylfu_rejects_one_hit_wonders(policy_class: type[TinyLFUPolicy[int]]) -> None:
+    lfu = policy_class(100, expected_entries=100)
     for _ in range(5):
         for k in range(90):
             if lfu.get(f"hot{k}") is None:

@@ -5,31 +5,9 @@ from __future__ import annotations
 import random
 
 import pytest
+from policy_support import replay
 
 from otel_mcp.cache.policy import CLIMB_STEP_FRACTION, AdaptiveTinyLFUPolicy
-
-
-def replay(policy: AdaptiveTinyLFUPolicy[int], keys: list[int], weight: int = 1) -> float:
-    hits = 0
-    for k in keys:
-        if policy.get(f"k{k}") is None:
-            policy.put(f"k{k}", k, weight)
-        else:
-            hits += 1
-    return hits / len(keys)
-
-
-def test_admission_rejects_one_hit_wonders() -> None:
-    policy: AdaptiveTinyLFUPolicy[int] = AdaptiveTinyLFUPolicy(100, expected_entries=100)
-    for _ in range(5):
-        for k in range(90):
-            if policy.get(f"hot{k}") is None:
-                policy.put(f"hot{k}", k, 1)
-    for k in range(1000):
-        policy.get(f"scan{k}")
-        policy.put(f"scan{k}", k, 1)
-    assert sum(f"hot{k}" in policy for k in range(90)) >= 80
-    assert policy.weight <= 100
 
 
 def test_climber_steps_while_the_hit_rate_rises_and_turns_when_it_falls() -> None:

@@ -4,17 +4,9 @@ from __future__ import annotations
 
 import random
 
+from policy_support import replay
+
 from otel_mcp.cache.policy import LRUPolicy, S3FIFOPolicy
-
-
-def replay(policy: S3FIFOPolicy[int] | LRUPolicy[int], keys: list[int], weight: int = 1) -> float:
-    hits = 0
-    for k in keys:
-        if policy.get(f"k{k}") is None:
-            policy.put(f"k{k}", k, weight)
-        else:
-            hits += 1
-    return hits / len(keys)
 
 
 def shifting() -> list[int]:
