@@ -7,10 +7,8 @@ a few span names and attribute keys, so this writes the wire format directly
 and memoizes the encoded resource, scope, name and key bytes. The output is
 byte for byte what ``encode_spans(...).SerializeToString()`` and
 ``encode_logs(...)`` give (tested against them); values of rare types (maps,
-bytes, mixed arrays) are encoded by the SDK's own ``_encode_value``.
-
-Spans are grouped by resource and scope object (the SDK groups by equality:
-the same thing for spans of one provider).
+bytes) are encoded by the SDK's own ``_encode_value``. The memos are plain
+dicts shared by the export threads: a race costs at most a recomputation.
 """
 
 from __future__ import annotations
@@ -102,28 +100,16 @@ def _key_value(tag: bytes, key: str, value: Any) -> bytes:
     return _field(tag, _KEY[key] + _field(b"\x12", any_value(value)))
 
 
-class _StringAttributes(dict[tuple[str, str], bytes]):
-    """Framed KeyValue fields of string attributes (most of ours: names, methods, transports)."""
-
-    def __init__(self, tag: bytes) -> None:
-        super().__init__()
-        self.tag = tag
-
-    def __missing__(self, item: tuple[str, str]) -> bytes:
-        if len(self) >= _MEMO_LIMIT:
-            self.clear()
-        value = self[item] = _key_value(self.tag, *item)
-        return value
-
-
-_STRING_ATTRIBUTES: dict[bytes, _StringAttributes] = {}
+_STRING_ATTRIBUTES: dict[bytes, _Memo] = {}  # per tag: (key, str value) -> the framed KeyValue field
 
 
 def attributes(tag: bytes, attrs: Mapping[str, Any] | None) -> list[bytes]:
     """Repeated KeyValue fields under ``tag``."""
     if not attrs:
         return []
-    memo = _STRING_ATTRIBUTES.get(tag) or _STRING_ATTRIBUTES.setdefault(tag, _StringAttributes(tag))
+    memo = _STRING_ATTRIBUTES.get(tag)
+    if memo is None:
+        memo = _STRING_ATTRIBUTES.setdefault(tag, _Memo(lambda item: _key_value(tag, *item)))
     items = getattr(attrs, "_dict", attrs).items()  # BoundedAttributes: its dict, not the Mapping ABC's iteration
     return [memo[k, v] if v.__class__ is str else _key_value(tag, k, v) for k, v in items]
 
