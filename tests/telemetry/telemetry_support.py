@@ -13,6 +13,8 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from otel_mcp.config import Settings
+from otel_mcp.server.app import build_http_app, build_server
+from otel_mcp.server.context import RulesContext
 from otel_mcp.telemetry.setup import Telemetry
 
 _EXPORTER = InMemorySpanExporter()
@@ -122,3 +126,22 @@ class ThreadedUvicorn:
     def __exit__(self, *exc: Any) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
+
+
+@contextmanager
+def instrumented_server(otel: Otel) -> Iterator[tuple[Any, RulesContext]]:
+    """The MCP server on its own rules, with ``otel``'s telemetry attached; the rules closed after."""
+    rules = RulesContext.open(otel.settings)
+    server = build_server(rules)
+    otel.telemetry.attach(server, rules)
+    try:
+        yield server, rules
+    finally:
+        rules.close()
+
+
+@contextmanager
+def instrumented_http(otel: Otel) -> Iterator[ThreadedUvicorn]:
+    """``instrumented_server`` over streamable HTTP on a real port."""
+    with instrumented_server(otel) as (server, rules), ThreadedUvicorn(build_http_app(server, rules, port=0)) as web:
+        yield web

@@ -10,9 +10,9 @@ import pytest
 from mcp import Client, StdioServerParameters
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
-from telemetry_support import Otel, ThreadedUvicorn
+from telemetry_support import Otel, instrumented_http, instrumented_server
 
-from otel_mcp.server.app import build_http_app, build_server
+from otel_mcp.server.app import build_server
 from otel_mcp.server.context import RulesContext
 from otel_mcp.telemetry import names
 from otel_mcp.telemetry.mcp import McpInstrumentor, TelemetryMiddleware
@@ -22,20 +22,12 @@ pytestmark = pytest.mark.anyio
 RULE = {"id": "py-style", "body": "Use type hints.", "activation": "auto", "globs": ["**/*.py"]}
 
 
-def _server(otel: Otel) -> tuple[Any, RulesContext]:
-    rules = RulesContext.open(otel.settings)
-    server = build_server(rules)
-    otel.telemetry.attach(server, rules)
-    return server, rules
-
-
 def _server_spans(otel: Otel) -> list[Any]:
     return [s for s in otel.finished() if s.kind is SpanKind.SERVER]
 
 
 async def test_every_method_type_in_process(otel: Otel) -> None:
-    server, rules = _server(otel)
-    try:
+    with instrumented_server(otel) as (server, _):
         async with Client(server) as client:
             await client.call_tool("create_rule", RULE)
             await client.list_tools()
@@ -46,8 +38,6 @@ async def test_every_method_type_in_process(otel: Otel) -> None:
             await client.get_prompt("compose", {"context_files": "a.py"})
             failed = await client.call_tool("get_rule", {"rule_id": "missing"})
             assert failed.is_error
-    finally:
-        rules.close()
     spans = {s.name: s for s in _server_spans(otel)}
     assert {"tools/call create_rule", "tools/list", "tools/call compose_rules", "resources/list", "resources/read",
             "prompts/list", "prompts/get compose", "tools/call get_rule"} <= set(spans)
@@ -77,15 +67,12 @@ async def test_every_method_type_in_process(otel: Otel) -> None:
 
 
 async def test_protocol_errors_are_not_server_errors(otel: Otel) -> None:
-    server, rules = _server(otel)
-    try:
+    with instrumented_server(otel) as (server, _):
         async with Client(server) as client:
             with pytest.raises(Exception):  # noqa: B017  (the SDK's MCPError for -32602)
                 await client.get_prompt("compose", {"token_budget": "x"} | {"unknown": "y"})
             with pytest.raises(Exception):  # noqa: B017
                 await client.read_resource("rules://nope")
-    finally:
-        rules.close()
     spans = [s for s in _server_spans(otel) if s.name.startswith(("prompts/get", "resources/read"))]
     assert spans
     for span in spans:
@@ -96,21 +83,16 @@ async def test_protocol_errors_are_not_server_errors(otel: Otel) -> None:
 
 
 async def test_streamable_http_span_attributes_meta_parent_and_session(otel: Otel) -> None:
-    server, rules = _server(otel)
-    app = build_http_app(server, rules, port=0)
     tracer = trace.get_tracer("test")
-    try:
-        with ThreadedUvicorn(app) as web:
-            async with Client(web.url, mode="legacy") as client:  # the handshake era has sessions
-                await client.call_tool("create_rule", RULE)
-            with tracer.start_as_current_span("agent-turn") as root:
-                async with Client(web.url, mode="legacy") as client:
-                    await client.call_tool("compose_rules", {"context_files": ["a.py"]})
-                root_trace = root.get_span_context().trace_id
-            async with Client(web.url) as modern:  # 2026-07-28: no session, per-request envelope
-                await modern.call_tool("list_rules", {})
-    finally:
-        rules.close()
+    with instrumented_http(otel) as web:
+        async with Client(web.url, mode="legacy") as client:  # the handshake era has sessions
+            await client.call_tool("create_rule", RULE)
+        with tracer.start_as_current_span("agent-turn") as root:
+            async with Client(web.url, mode="legacy") as client:
+                await client.call_tool("compose_rules", {"context_files": ["a.py"]})
+            root_trace = root.get_span_context().trace_id
+        async with Client(web.url) as modern:  # 2026-07-28: no session, per-request envelope
+            await modern.call_tool("list_rules", {})
     spans = otel.finished()
     server_spans = [s for s in spans if s.kind is SpanKind.SERVER]
     compose = next(s for s in server_spans if s.name == "tools/call compose_rules")
@@ -162,8 +144,8 @@ async def test_real_stdio_client_meta_reaches_the_server(tmp_path: Any, server_e
 
 
 def test_instrument_and_uninstrument_server(otel: Otel) -> None:
-    server, rules = _server(otel)
-    rules.close()
+    with instrumented_server(otel) as (server, _):
+        pass
     assert sum(isinstance(m, TelemetryMiddleware) for m in server.middleware) == 1
     McpInstrumentor.instrument_server(server)  # idempotent
     assert sum(isinstance(m, TelemetryMiddleware) for m in server.middleware) == 1
@@ -179,13 +161,12 @@ def test_instrument_and_uninstrument_server(otel: Otel) -> None:
 async def test_suppressed_instrumentation_records_nothing(otel: Otel) -> None:
     from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
 
-    server, rules = _server(otel)
-    token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
-    try:
-        async with Client(server) as client:
-            await client.list_tools()
-    finally:
-        detach(token)
-        rules.close()
+    with instrumented_server(otel) as (server, _):
+        token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+        try:
+            async with Client(server) as client:
+                await client.list_tools()
+        finally:
+            detach(token)
     assert not [p for p in otel.histogram_points("mcp.server.operation.duration")
                 if p.attributes["mcp.method.name"] == "tools/list"]

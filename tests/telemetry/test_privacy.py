@@ -11,10 +11,8 @@ from typing import Any
 
 import pytest
 from mcp import Client
-from telemetry_support import Otel, ThreadedUvicorn
+from telemetry_support import Otel, instrumented_http, instrumented_server
 
-from otel_mcp.server.app import build_http_app, build_server
-from otel_mcp.server.context import RulesContext
 from otel_mcp.telemetry import mcp as mcp_telemetry
 
 pytestmark = pytest.mark.anyio
@@ -54,20 +52,13 @@ async def _exercise(client: Any) -> None:
 
 async def test_no_body_argument_or_token_in_telemetry_by_default(otel_factory: Any) -> None:
     otel = otel_factory(auth_token=TOKEN)
-    rules = RulesContext.open(otel.settings)
-    server = build_server(rules)
-    otel.telemetry.attach(server, rules)
-    app = build_http_app(server, rules, port=0)
-    try:
-        with ThreadedUvicorn(app) as web:
-            import httpx2
-            from mcp.client.streamable_http import streamable_http_client
+    with instrumented_http(otel) as web:
+        import httpx2
+        from mcp.client.streamable_http import streamable_http_client
 
-            http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"})
-            async with http, Client(streamable_http_client(web.url, http_client=http)) as client:
-                await _exercise(client)
-    finally:
-        rules.close()
+        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"})
+        async with http, Client(streamable_http_client(web.url, http_client=http)) as client:
+            await _exercise(client)
     seen = _everything(otel)
     assert "tools/call create_rule" in seen and "mcp.server.operation.duration" in seen  # telemetry was there
     for secret in (BODY, "BODY-SECRET", ARGUMENT, TOKEN, "TOKEN-SECRET"):
@@ -80,17 +71,12 @@ async def test_argument_capture_is_opt_in(otel: Otel) -> None:
     assert middleware is not None and middleware.capture_arguments is False  # the default
     middleware.capture_arguments = True
     try:
-        rules = RulesContext.open(otel.settings)
-        server = build_server(rules)
-        otel.telemetry.attach(server, rules)
-        try:
+        with instrumented_server(otel) as (server, _):
             async with Client(server) as client:
                 await client.call_tool("compose_rules", {"context_files": [f"src/{ARGUMENT}.py"]})
                 long_cursor = "x" * (mcp_telemetry.MAX_CAPTURED_ARGUMENTS * 2)
                 await client.call_tool("list_rules", {"limit": 3, "cursor": long_cursor})
                 await client.list_tools()
-        finally:
-            rules.close()
     finally:
         middleware.capture_arguments = False
     spans = {s.name: s for s in otel.finished()}

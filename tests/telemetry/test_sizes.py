@@ -10,11 +10,9 @@ from typing import Any
 import anyio
 import pytest
 from mcp import Client
-from telemetry_support import Otel, ThreadedUvicorn
+from telemetry_support import Otel, instrumented_http, instrumented_server
 
 from otel_mcp.server import limits
-from otel_mcp.server.app import build_http_app, build_server
-from otel_mcp.server.context import RulesContext
 from otel_mcp.telemetry import names
 
 pytestmark = pytest.mark.anyio
@@ -27,17 +25,10 @@ def _by_transport(otel: Otel, name: str) -> dict[str, Any]:
 
 
 async def test_http_request_and_response_sizes(otel: Otel) -> None:
-    rules = RulesContext.open(otel.settings)
-    server = build_server(rules)
-    otel.telemetry.attach(server, rules)
-    app = build_http_app(server, rules, port=0)
-    try:
-        with ThreadedUvicorn(app) as web:
-            async with Client(web.url) as client:
-                await client.call_tool("list_rules", {})
-                await client.call_tool("compose_rules", {"context_files": ["a.py"]})
-    finally:
-        rules.close()
+    with instrumented_http(otel) as web:
+        async with Client(web.url) as client:
+            await client.call_tool("list_rules", {})
+            await client.call_tool("compose_rules", {"context_files": ["a.py"]})
     requests = _by_transport(otel, names.REQUEST_SIZE)["tcp"]
     responses = _by_transport(otel, names.RESPONSE_SIZE)["tcp"]
     assert requests.attributes["network.protocol.name"] == "http"
@@ -49,9 +40,6 @@ async def test_http_request_and_response_sizes(otel: Otel) -> None:
 
 async def test_stdio_request_and_response_sizes(otel: Otel) -> None:
     """The real stdio wire (``serve_wire`` over OS pipes): every line in and out is measured, in bytes."""
-    rules = RulesContext.open(otel.settings)
-    server = build_server(rules)
-    otel.telemetry.attach(server, rules)
     in_r, in_w = os.pipe()
     out_r, out_w = os.pipe()
     fin, fout = os.fdopen(in_r, "rb"), os.fdopen(out_w, "wb")
@@ -82,11 +70,10 @@ async def test_stdio_request_and_response_sizes(otel: Otel) -> None:
     reader.start()
     writer.start()
     try:
-        with anyio.fail_after(60):
+        with instrumented_server(otel) as (server, _), anyio.fail_after(60):
             await limits.serve_wire(server, limits._Wire(fin, fout, 1_000_000, 5.0))
     finally:
         fout.close()
-        rules.close()
     reader.join(10)
     assert sorted(r.get("id") for r in replies if "id" in r) == [1, 2, 3]
     requests = _by_transport(otel, names.REQUEST_SIZE)["pipe"]
