@@ -26,8 +26,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
@@ -39,6 +39,7 @@ from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from otel_mcp.telemetry import names
 
 logger = logging.getLogger("otel_mcp.telemetry")
+R = TypeVar("R")  # an export result type
 
 QUEUE_FULL = "queue_full"
 EXPORT_FAILED = "export_failed"
@@ -85,6 +86,19 @@ class DropCounts:
             total = sum(v for (s, _), v in self._counts.items() if s == signal)
         logger.info("telemetry export recovered for %s (%d dropped since start)", signal, total)
 
+    def count_export(self, signal: str, export: Callable[[], R], success: R, failure: R, items: Callable[[], int]) -> R:
+        """Run one export: a failure (or a raise) counts its ``items()`` as dropped, a success ends an outage."""
+        try:
+            result = export()
+        except Exception:
+            logger.debug("%s export raised", signal, exc_info=True)
+            result = failure
+        if result == success:
+            self.recovered(signal)
+        else:
+            self.add(signal, EXPORT_FAILED, items())
+        return result
+
     def failing(self) -> bool:
         """Whether the last export of some signal failed (an outage in progress)."""
         return bool(self._failing)
@@ -113,16 +127,8 @@ class CountingSpanExporter(SpanExporter):
         self.counts = counts
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        try:
-            result = self.inner.export(spans)
-        except Exception:
-            logger.debug("span export raised", exc_info=True)
-            result = SpanExportResult.FAILURE
-        if result is SpanExportResult.SUCCESS:
-            self.counts.recovered("traces")
-        else:
-            self.counts.add("traces", EXPORT_FAILED, len(spans))
-        return result
+        return self.counts.count_export("traces", lambda: self.inner.export(spans), SpanExportResult.SUCCESS,
+                                        SpanExportResult.FAILURE, lambda: len(spans))
 
     def shutdown(self) -> None:
         self.inner.shutdown()
@@ -157,16 +163,8 @@ class CountingLogExporter(LogRecordExporter):
         self.counts = counts
 
     def export(self, batch: Sequence[Any]) -> LogRecordExportResult:
-        try:
-            result: LogRecordExportResult = self.inner.export(batch)
-        except Exception:
-            logger.debug("log export raised", exc_info=True)
-            result = LogRecordExportResult.FAILURE
-        if result == LogRecordExportResult.SUCCESS:
-            self.counts.recovered("logs")
-        else:
-            self.counts.add("logs", EXPORT_FAILED, len(batch))
-        return result
+        return self.counts.count_export("logs", lambda: self.inner.export(batch), LogRecordExportResult.SUCCESS,
+                                        LogRecordExportResult.FAILURE, lambda: len(batch))
 
     def shutdown(self) -> None:
         self.inner.shutdown()
@@ -188,18 +186,13 @@ class CountingMetricExporter(MetricExporter):
         self.counts = counts
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
-        try:
-            result = self.inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
-        except Exception:
-            logger.debug("metric export raised", exc_info=True)
-            result = MetricExportResult.FAILURE
-        if result is MetricExportResult.SUCCESS:
-            self.counts.recovered("metrics")
-        else:
-            points = sum(len(m.data.data_points) for rm in metrics_data.resource_metrics
-                         for sm in rm.scope_metrics for m in sm.metrics)
-            self.counts.add("metrics", EXPORT_FAILED, points)
-        return result
+        def points() -> int:
+            return sum(len(m.data.data_points) for rm in metrics_data.resource_metrics
+                       for sm in rm.scope_metrics for m in sm.metrics)
+
+        return self.counts.count_export(
+            "metrics", lambda: self.inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs),
+            MetricExportResult.SUCCESS, MetricExportResult.FAILURE, points)
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
         return self.inner.force_flush(timeout_millis)
