@@ -171,7 +171,7 @@ class McpTelemetry:
         self.in_flight: dict[str, int] = {_STDIO: 0, _TCP: 0}
         self.sessions: dict[str, int] = {_STDIO: 0, _TCP: 0}
         self._transport_attrs = {t: {NETWORK_TRANSPORT: t} for t in (_STDIO, _TCP)}
-        self._durations: dict[_ShapeKey, BoundHistogram] = {}
+        self.durations: dict[_ShapeKey, BoundHistogram] = {}  # looked up by the middleware, per request
         self._targets: dict[str, set[str]] = {}
         self.observers: list[RequestObserver] = []
 
@@ -181,21 +181,18 @@ class McpTelemetry:
     def _observe_in_flight(self, _: CallbackOptions) -> Iterable[Observation]:
         return [Observation(n, self._transport_attrs[t]) for t, n in self.in_flight.items()]
 
-    def operation_duration_for(
+    def bind_operation_duration(
         self, method: str, target: str | None, error_type: str | None, status: str | None, transport: _Transport,
         protocol_version: str,
     ) -> BoundHistogram:
-        """``mcp.server.operation.duration`` bound to one request shape, built once and reused."""
+        """``mcp.server.operation.duration`` bound to a request shape not in ``durations`` yet (kept there)."""
         key = (method, target, error_type, status, transport.key, protocol_version)
-        bound = self._durations.get(key)
-        if bound is not None:
-            return bound
         bound = BoundHistogram(
             self.operation_duration, self.operation_attributes(method, target, error_type, status, transport,
                                                                protocol_version)
         )
-        if len(self._durations) < MAX_ATTRIBUTE_SETS:
-            self._durations[key] = bound
+        if len(self.durations) < MAX_ATTRIBUTE_SETS:
+            self.durations[key] = bound
         return bound
 
     def operation_attributes(
@@ -205,7 +202,7 @@ class McpTelemetry:
         """The metric attribute set for one request shape (targets beyond ``MAX_TARGETS`` become ``_OTHER``)."""
         if target is not None:
             seen = self._targets.setdefault(method, set())
-            if target not in seen and (len(seen) >= MAX_TARGETS or len(self._durations) >= MAX_ATTRIBUTE_SETS):
+            if target not in seen and (len(seen) >= MAX_TARGETS or len(self.durations) >= MAX_ATTRIBUTE_SETS):
                 target = names.OTHER
             else:
                 seen.add(target)
@@ -223,12 +220,8 @@ class McpTelemetry:
         return attrs
 
 
-def _transport_of(ctx: ServerRequestContext[Any, Any], connection: Any) -> _Transport:
-    state: dict[str, Any] | None = getattr(connection, "state", None)
-    if state is not None:
-        cached: _Transport | None = state.get(_TRANSPORT_STATE)
-        if cached is not None:
-            return cached
+def _new_transport(ctx: ServerRequestContext[Any, Any], connection: Any, state: dict[str, Any] | None) -> _Transport:
+    """The connection's transport attributes, made on its first request and kept in its ``state``."""
     request = ctx.request
     span_attrs: dict[str, AttributeValue]
     if request is None:
@@ -270,7 +263,7 @@ class TelemetryMiddleware:
             state = getattr(connection, "state", None)
             transport = state.get(_TRANSPORT_STATE) if state is not None else None
             if transport is None:
-                transport = _transport_of(ctx, connection)
+                transport = _new_transport(ctx, connection, state)
             if self.spans:
                 self._describe_span(ctx, method, transport)
         except Exception:  # telemetry never breaks the call
@@ -342,9 +335,9 @@ class TelemetryMiddleware:
             name = params.get("name") if params else None
             target = name if type(name) is str else None
         protocol_version = ctx.protocol_version
-        bound = tel._durations.get((method, target, error_type, status, transport.key, protocol_version))
+        bound = tel.durations.get((method, target, error_type, status, transport.key, protocol_version))
         if bound is None:
-            bound = tel.operation_duration_for(method, target, error_type, status, transport, protocol_version)
+            bound = tel.bind_operation_duration(method, target, error_type, status, transport, protocol_version)
         bound.record(duration)
         if error_type is not None and method == "tools/call":
             tool = bound.attributes.get(GEN_AI_TOOL_NAME, names.OTHER)
