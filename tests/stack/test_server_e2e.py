@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,13 +83,15 @@ def workload(stack: StackStatus, tmp_path_factory: pytest.TempPathFactory) -> It
             server.wait(5)
 
 
-def _trace(stack: StackStatus, trace_id: str, want: set[str]) -> dict[str, Any]:
+def _trace(stack: StackStatus, trace_id: str, want: set[str],
+           ready: Callable[[list[dict[str, Any]]], bool] = lambda _: True) -> dict[str, Any]:
+    """The trace once Jaeger has spans of every name in ``want`` and ``ready(spans)`` holds."""
     base = stack.urls["jaeger_api"].split("/api/")[0]
 
     def probe() -> dict[str, Any] | None:
         data = get_json(f"{base}/api/traces/{trace_id}").get("data") or []
         names = {s["operationName"] for s in data[0]["spans"]} if data else set()
-        return data[0] if want <= names else None
+        return data[0] if want <= names and ready(data[0]["spans"]) else None
 
     found: dict[str, Any] = wait_for(probe, BACKEND_TIMEOUT, f"trace {trace_id} with spans {sorted(want)}")
     return found
@@ -103,9 +105,13 @@ def test_the_clients_trace_holds_server_composition_and_sqlite_spans(
     stack: StackStatus, workload: dict[str, Any]
 ) -> None:
     steps = {f"otel_mcp.compose.{s}" for s in ("select", "expand_imports", "resolve", "order", "budget", "render")}
+    def legacy_compose_exported(spans: list[dict[str, Any]]) -> bool:  # the handshake-era session comes last
+        return any(s["operationName"] == "tools/call compose_rules" and _tags(s).get("mcp.session.id")
+                   for s in spans)
+
     trace = _trace(stack, workload["trace_id"], {"demo workload", "tools/call compose_rules", "otel_mcp.compose",
-                                                 "initialize",  # the handshake-era session, which comes last
-                                                 "tools/call create_rule", "INSERT", *steps})
+                                                 "initialize", "tools/call create_rule", "INSERT", *steps},
+                   legacy_compose_exported)
     spans = {s["spanID"]: s for s in trace["spans"]}
     services = {pid: p["serviceName"] for pid, p in trace["processes"].items()}
 
