@@ -51,8 +51,9 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from otel_mcp.compose import engine, service
 from otel_mcp.telemetry import names
-from otel_mcp.telemetry.bound import BoundHistogram, instrumentation_enabled
+from otel_mcp.telemetry.bound import BoundHistogram
 from otel_mcp.telemetry.package import _otel_mcp_instruments
+from otel_mcp.telemetry.state import instrumentation_enabled, records_spans
 from otel_mcp.telemetry.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -155,7 +156,7 @@ class ComposeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
             return step_wrapper
 
-        if _records_spans(kwargs.get("tracer_provider")):  # the mark needs a span: else no wrapper at all
+        if records_spans(kwargs.get("tracer_provider")):  # the mark needs a span: else no wrapper at all
             wrapt.wrap_function_wrapper(service, "ComposeService.compose", service_wrapper)
         # The service calls the engine through its own module global ``compose``.
         wrapt.wrap_function_wrapper(service, "compose", engine_wrapper)
@@ -191,12 +192,6 @@ def _describe(span: Any, service_instance: Any, args: Any, composition: Any) -> 
     if ruleset is not None:
         attrs[names.COMPOSE_GENERATION] = ruleset.generation
     span.set_attributes(attrs)
-
-
-def _records_spans(provider: Any) -> bool:
-    """Whether spans from ``provider`` (or the global one) can record: without, a cache hit has no span to mark."""
-    provider = provider if provider is not None else trace.get_tracer_provider()
-    return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
 
 
 def _utf8_len(text: str) -> int:

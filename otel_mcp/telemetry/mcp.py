@@ -94,13 +94,14 @@ from opentelemetry.semconv.attributes.network_attributes import (
     NETWORK_TRANSPORT,
 )
 from opentelemetry.semconv.schemas import Schemas
-from opentelemetry.trace import ProxyTracerProvider, SpanKind, StatusCode
+from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.util.types import AttributeValue
 from pydantic import ValidationError
 
 from otel_mcp.telemetry import names
-from otel_mcp.telemetry.bound import BoundHistogram, instrumentation_enabled
+from otel_mcp.telemetry.bound import BoundHistogram
 from otel_mcp.telemetry.package import _mcp_instruments
+from otel_mcp.telemetry.state import instrumentation_enabled, records_spans
 from otel_mcp.telemetry.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -504,12 +505,6 @@ def _stdio_wire() -> Any:
     return wire if wire is not None and hasattr(wire, "__anext__") and hasattr(wire, "write") else None
 
 
-def _records_spans(provider: Any) -> bool:
-    """Whether spans from ``provider`` (or the global one) can record: else the span wrapper is pure cost."""
-    provider = provider if provider is not None else trace.get_tracer_provider()
-    return not isinstance(provider, ProxyTracerProvider | trace.NoOpTracerProvider)
-
-
 # -- the instrumentor --------------------------------------------------------------------
 
 
@@ -535,7 +530,7 @@ class McpInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         if capture is None:
             capture = os.environ.get(CAPTURE_ARGUMENTS_ENV, "").strip().lower() in ("1", "true", "yes", "on")
         McpInstrumentor._middleware = TelemetryMiddleware(
-            telemetry, bool(capture), _records_spans(kwargs.get("tracer_provider"))
+            telemetry, bool(capture), records_spans(kwargs.get("tracer_provider"))
         )
 
         def init_wrapper(wrapped: Any, instance: Any, args: Any, kw: Any) -> Any:
@@ -551,7 +546,7 @@ class McpInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         wrapped.append((lowlevel_server.Server, "__init__"))
         wrapt.wrap_function_wrapper(lowlevel_server, "Server.streamable_http_app", _wrap_http_app)
         wrapped.append((lowlevel_server.Server, "streamable_http_app"))
-        if _records_spans(kwargs.get("tracer_provider")):
+        if records_spans(kwargs.get("tracer_provider")):
             wrapt.wrap_function_wrapper(sdk_otel, "otel_span", _wrap_otel_span)
             wrapped.append((sdk_otel, "otel_span"))
         wire = _stdio_wire()

@@ -67,8 +67,9 @@ from opentelemetry.util.types import AttributeValue
 
 from otel_mcp.store import sqlite as store_sqlite
 from otel_mcp.telemetry import names
-from otel_mcp.telemetry.bound import BoundHistogram, instrumentation_enabled
+from otel_mcp.telemetry.bound import BoundHistogram
 from otel_mcp.telemetry.package import _otel_mcp_instruments
+from otel_mcp.telemetry.state import instrumentation_enabled
 from otel_mcp.telemetry.version import __version__
 
 logger = logging.getLogger(__name__)
