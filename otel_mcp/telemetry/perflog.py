@@ -120,15 +120,8 @@ class PerfLog:
         if not self.log_requests:
             return
         ctx = trace.get_current_span().get_span_context()
-        queue = self._queue  # _put, inlined: this runs once per request
-        waiting = len(queue)
-        if waiting >= MAX_QUEUE:
-            self.dropped += 1
-            return
-        queue.append(("request", time.time(), method, target, seconds, error_type, transport,
-                      ctx.trace_id, ctx.span_id, int(ctx.trace_flags)))
-        if waiting == BATCH:
-            self._wake.set()
+        self._put(("request", time.time(), method, target, seconds, error_type, transport,
+                   ctx.trace_id, ctx.span_id, int(ctx.trace_flags)))
 
     def event(self, level: str, event: str, message: str, fields: dict[str, Any]) -> None:
         """A slow operation or an alert, with the current span's ids."""

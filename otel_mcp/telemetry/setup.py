@@ -447,13 +447,12 @@ def setup_telemetry(
         tap: MetricsTap | None = None
         for kind in sorted(metric_kinds):
             exporter: MetricExporter = CountingMetricExporter(_metric_exporter(kind, protocol))
-            shared = tap is None and MetricsTap.shares(exporter)
-            if shared:
+            if tap is None and MetricsTap.shares(exporter):
                 tap = MetricsTap()
-                exporter = tap.wrap(exporter)
-            readers.append(PeriodicExportingMetricReader(exporter))
-            if shared and tap is not None:
-                tap.reader = readers[-1]
+                tap.reader = PeriodicExportingMetricReader(tap.wrap(exporter))
+                readers.append(tap.reader)
+            else:
+                readers.append(PeriodicExportingMetricReader(exporter))
         if tap is None:
             in_memory = InMemoryMetricReader()
             readers.append(in_memory)
