@@ -46,6 +46,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -319,9 +320,11 @@ def measure_instructions(transport: str, mode: str, db: Path, sink_port: int, tm
     """Instructions per call of ``mode``'s server under callgrind: instrumentation on only for the calls."""
     env = mode_env(mode, sink_port, tmp)
     # Time-driven work would be counted per wall second, which valgrind stretches ~50x: no periodic metric
-    # export, and the span batch goes out by size (64), as it does under load; and valgrind's slowness must
+    # export, and span and log record batches go out by size (64), as they do under load (a timed export every
+    # second would carry a few records each under valgrind, hundreds in a real second); and valgrind's slowness must
     # not make statements and requests "slow" (slow-query spans, log lines and alerts a real run lacks).
     env.update(OTEL_METRIC_EXPORT_INTERVAL="3600000", OTEL_BSP_SCHEDULE_DELAY="60000",
+               OTEL_BLRP_SCHEDULE_DELAY="60000", OTEL_BLRP_MAX_EXPORT_BATCH_SIZE="64",
                OTEL_MCP_ALERT_SLOW_QUERY_MS="100000", OTEL_MCP_ALERT_SLOW_REQUEST_MS="1000000")
     out = tmp / f"callgrind.{transport}.{mode}.out"
     valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
@@ -427,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--instructions", action="store_true", help="callgrind instruction counts instead")
     parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--keep-profiles", type=Path, default=None, metavar="DIR",
+                        help="with --instructions: copy the callgrind profiles to DIR (for callgrind_annotate)")
     args = parser.parse_args(argv)
     rounds = args.rounds or (3 if args.quick else 10)
     calls = args.calls or (150 if args.quick else 400)
@@ -453,6 +458,10 @@ def main(argv: list[str] | None = None) -> int:
                         row = measure_instructions(transport, mode, db, sink_port, tmp, args.clients,
                                                    args.calls or 400)
                         counts.setdefault(transport, {})[mode] = row
+                        if args.keep_profiles is not None:
+                            args.keep_profiles.mkdir(parents=True, exist_ok=True)
+                            for profile in tmp.glob(f"callgrind.{transport}.{mode}.out*"):
+                                shutil.copy(profile, args.keep_profiles / profile.name)
                         base = counts[transport].get("off")
                         for key in ("", "_ex_gc"):
                             count = f"instructions_per_call{key}"
