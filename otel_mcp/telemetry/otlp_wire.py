@@ -14,6 +14,7 @@ dicts shared by the export threads: a race costs at most a recomputation.
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -235,31 +236,80 @@ _SEVERITY_TEXT = _Memo(lambda text: _string_field(b"\x1a", text))
 
 def encode_log(readable: Any) -> bytes:
     """One ``LogRecord`` message."""
+    if readable.__class__ is EncodedLogRecord:
+        return readable.payload
     record = readable.log_record
+    flags = int(record.trace_flags) if record.trace_flags is not None else 0
+    return log_record(record.timestamp, record.observed_timestamp, getattr(record.severity_number, "value", None),
+                      record.severity_text, record.body, record.attributes, readable.dropped_attributes,
+                      flags, record.trace_id, record.span_id, record.event_name)
+
+
+def log_record(timestamp: int | None, observed: int | None, severity: int | None, severity_text: str | None,
+               body: Any, attrs: Mapping[str, Any] | None, dropped: int, flags: int, trace_id: int | None,
+               span_id: int | None, event_name: str | None) -> bytes:
+    """A ``LogRecord`` message from its fields, in the order (and with the defaults left out) of the SDK's."""
     parts: list[bytes] = []
-    if record.timestamp:
-        parts += (b"\x09", _pack_q(record.timestamp))
-    severity = getattr(record.severity_number, "value", None)
+    if timestamp:
+        parts += (b"\x09", _pack_q(timestamp))
     if severity:
         parts += (b"\x10", varint(severity))
-    if record.severity_text:
-        parts.append(_SEVERITY_TEXT[record.severity_text])
-    parts.append(_field(b"\x2a", any_value(record.body)))
-    parts += attributes(b"\x32", record.attributes)
-    if readable.dropped_attributes:
-        parts += (b"\x38", varint(readable.dropped_attributes))
-    flags = int(record.trace_flags) if record.trace_flags is not None else 0
+    if severity_text:
+        parts.append(_SEVERITY_TEXT[severity_text])
+    parts.append(_field(b"\x2a", any_value(body)))
+    parts += attributes(b"\x32", attrs)
+    if dropped:
+        parts += (b"\x38", varint(dropped))
     if flags:
         parts += (b"\x45", _pack_i(flags))
-    if record.trace_id:
-        parts += (b"\x4a\x10", record.trace_id.to_bytes(16, "big"))
-    if record.span_id:
-        parts += (b"\x52\x08", record.span_id.to_bytes(8, "big"))
-    if record.observed_timestamp:
-        parts += (b"\x59", _pack_q(record.observed_timestamp))
-    if record.event_name:
-        parts.append(_string_field(b"\x62", record.event_name))
+    if trace_id:
+        parts += (b"\x4a\x10", trace_id.to_bytes(16, "big"))
+    if span_id:
+        parts += (b"\x52\x08", span_id.to_bytes(8, "big"))
+    if observed:
+        parts += (b"\x59", _pack_q(observed))
+    if event_name:
+        parts.append(_string_field(b"\x62", event_name))
     return b"".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedLogRecord:
+    """A log record already in its OTLP form, queued in a batch processor like the SDK's records and
+    spliced into the export request as it is (``encode_log``)."""
+
+    resource: Any
+    instrumentation_scope: Any
+    payload: bytes
+
+
+class DirectLogger:
+    """Log records of one scope, encoded at once and queued straight into a batch processor.
+
+    Why: the SDK's ``Logger.emit`` builds a ``LogRecord`` (attributes checked one by one, a lock), a
+    ``ReadableLogRecord`` copy and a context for every record, which the exporter then encodes; for a
+    record whose fields are known (the per-request performance line) that is most of its cost.
+    Used only where the provider's one processor is a batch processor whose exporter encodes with
+    this module (``setup.py`` decides), so the bytes on the wire are the SDK path's.
+    """
+
+    def __init__(self, queue: Callable[[EncodedLogRecord], None], resource: Any, scope: Any) -> None:
+        self._queue = queue
+        self._resource = resource
+        self._scope = scope
+
+    def emit(self, timestamp: int, severity: int, severity_text: str, body: str, attrs: Mapping[str, Any],
+             trace_id: int, span_id: int, flags: int, event_name: str) -> None:
+        payload = log_record(timestamp, time.time_ns(), severity, severity_text, body, attrs, 0, flags, trace_id,
+                             span_id, event_name)
+        self._queue(EncodedLogRecord(self._resource, self._scope, payload))
+
+
+def direct_queue(processor: Any) -> Callable[[EncodedLogRecord], None] | None:
+    """The SDK batch processor's own queue (``BatchProcessor.emit``), or None if this SDK has none."""
+    inner = getattr(processor, "_batch_processor", None)
+    emit = getattr(inner, "emit", None)
+    return emit if callable(emit) else None
 
 
 def encode_logs(batch: Sequence[Any]) -> bytes:

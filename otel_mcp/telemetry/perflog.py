@@ -55,6 +55,7 @@ from opentelemetry.metrics import get_meter
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from otel_mcp.telemetry import names
+from otel_mcp.telemetry.otlp_wire import DirectLogger
 from otel_mcp.telemetry.version import __version__
 
 logger = logging.getLogger("otel_mcp.perf")
@@ -64,6 +65,7 @@ MAX_QUEUE = 10_000  # lines waiting for the writer before new ones are dropped
 BATCH = 512  # lines formatted and written together
 WRITE_INTERVAL = 0.25  # seconds between two writes when fewer than BATCH lines wait
 ALERT_LOG_INTERVAL = 60.0  # seconds between two WARNING lines for the same alert
+REQUEST_EVENT = "otel_mcp.request"  # event_name of the per-request OTel log record
 _STOP: Final = object()
 
 
@@ -86,7 +88,8 @@ class PerfLog:
     """:param path: JSON-lines file (None: no file)
     :param max_bytes: rotate when the file reaches this size (default 10 MB)
     :param backup_count: rotated files kept (default 5)
-    :param otel_logger: OTel logger to emit records to as well (default none)
+    :param otel_logger: OTel logger to emit records to as well (default none); a ``DirectLogger`` encodes
+        them at once (``setup.py`` gives one where the SDK's logger would only add cost)
     :param log_requests: write a line per request (default True; slow ones are always written)
     """
 
@@ -95,7 +98,7 @@ class PerfLog:
         path: Path | None,
         max_bytes: int = 10_000_000,
         backup_count: int = 5,
-        otel_logger: OtelLogger | None = None,
+        otel_logger: OtelLogger | DirectLogger | None = None,
         log_requests: bool = True,
     ) -> None:
         self.path = path
@@ -226,12 +229,7 @@ class PerfLog:
         return json.dumps(record, separators=(",", ":"), default=str)
 
     def _export_request(self, item: tuple[Any, ...]) -> None:
-        assert self.otel_logger is not None
         _, ts, method, target, seconds, error_type, transport, trace_id, span_id, flags = item
-        context = None
-        if trace_id:
-            context = trace.set_span_in_context(NonRecordingSpan(SpanContext(trace_id, span_id, False,
-                                                                             TraceFlags(flags))))
         duration_ms = round(seconds * 1000, 3)
         outcome = "error" if error_type else "ok"
         attributes: dict[str, Any] = {"event": "request", "method": method, "duration_ms": duration_ms,
@@ -240,11 +238,19 @@ class PerfLog:
             attributes["target"] = target
         if error_type is not None:
             attributes["error_type"] = error_type
-        self.otel_logger.emit(
-            timestamp=int(ts * 1e9), context=context, severity_number=SeverityNumber.INFO, severity_text="INFO",
-            body=f"{method}{' ' + target if target else ''} {outcome} in {duration_ms} ms", attributes=attributes,
-            event_name="otel_mcp.request",
-        )
+        body = f"{method}{' ' + target if target else ''} {outcome} in {duration_ms} ms"
+        otel_logger = self.otel_logger
+        if isinstance(otel_logger, DirectLogger):
+            otel_logger.emit(int(ts * 1e9), SeverityNumber.INFO.value, "INFO", body, attributes, trace_id, span_id,
+                             flags, REQUEST_EVENT)
+            return
+        assert otel_logger is not None
+        context = None
+        if trace_id:
+            context = trace.set_span_in_context(NonRecordingSpan(SpanContext(trace_id, span_id, False,
+                                                                             TraceFlags(flags))))
+        otel_logger.emit(timestamp=int(ts * 1e9), context=context, severity_number=SeverityNumber.INFO,
+                         severity_text="INFO", body=body, attributes=attributes, event_name=REQUEST_EVENT)
 
 
 def _to_record(item: tuple[Any, ...]) -> tuple[dict[str, Any], str, str, int, int, int, float]:

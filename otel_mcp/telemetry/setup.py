@@ -58,7 +58,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,7 +66,7 @@ from urllib.parse import urlparse
 
 from opentelemetry import metrics, trace
 from opentelemetry._logs import get_logger_provider, set_logger_provider
-from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler, LogRecordLimits
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, ConsoleLogRecordExporter
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
@@ -308,6 +308,7 @@ class Telemetry:
     perf: PerfLog | None = None
     alerts: Alerts | None = None
     exporting: dict[str, list[str]] = field(default_factory=dict)
+    direct_logs: Callable[[otlp_wire.EncodedLogRecord], None] | None = None  # see ``otlp_wire.DirectLogger``
     started: float = field(default_factory=time.time)
     _handlers: list[tuple[logging.Logger, logging.Handler]] = field(default_factory=list)
 
@@ -381,6 +382,12 @@ class Telemetry:
         for target, handler in self._handlers:
             target.removeHandler(handler)
         self._handlers.clear()
+
+
+def _default_log_limits() -> bool:
+    """No attribute limits that could cut the per-request record (which ``DirectLogger`` does not apply)."""
+    limits = LogRecordLimits()
+    return limits.max_attribute_length is None and (limits.max_attributes is None or limits.max_attributes >= 16)
 
 
 def _sdk_provider(provider: Any, sdk_type: type) -> bool:
@@ -486,8 +493,10 @@ def setup_telemetry(
     elif logger_provider is None and logs:
         logger_provider = LoggerProvider(resource=resource)
         for kind in sorted(logs):
-            logger_provider.add_log_record_processor(
-                BatchLogRecordProcessor(CountingLogExporter(_log_exporter(kind, protocol))))
+            processor = BatchLogRecordProcessor(CountingLogExporter(_log_exporter(kind, protocol)))
+            logger_provider.add_log_record_processor(processor)
+        if logs == {"otlp"} and protocol == "grpc" and _default_log_limits():
+            telemetry.direct_logs = otlp_wire.direct_queue(processor)  # one batch processor, otlp_wire's encoder
         telemetry.owns_providers = True
         telemetry.owned.append(logger_provider)
         if set_global:
@@ -559,8 +568,12 @@ def _start_perf(telemetry: Telemetry, meter_provider: Any, logger_provider: Any)
 
     options = telemetry.options
     export_requests = os.environ.get(PERF_LOG_EXPORT_ENV, "all").strip().lower() != "slow"
-    otel_logger = (logger_provider.get_logger("otel_mcp.perf", __version__)
-                   if logger_provider is not None and export_requests else None)
+    otel_logger: Any = None
+    if logger_provider is not None and export_requests:
+        otel_logger = logger_provider.get_logger("otel_mcp.perf", __version__)
+        if telemetry.direct_logs is not None:
+            otel_logger = otlp_wire.DirectLogger(telemetry.direct_logs, logger_provider.resource,
+                                                 otel_logger._instrumentation_scope)
     perf = PerfLog(options.perf_log, options.perf_log_max_bytes, options.perf_log_backups, otel_logger,
                    options.perf_log_requests)
     perf.start()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -122,15 +124,14 @@ def test_equal_scopes_of_two_tracers_share_one_scope_spans() -> None:
     assert [s.name for s in ours.resource_spans[0].scope_spans[0].spans] == ["a", "b", "c"]
 
 
-def test_the_exporters_deliver_to_a_grpc_collector(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The stock gRPC exporters with pre-encoded requests: a gRPC server parses exactly the SDK's message."""
+@contextlib.contextmanager
+def _grpc_collector() -> Iterator[tuple[int, list[Any]]]:
+    """A gRPC OTLP receiver for traces and logs: its port, and the requests it parsed."""
     from concurrent import futures
 
     import grpc
     from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
     from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
-    from opentelemetry.sdk._logs.export import LogRecordExportResult
-    from opentelemetry.sdk.trace.export import SpanExportResult
 
     received: list[Any] = []
 
@@ -149,8 +150,19 @@ def test_the_exporters_deliver_to_a_grpc_collector(monkeypatch: pytest.MonkeyPat
     logs_service_pb2_grpc.add_LogsServiceServicer_to_server(Logs(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
     try:
+        yield port, received
+    finally:
+        server.stop(None)
+
+
+def test_the_exporters_deliver_to_a_grpc_collector(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stock gRPC exporters with pre-encoded requests: a gRPC server parses exactly the SDK's message."""
+    from opentelemetry.sdk._logs.export import LogRecordExportResult
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    with _grpc_collector() as (port, received):
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
         spans = _spans(Resource.create({"service.name": "otel-mcp"}))
         span_exporter = otlp_wire.span_exporter()
         assert span_exporter.export(spans) == SpanExportResult.SUCCESS
@@ -166,6 +178,57 @@ def test_the_exporters_deliver_to_a_grpc_collector(monkeypatch: pytest.MonkeyPat
         assert log_exporter.export(batch) == LogRecordExportResult.SUCCESS
         assert received[-1] == sdk_encode_logs(batch)
         log_exporter.shutdown()
-    finally:
-        server.stop(None)
     assert len(received) == 2
+
+
+REQUESTS = [  # perf-log request items: ok with a sampled span, an error without one, a resource read
+    ("request", 1_700_000_000.25, "tools/call", "compose_rules", 0.0015, None, "tcp", 0xABC, 0xDEF, 1),
+    ("request", 1_700_000_001.5, "tools/call", "get_rule", 0.25, "tool_error", "pipe", 0, 0, 0),
+    ("request", 1_700_000_002.0, "resources/read", None, 0.001, None, "tcp", 0x123, 0x456, 0),
+]
+
+
+def test_perf_log_records_skip_the_sdk_logger_and_send_its_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``setup_telemetry`` queues the per-request records already encoded (``DirectLogger``) where its one
+    gRPC logs exporter encodes with ``otlp_wire``; a collector receives what the SDK's ``Logger.emit`` path
+    sends (an attribute length limit, which the direct path does not apply, switches it off)."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from telemetry_support import uninstrument_all
+
+    from otel_mcp.telemetry.setup import TelemetryOptions, setup_telemetry
+
+    sent: dict[str, list[Any]] = {}
+    with _grpc_collector() as (port, received):
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+        for path in ("direct", "sdk"):
+            if path == "sdk":
+                monkeypatch.setenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "100000")
+            env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}", "OTEL_TRACES_EXPORTER": "none",
+                   "OTEL_METRICS_EXPORTER": "none"}
+            telemetry = setup_telemetry(None, env=env, options=TelemetryOptions(), set_global=False)
+            try:
+                assert telemetry.perf is not None
+                assert isinstance(telemetry.perf.otel_logger, otlp_wire.DirectLogger) == (path == "direct")
+                for item in REQUESTS:
+                    telemetry.perf._put(item)
+                assert telemetry.perf.flush()
+            finally:
+                telemetry.shutdown()
+                uninstrument_all()
+            sent[path] = [request for request in received if isinstance(request, ExportLogsServiceRequest)]
+            received.clear()
+    for requests in sent.values():
+        for request in requests:
+            for resource_logs in request.resource_logs:
+                for scope_logs in resource_logs.scope_logs:
+                    assert scope_logs.scope.name == "otel_mcp.perf"
+                    for record in scope_logs.log_records:
+                        assert record.observed_time_unix_nano > 0
+                        record.observed_time_unix_nano = 0  # when it was emitted: the one field that differs
+    scopes = {path: [sl for q in requests for rl in q.resource_logs for sl in rl.scope_logs]  # each setup has its
+              for path, requests in sent.items()}  # own service.instance.id: the scopes and records must match
+    assert scopes["direct"] == scopes["sdk"]
+    records = [r for sl in scopes["direct"] for r in sl.log_records]
+    assert [r.body.string_value for r in records] == [
+        "tools/call compose_rules ok in 1.5 ms", "tools/call get_rule error in 250.0 ms", "resources/read ok in 1.0 ms"]
+    assert records[0].trace_id == (0xABC).to_bytes(16, "big") and records[0].flags == 1
