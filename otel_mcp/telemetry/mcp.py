@@ -221,25 +221,41 @@ class McpTelemetry:
         return attrs
 
 
+_TRANSPORTS: dict[tuple[str | None, str | None], _Transport] = {}  # (http version, session id) -> its _Transport
+_MAX_TRANSPORTS = 1024
+
+
 def _new_transport(ctx: ServerRequestContext[Any, Any], connection: Any, state: dict[str, Any] | None) -> _Transport:
-    """The connection's transport attributes, made on its first request and kept in its ``state``."""
+    """The connection's transport attributes, kept in its ``state``.
+
+    A connection of the stateless (2026-era envelope) path lives for one request: its attributes come from
+    a bounded table keyed by what they are made of, not rebuilt per request.
+    """
     request = ctx.request
-    span_attrs: dict[str, AttributeValue]
-    if request is None:
-        key = _STDIO
-        span_attrs = {NETWORK_TRANSPORT: _STDIO}
-        metric_attrs: dict[str, AttributeValue] = {NETWORK_TRANSPORT: _STDIO}
-    else:
-        key = _TCP
-        scope = getattr(request, "scope", {}) or {}
-        span_attrs = {NETWORK_TRANSPORT: _TCP, NETWORK_PROTOCOL_NAME: "http"}
-        if scope.get("http_version"):
-            span_attrs[NETWORK_PROTOCOL_VERSION] = str(scope["http_version"])
-        metric_attrs = {NETWORK_TRANSPORT: _TCP, NETWORK_PROTOCOL_NAME: "http"}
     session_id = getattr(connection, "session_id", None)
-    if session_id:
-        span_attrs[MCP_SESSION_ID] = str(session_id)
-    transport = _Transport(key, span_attrs, metric_attrs)
+    http_version = None
+    if request is not None:
+        http_version = str((getattr(request, "scope", None) or {}).get("http_version") or "") or None
+    table_key = ("stdio" if request is None else http_version, str(session_id) if session_id else None)
+    transport = _TRANSPORTS.get(table_key)
+    if transport is None:
+        span_attrs: dict[str, AttributeValue]
+        if request is None:
+            key = _STDIO
+            span_attrs = {NETWORK_TRANSPORT: _STDIO}
+            metric_attrs: dict[str, AttributeValue] = {NETWORK_TRANSPORT: _STDIO}
+        else:
+            key = _TCP
+            span_attrs = {NETWORK_TRANSPORT: _TCP, NETWORK_PROTOCOL_NAME: "http"}
+            if http_version:
+                span_attrs[NETWORK_PROTOCOL_VERSION] = http_version
+            metric_attrs = {NETWORK_TRANSPORT: _TCP, NETWORK_PROTOCOL_NAME: "http"}
+        if session_id:
+            span_attrs[MCP_SESSION_ID] = str(session_id)
+        transport = _Transport(key, span_attrs, metric_attrs)
+        if len(_TRANSPORTS) >= _MAX_TRANSPORTS:
+            _TRANSPORTS.clear()
+        _TRANSPORTS[table_key] = transport
     if state is not None:
         state[_TRANSPORT_STATE] = transport
     return transport

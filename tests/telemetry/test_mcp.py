@@ -170,3 +170,31 @@ async def test_suppressed_instrumentation_records_nothing(otel: Otel) -> None:
             detach(token)
     assert not [p for p in otel.histogram_points("mcp.server.operation.duration")
                 if p.attributes["mcp.method.name"] == "tools/list"]
+
+
+def test_transport_attributes_are_made_once_per_kind_of_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stateless-path connection lives for one request: its attributes come from a bounded table."""
+    from types import SimpleNamespace
+
+    from otel_mcp.telemetry import mcp as mcp_telemetry
+
+    monkeypatch.setattr(mcp_telemetry, "_TRANSPORTS", {})
+    monkeypatch.setattr(mcp_telemetry, "_MAX_TRANSPORTS", 2)
+
+    def transport(http_version: str | None, session_id: str | None, state: dict[str, Any] | None = None) -> Any:
+        request = None if http_version is None else SimpleNamespace(scope={"http_version": http_version})
+        ctx: Any = SimpleNamespace(request=request)
+        return mcp_telemetry._new_transport(ctx, SimpleNamespace(session_id=session_id), state)
+
+    first = transport("1.1", None)
+    assert transport("1.1", None) is first
+    assert first.span_attrs == {"network.transport": "tcp", "network.protocol.name": "http",
+                                "network.protocol.version": "1.1"}
+    state: dict[str, Any] = {}
+    with_session = transport("1.1", "s-1", state)
+    assert with_session is not first and state["otel_mcp.transport"] is with_session
+    assert with_session.span_attrs["mcp.session.id"] == "s-1"
+    stdio = transport(None, None)  # a third kind: the table (2 here) starts over
+    assert stdio.key == "pipe" and stdio.metric_attrs == {"network.transport": "pipe"}
+    assert len(mcp_telemetry._TRANSPORTS) == 1
+    assert transport("1.1", None) is not first
