@@ -8,14 +8,17 @@ copy made at ``end()`` although an ended span is already read-only.
 
 ``LeanTracerProvider`` is the SDK's provider (sampler, id generator, span
 limits, processors, resource, ``OTEL_*`` variables, shutdown: all the SDK's);
-its tracers make ``LeanSpan``, the SDK's ``Span`` with two changes:
+its tracers make ``LeanSpan``, the SDK's ``Span`` with these changes:
 
 - attributes are a ``LeanAttributes``: a ``BoundedAttributes`` that stores
   ``str`` (within the length limit), ``bool``, ``int`` and ``float`` values as
   they are, and sends every other value through the SDK's cleaning; limits,
   the drop count and key order are the SDK's;
 - ``end()`` hands the span itself to the processors (it is a ``ReadableSpan``,
-  and read-only once ended: the SDK's own setters refuse to change it).
+  and read-only once ended: the SDK's own setters refuse to change it);
+- the event and link lists are made on the first event or link (most spans
+  have neither), and ``start_as_current_span`` is one object, not two nested
+  generator-based context managers.
 
 Everything else (events, links, status, exceptions, the context manager) is
 the SDK's code. The output is the SDK's: ``tests/telemetry/test_spans.py``
@@ -44,6 +47,7 @@ from opentelemetry.util import types
 logger = logging.getLogger("opentelemetry.sdk.trace")
 
 _UNSET = Status(StatusCode.UNSET)
+_NONE: BoundedList[Any] = BoundedList(0)  # the events and links of a span that has none (shared, never appended to)
 _SAMPLED = trace_api.TraceFlags(trace_api.TraceFlags.SAMPLED)
 _NOT_SAMPLED = trace_api.TraceFlags(trace_api.TraceFlags.DEFAULT)
 
@@ -128,9 +132,19 @@ class LeanSpan(Span):
         self._lock = threading.Lock()
         self._attributes: LeanAttributes = LeanAttributes(limits.max_span_attributes, attributes,
                                                           limits.max_span_attribute_length)
-        self._events = BoundedList(limits.max_events)
-        self._links = self._new_links(links) if links else BoundedList(limits.max_links)
+        self._events = _NONE  # a list of its own on the first event (most spans have none)
+        self._links = self._new_links(links) if links else _NONE
         self._record_end_metrics = record_end_metrics
+
+    def _add_event(self, event: Any) -> None:
+        if self._events is _NONE and self._end_time is None:
+            self._events = BoundedList(self._limits.max_events)
+        super()._add_event(event)
+
+    def _add_link(self, link: trace_api.Link) -> None:
+        if self._links is _NONE and self._end_time is None:
+            self._links = BoundedList(self._limits.max_links)
+        super()._add_link(link)
 
     def end(self, end_time: int | None = None) -> None:
         with self._lock:

@@ -196,3 +196,17 @@ def test_lean_attributes_clean_what_is_not_simple() -> None:
     assert attributes["custom"] is None  # the SDK's rule for values it cannot make a string of
     attributes["s"] = "y"
     assert list(attributes) == ["list", "custom", "s"]
+
+
+def test_spans_without_events_share_no_list_and_get_their_own_on_the_first() -> None:
+    provider, exporter = _provider(LeanTracerProvider)
+    tracer = provider.get_tracer("t")
+    plain, with_event = tracer.start_span("plain"), tracer.start_span("event")
+    with_event.add_event("e1")
+    with_event.add_link(SpanContext(0x1, 0x2, is_remote=True))
+    plain.end()
+    with_event.end()
+    plain.add_event("after end")  # ignored (and warned about), as by the SDK
+    exported = {s.name: s for s in exporter.get_finished_spans()}
+    assert exported["plain"].events == () and exported["plain"].links == ()
+    assert [e.name for e in exported["event"].events] == ["e1"] and len(exported["event"].links) == 1
