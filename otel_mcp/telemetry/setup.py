@@ -14,7 +14,8 @@ Defaults, when the environment says nothing:
   in the environment is always used, and exporter failures are logged at
   most once a minute per logger instead of flooding stderr;
 - over gRPC, spans and log records are encoded by ``otlp_wire`` (the SDK encoder's bytes at ~1/5 of
-  its cost; ``http/protobuf`` keeps the SDK's encoder);
+  its cost; ``http/protobuf`` keeps the SDK's encoder), and the per-request log record skips the SDK's
+  ``Logger`` (``otlp_wire.DirectLogger``) when the one logs exporter is that gRPC one;
 - spans are ``telemetry/spans.py``'s ``LeanSpan`` (the SDK's span without its per-value attribute
   cleaning and end-of-span copy: ~40 % cheaper; ``OTEL_MCP_LEAN_SPANS=false`` for the SDK's own);
 - ``BatchSpanProcessor`` with 64-span batches (``OTEL_BSP_*`` override): a
@@ -44,8 +45,8 @@ also ``prometheus``), ``OTEL_EXPORTER_OTLP_ENDPOINT``/``_PROTOCOL``/``_HEADERS``
 ``OTEL_METRIC_EXPORT_INTERVAL``, ``OTEL_METRICS_EXEMPLAR_FILTER``. ``OTEL_MCP_PERF_LOG_EXPORT``:
 ``all`` (default: every JSON performance line also becomes an OTel log record when a logs exporter
 is set) or ``slow`` (only slow requests, slow queries and alerts do; the per-request record repeats
-what the request's span already carries, and costs ~8 % of a request's CPU, see
-``docs/performance.md``). Our own
+what the request's span already carries; see ``docs/performance.md`` for its cost).
+``OTEL_MCP_LEAN_SPANS=false``: the SDK's own span class instead of ``spans.LeanSpan``. Our own
 settings (``otel_mcp.config.Settings``): ``perf_log*``, ``alert_*``, ``metrics_endpoint``,
 ``telemetry_fine_buckets``.
 """
