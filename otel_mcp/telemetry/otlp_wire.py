@@ -24,6 +24,7 @@ from opentelemetry.exporter.otlp.proto.common._internal import (
     _encode_resource,
     _encode_value,
 )
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter
 
 _pack_q = struct.Struct("<Q").pack
@@ -180,20 +181,46 @@ def _flags(context: Any) -> int:
     return _HAS_IS_REMOTE | _IS_REMOTE if context is not None and context.is_remote else _HAS_IS_REMOTE
 
 
-def _status(status: Any) -> bytes:
-    message = status.description
-    code = status.status_code.value
+def _encode_status(key: tuple[int, str | None]) -> bytes:
+    code, message = key
     return _field(b"\x7a", (_string_field(b"\x12", message) if message else b"")
                   + (b"\x18" + varint(code) if code else b""))
 
 
+_STATUS = _Memo(_encode_status)  # (code, description) -> Span.status
+
+
+def _status(status: Any) -> bytes:
+    return _STATUS[status.status_code.value, status.description]
+
+
 def encode_span(span: Any) -> bytes:
     """One ``Span`` message."""
+    if isinstance(span, ReadableSpan):
+        # The SDK's fields, read directly: its properties are a Python call each, and ``events`` and ``links``
+        # copy their list under a lock even when it is empty.
+        context: Any = span._context
+        parent, attrs = span._parent, span._attributes
+        events, links = span._events, span._links
+        parts = [b"\x0a\x10", context.trace_id.to_bytes(16, "big"), b"\x12\x08", context.span_id.to_bytes(8, "big")]
+        if context.trace_state:
+            parts.append(_trace_state(context.trace_state))
+        if parent is not None:
+            parts += (b"\x22\x08", parent.span_id.to_bytes(8, "big"))
+        parts += (_NAME[span._name], _KIND[span._kind.value])
+        if span._start_time:
+            parts += (b"\x39", _pack_q(span._start_time))
+        if span._end_time:
+            parts += (b"\x41", _pack_q(span._end_time))
+        parts += attributes(b"\x4a", attrs)
+        _tail(parts, getattr(attrs, "dropped", 0), events if events else (), getattr(events, "dropped", 0),
+              links if links else (), getattr(links, "dropped", 0), span._status, parent)
+        return b"".join(parts)
     context = span.context
     parent = span.parent
     parts = [b"\x0a\x10", context.trace_id.to_bytes(16, "big"), b"\x12\x08", context.span_id.to_bytes(8, "big")]
     if context.trace_state:
-        parts.append(_string_field(b"\x1a", ",".join(f"{k}={v}" for k, v in context.trace_state.items())))
+        parts.append(_trace_state(context.trace_state))
     if parent is not None:
         parts += (b"\x22\x08", parent.span_id.to_bytes(8, "big"))
     parts += (_NAME[span.name], _KIND[span.kind.value])
@@ -201,27 +228,38 @@ def encode_span(span: Any) -> bytes:
         parts += (b"\x39", _pack_q(span.start_time))
     if span.end_time:
         parts += (b"\x41", _pack_q(span.end_time))
-    parts += attributes(b"\x4a", getattr(span, "_attributes", None) or span.attributes)  # not the read-only proxy
-    if span.dropped_attributes:
-        parts += (b"\x50", varint(span.dropped_attributes))
-    for event in span.events:
+    parts += attributes(b"\x4a", span.attributes)
+    _tail(parts, span.dropped_attributes, span.events, span.dropped_events, span.links, span.dropped_links,
+          span.status, parent)
+    return b"".join(parts)
+
+
+def _trace_state(trace_state: Any) -> bytes:
+    return _string_field(b"\x1a", ",".join(f"{k}={v}" for k, v in trace_state.items()))
+
+
+def _tail(parts: list[bytes], dropped_attributes: int, events: Iterable[Any], dropped_events: int,
+          links: Iterable[Any], dropped_links: int, status: Any, parent: Any) -> None:
+    """A span's fields after its attributes: counts, events, links, status, flags."""
+    if dropped_attributes:
+        parts += (b"\x50", varint(dropped_attributes))
+    for event in events:
         body = b"\x09" + _pack_q(event.timestamp) + _string_field(b"\x12", event.name)
         body += b"".join(attributes(b"\x1a", event.attributes))
         if event.dropped_attributes:
             body += b"\x20" + varint(event.dropped_attributes)
         parts.append(_field(b"\x5a", body))
-    if span.dropped_events:
-        parts += (b"\x60", varint(span.dropped_events))
-    for link in span.links:
+    if dropped_events:
+        parts += (b"\x60", varint(dropped_events))
+    for link in links:
         body = b"\x0a\x10" + link.context.trace_id.to_bytes(16, "big") + b"\x12\x08"
         body += link.context.span_id.to_bytes(8, "big") + b"".join(attributes(b"\x22", link.attributes))
         if link.dropped_attributes:
             body += b"\x28" + varint(link.dropped_attributes)
         parts.append(_field(b"\x6a", body + b"\x35" + _pack_i(_flags(link.context))))
-    if span.dropped_links:
-        parts += (b"\x70", varint(span.dropped_links))
-    parts += (_status(span.status), b"\x85\x01", _pack_i(_flags(parent)))
-    return b"".join(parts)
+    if dropped_links:
+        parts += (b"\x70", varint(dropped_links))
+    parts += (_status(status), b"\x85\x01", _pack_i(_flags(parent)))
 
 
 def encode_spans(spans: Sequence[Any]) -> bytes:

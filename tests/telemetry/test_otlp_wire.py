@@ -63,6 +63,26 @@ def test_spans_match_the_sdk_encoder_byte_for_byte(limits: SpanLimits | None) ->
     assert otlp_wire.encode_spans(spans) == sdk_encode_spans(spans).SerializeToString()
 
 
+class _SpanView:
+    """A span that is not the SDK's ``ReadableSpan``: only its public properties, as another SDK might offer."""
+
+    _PROPERTIES = ("context", "parent", "name", "kind", "start_time", "end_time", "attributes", "events", "links",
+                   "status", "dropped_attributes", "dropped_events", "dropped_links", "resource",
+                   "instrumentation_scope")
+
+    def __init__(self, span: Any) -> None:
+        for name in self._PROPERTIES:
+            setattr(self, name, getattr(span, name))
+
+
+@pytest.mark.parametrize("limits", [None, SpanLimits(max_span_attributes=3, max_events=1, max_links=1)])
+def test_spans_read_through_their_properties_match_too(limits: SpanLimits | None) -> None:
+    """The encoder reads the SDK's span fields directly; any other span object through its properties."""
+    spans = _spans(Resource.create({"service.name": "otel-mcp"}), limits)
+    views = [_SpanView(span) for span in spans]
+    assert otlp_wire.encode_spans(views) == sdk_encode_spans(spans).SerializeToString()
+
+
 def test_spans_of_two_resources_group_like_the_sdk() -> None:
     spans = _spans(Resource.create({"service.name": "a"})) + _spans(Resource({}, schema_url="https://x/1"))
     ours = ExportTraceServiceRequest.FromString(otlp_wire.encode_spans(spans))
