@@ -180,6 +180,13 @@ def load_http_client(inner: httpx2.AsyncBaseTransport | None = None) -> httpx2.A
                               timeout=httpx2.Timeout(MCP_DEFAULT_TIMEOUT, read=MCP_DEFAULT_SSE_READ_TIMEOUT))
 
 
+def load_client(url: str, stack: AsyncExitStack, factory: HttpClientFactory | None = None) -> Client:
+    """An MCP client over ``load_http_client()`` (or ``factory``'s), whose HTTP client ``stack`` closes after it."""
+    http = (factory or load_http_client)()
+    stack.push_async_callback(http.aclose)  # after the session's own exit (LIFO)
+    return Client(streamable_http_client(url, http_client=http), cache=None)
+
+
 @dataclass
 class PoolConfig:
     url: str | None = None
@@ -239,9 +246,7 @@ async def open_pool(config: PoolConfig) -> AsyncIterator[SessionPool]:
         def make(i: int) -> Client:
             if i < config.http_sessions:
                 assert config.url is not None
-                http = (config.http_client_factory or load_http_client)()
-                stack.push_async_callback(http.aclose)  # after the session's own exit (LIFO)
-                return Client(streamable_http_client(config.url, http_client=http), cache=None)
+                return load_client(config.url, stack, config.http_client_factory)
             assert config.stdio_db is not None
             return Client(stdio_params(config.stdio_db, config.stdio_env), cache=None)
 
