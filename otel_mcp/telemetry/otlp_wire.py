@@ -26,6 +26,7 @@ from opentelemetry.exporter.otlp.proto.common._internal import (
 )
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.trace import SpanKind
 
 _pack_q = struct.Struct("<Q").pack
 _pack_i = struct.Struct("<I").pack
@@ -174,24 +175,21 @@ def _grouped(items: Iterable[Any], container_tag: bytes, encode: Callable[[Any],
 # -- spans ---------------------------------------------------------------------------------
 
 _NAME = _Memo(lambda name: _string_field(b"\x2a", name))  # Span.name
-_KIND = {k: b"\x30" + varint(k + 1) for k in range(5)}  # SpanKind enum value + 1 = OTLP's
+_KIND = {kind: b"\x30" + varint(kind.value + 1) for kind in SpanKind}  # SpanKind value + 1 = OTLP's (by member:
+# an enum's .value is a descriptor call)
 
 
 def _flags(context: Any) -> int:
     return _HAS_IS_REMOTE | _IS_REMOTE if context is not None and context.is_remote else _HAS_IS_REMOTE
 
 
-def _encode_status(key: tuple[int, str | None]) -> bytes:
-    code, message = key
+def _encode_status(key: tuple[Any, str | None]) -> bytes:
+    code, message = key[0].value, key[1]
     return _field(b"\x7a", (_string_field(b"\x12", message) if message else b"")
                   + (b"\x18" + varint(code) if code else b""))
 
 
-_STATUS = _Memo(_encode_status)  # (code, description) -> Span.status
-
-
-def _status(status: Any) -> bytes:
-    return _STATUS[status.status_code.value, status.description]
+_STATUS = _Memo(_encode_status)  # (StatusCode, description) -> Span.status
 
 
 def encode_span(span: Any) -> bytes:
@@ -199,48 +197,29 @@ def encode_span(span: Any) -> bytes:
     if isinstance(span, ReadableSpan):
         # The SDK's fields, read directly: its properties are a Python call each, and ``events`` and ``links``
         # copy their list under a lock even when it is empty.
-        context: Any = span._context
-        parent, attrs = span._parent, span._attributes
-        events, links = span._events, span._links
-        parts = [b"\x0a\x10", context.trace_id.to_bytes(16, "big"), b"\x12\x08", context.span_id.to_bytes(8, "big")]
-        if context.trace_state:
-            parts.append(_trace_state(context.trace_state))
-        if parent is not None:
-            parts += (b"\x22\x08", parent.span_id.to_bytes(8, "big"))
-        parts += (_NAME[span._name], _KIND[span._kind.value])
-        if span._start_time:
-            parts += (b"\x39", _pack_q(span._start_time))
-        if span._end_time:
-            parts += (b"\x41", _pack_q(span._end_time))
-        parts += attributes(b"\x4a", attrs)
-        _tail(parts, getattr(attrs, "dropped", 0), events if events else (), getattr(events, "dropped", 0),
-              links if links else (), getattr(links, "dropped", 0), span._status, parent)
-        return b"".join(parts)
-    context = span.context
-    parent = span.parent
+        attrs, events, links = span._attributes, span._events, span._links
+        return _span(span._context, span._parent, span._name, span._kind, span._start_time, span._end_time,
+                     attrs, getattr(attrs, "dropped", 0), events if events else (), getattr(events, "dropped", 0),
+                     links if links else (), getattr(links, "dropped", 0), span._status)
+    return _span(span.context, span.parent, span.name, span.kind, span.start_time, span.end_time, span.attributes,
+                 span.dropped_attributes, span.events, span.dropped_events, span.links, span.dropped_links,
+                 span.status)
+
+
+def _span(context: Any, parent: Any, name: str, kind: Any, start: int | None, end: int | None,
+          attrs: Mapping[str, Any] | None, dropped_attributes: int, events: Iterable[Any], dropped_events: int,
+          links: Iterable[Any], dropped_links: int, status: Any) -> bytes:
     parts = [b"\x0a\x10", context.trace_id.to_bytes(16, "big"), b"\x12\x08", context.span_id.to_bytes(8, "big")]
     if context.trace_state:
-        parts.append(_trace_state(context.trace_state))
+        parts.append(_string_field(b"\x1a", ",".join(f"{k}={v}" for k, v in context.trace_state.items())))
     if parent is not None:
         parts += (b"\x22\x08", parent.span_id.to_bytes(8, "big"))
-    parts += (_NAME[span.name], _KIND[span.kind.value])
-    if span.start_time:
-        parts += (b"\x39", _pack_q(span.start_time))
-    if span.end_time:
-        parts += (b"\x41", _pack_q(span.end_time))
-    parts += attributes(b"\x4a", span.attributes)
-    _tail(parts, span.dropped_attributes, span.events, span.dropped_events, span.links, span.dropped_links,
-          span.status, parent)
-    return b"".join(parts)
-
-
-def _trace_state(trace_state: Any) -> bytes:
-    return _string_field(b"\x1a", ",".join(f"{k}={v}" for k, v in trace_state.items()))
-
-
-def _tail(parts: list[bytes], dropped_attributes: int, events: Iterable[Any], dropped_events: int,
-          links: Iterable[Any], dropped_links: int, status: Any, parent: Any) -> None:
-    """A span's fields after its attributes: counts, events, links, status, flags."""
+    parts += (_NAME[name], _KIND[kind])
+    if start:
+        parts += (b"\x39", _pack_q(start))
+    if end:
+        parts += (b"\x41", _pack_q(end))
+    parts += attributes(b"\x4a", attrs)
     if dropped_attributes:
         parts += (b"\x50", varint(dropped_attributes))
     for event in events:
@@ -259,7 +238,8 @@ def _tail(parts: list[bytes], dropped_attributes: int, events: Iterable[Any], dr
         parts.append(_field(b"\x6a", body + b"\x35" + _pack_i(_flags(link.context))))
     if dropped_links:
         parts += (b"\x70", varint(dropped_links))
-    parts += (_status(status), b"\x85\x01", _pack_i(_flags(parent)))
+    parts += (_STATUS[status.status_code, status.description], b"\x85\x01", _pack_i(_flags(parent)))
+    return b"".join(parts)
 
 
 def encode_spans(spans: Sequence[Any]) -> bytes:
