@@ -103,18 +103,24 @@ def _key_value(tag: bytes, key: str, value: Any) -> bytes:
     return _field(tag, _KEY[key] + _field(b"\x12", any_value(value)))
 
 
-_STRING_ATTRIBUTES: dict[bytes, _Memo] = {}  # per tag: (key, str value) -> the framed KeyValue field
+# Per tag: (key, value) -> the framed KeyValue field, for str values; (key, value, type) for bool and int
+# values (True == 1: the type keeps them apart). Floats (durations) rarely repeat and are not kept.
+_ATTRIBUTE_MEMOS: dict[bytes, tuple[_Memo, _Memo]] = {}
 
 
 def attributes(tag: bytes, attrs: Mapping[str, Any] | None) -> list[bytes]:
     """Repeated KeyValue fields under ``tag``."""
     if not attrs:
         return []
-    memo = _STRING_ATTRIBUTES.get(tag)
-    if memo is None:
-        memo = _STRING_ATTRIBUTES.setdefault(tag, _Memo(lambda item: _key_value(tag, *item)))
+    memos = _ATTRIBUTE_MEMOS.get(tag)
+    if memos is None:
+        memos = _ATTRIBUTE_MEMOS.setdefault(tag, (_Memo(lambda item: _key_value(tag, *item)),
+                                                  _Memo(lambda item: _key_value(tag, item[0], item[1]))))
+    strings, typed = memos
     items = getattr(attrs, "_dict", attrs).items()  # BoundedAttributes: its dict, not the Mapping ABC's iteration
-    return [memo[k, v] if v.__class__ is str else _key_value(tag, k, v) for k, v in items]
+    return [strings[k, v] if (cls := v.__class__) is str
+            else typed[k, v, cls] if cls is int or cls is bool
+            else _key_value(tag, k, v) for k, v in items]
 
 
 # -- resources and scopes (few, so memoized whole) -----------------------------------------

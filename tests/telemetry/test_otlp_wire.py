@@ -252,3 +252,14 @@ def test_perf_log_records_skip_the_sdk_logger_and_send_its_message(monkeypatch: 
     assert [r.body.string_value for r in records] == [
         "tools/call compose_rules ok in 1.5 ms", "tools/call get_rule error in 250.0 ms", "resources/read ok in 1.0 ms"]
     assert records[0].trace_id == (0xABC).to_bytes(16, "big") and records[0].flags == 1
+
+
+def test_true_and_one_under_one_key_stay_apart() -> None:
+    """Memoized attribute bytes are keyed by type as well: ``True == 1`` in Python, not on the wire."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    for value in (True, 1, 1.0, "1", False, 0):
+        provider.get_tracer("t").start_span("s", attributes={"flag": value}).end()
+    spans = list(exporter.get_finished_spans())
+    assert otlp_wire.encode_spans(spans) == sdk_encode_spans(spans).SerializeToString()
