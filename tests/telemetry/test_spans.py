@@ -210,3 +210,24 @@ def test_spans_without_events_share_no_list_and_get_their_own_on_the_first() -> 
     exported = {s.name: s for s in exporter.get_finished_spans()}
     assert exported["plain"].events == () and exported["plain"].links == ()
     assert [e.name for e in exported["event"].events] == ["e1"] and len(exported["event"].links) == 1
+
+
+@pytest.mark.parametrize(("setting", "expected"), [(None, LeanTracerProvider), ("false", TracerProvider)])
+def test_setup_builds_the_lean_provider_unless_told_not_to(setting: str | None, expected: type,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry import trace
+    from telemetry_support import uninstrument_all
+
+    from otel_mcp.telemetry.setup import TelemetryOptions, setup_telemetry
+
+    monkeypatch.setattr(trace, "get_tracer_provider", trace.ProxyTracerProvider)  # none set up yet (as in serve)
+
+    env = {"OTEL_TRACES_EXPORTER": "console", "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"}
+    if setting is not None:
+        env["OTEL_MCP_LEAN_SPANS"] = setting
+    telemetry = setup_telemetry(None, env=env, options=TelemetryOptions(), set_global=False)
+    try:
+        assert type(telemetry.tracer_provider) is expected
+    finally:
+        telemetry.shutdown()
+        uninstrument_all()
