@@ -181,8 +181,8 @@ def _grouped(items: Iterable[Any], container_tag: bytes, encode: Callable[[Any],
 # -- spans ---------------------------------------------------------------------------------
 
 _NAME = _Memo(lambda name: _string_field(b"\x2a", name))  # Span.name
-_KIND = {kind: b"\x30" + varint(kind.value + 1) for kind in SpanKind}  # SpanKind value + 1 = OTLP's (by member:
-# an enum's .value is a descriptor call)
+# Span.kind: OTLP's value is SpanKind's + 1; looked up by member (an enum's .value is a descriptor call)
+_KIND = {kind: b"\x30" + varint(kind.value + 1) for kind in SpanKind}
 
 
 def _flags(context: Any) -> int:
