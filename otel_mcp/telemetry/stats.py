@@ -34,6 +34,7 @@ Configuration
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import threading
 import time
@@ -310,6 +311,8 @@ class StatsReader:
                 "rss_bytes": memory.rss,
                 "cpu_percent": p.cpu_percent(None),
                 "threads": p.num_threads(),
+                "gc_collections": [generation["collections"] for generation in gc.get_stats()],
+                "gc_frozen_objects": gc.get_freeze_count(),  # the startup heap, out of the GC's walks (runner.py)
             }
             with contextlib.suppress(AttributeError, psutil.Error):
                 figures["open_fds"] = p.num_fds()
@@ -398,5 +401,6 @@ def render_text(stats: Mapping[str, Any]) -> str:
         lines.append("cache: off")
     proc = stats.get("process", {})
     lines.append(f"process: RSS {proc.get('rss_bytes', 0) / 2**20:.1f} MiB, CPU {proc.get('cpu_percent')}%, "
-                 f"{proc.get('threads')} threads, {proc.get('open_fds', '-')} fds")
+                 f"{proc.get('threads')} threads, {proc.get('open_fds', '-')} fds; GC collections by generation "
+                 f"{proc.get('gc_collections', '-')}, {proc.get('gc_frozen_objects', '-')} objects frozen")
     return "\n".join(lines)
