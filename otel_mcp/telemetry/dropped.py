@@ -174,15 +174,34 @@ class CountingLogExporter(LogRecordExporter):
         return bool(flush(timeout_millis)) if callable(flush) else True
 
 
-class CountingMetricExporter(MetricExporter):
-    """Delegates to a metric exporter; data points of a failed export are counted as dropped."""
+class DelegatingMetricExporter(MetricExporter):
+    """A metric exporter wrapped around ``inner``: its temporality and aggregation, its flush and shutdown.
 
-    def __init__(self, inner: MetricExporter, counts: DropCounts = DROPPED) -> None:
+    Subclasses decide what ``export`` does with the data (count failures, keep a stats read's copy).
+    """
+
+    def __init__(self, inner: MetricExporter) -> None:
         super().__init__(
             preferred_temporality=getattr(inner, "_preferred_temporality", None),
             preferred_aggregation=getattr(inner, "_preferred_aggregation", None),
         )
         self.inner = inner
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        return self.inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        self.inner.shutdown(timeout_millis=timeout_millis, **kwargs)
+
+
+class CountingMetricExporter(DelegatingMetricExporter):
+    """Delegates to a metric exporter; data points of a failed export are counted as dropped."""
+
+    def __init__(self, inner: MetricExporter, counts: DropCounts = DROPPED) -> None:
+        super().__init__(inner)
         self.counts = counts
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
@@ -193,12 +212,6 @@ class CountingMetricExporter(MetricExporter):
         return self.counts.count_export(
             "metrics", lambda: self.inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs),
             MetricExportResult.SUCCESS, MetricExportResult.FAILURE, points)
-
-    def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        return self.inner.force_flush(timeout_millis)
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        self.inner.shutdown(timeout_millis=timeout_millis, **kwargs)
 
 
 def register_dropped_counter(meter_provider: Any, counts: DropCounts = DROPPED) -> None:

@@ -63,7 +63,7 @@ from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.semconv.metrics.db_metrics import DB_CLIENT_OPERATION_DURATION
 
 from otel_mcp.telemetry import names
-from otel_mcp.telemetry.dropped import DROPPED
+from otel_mcp.telemetry.dropped import DROPPED, DelegatingMetricExporter
 
 STATS_URI = "otel-mcp://stats"
 WINDOW = 60.0  # seconds the rates and percentiles look back, when an earlier read allows it
@@ -127,28 +127,18 @@ class MetricsTap:
         return bool(getattr(self._local, "keeping", False))
 
 
-class _TapExporter(MetricExporter):
+class _TapExporter(DelegatingMetricExporter):
     """Forwards exports, except the one a stats read triggers on its own thread (kept, not sent)."""
 
     def __init__(self, inner: MetricExporter, tap: MetricsTap) -> None:
-        super().__init__(
-            preferred_temporality=getattr(inner, "_preferred_temporality", None),
-            preferred_aggregation=getattr(inner, "_preferred_aggregation", None),
-        )
-        self.inner = inner
+        super().__init__(inner)
         self.tap = tap
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
         if self.tap.keeping():
             self.tap._local.kept = metrics_data
             return MetricExportResult.SUCCESS
-        return self.inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
-
-    def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        return self.inner.force_flush(timeout_millis)
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        self.inner.shutdown(timeout_millis=timeout_millis, **kwargs)
+        return super().export(metrics_data, timeout_millis, **kwargs)
 
 
 @dataclass
