@@ -7,12 +7,15 @@ machine, which alone is ~1-2 % of a whole request. Our hot-path attribute sets
 are few and fixed (method x tool x transport x outcome), so ``BoundHistogram``
 does that work once: the first ``record`` goes through the SDK (which creates
 the aggregations), later ones update the SDK's own aggregation objects directly.
-For the SDK's explicit-bucket histogram aggregation that is its ``aggregate``
-inlined (under the aggregation's own lock: a bisect, sum/min/max; no
-``Measurement``, no call, no exemplar offer), ~4 k instructions a record against
-~11 k through ``aggregate`` and ~112 k through ``Histogram.record``; any other
-aggregation gets its ``aggregate`` called. Exporters, Views, temporality and
-collection are untouched: the points are the SDK's.
+For the SDK's explicit-bucket histogram aggregation a record is only appended to
+a queue of the bound histogram's own; the queue is folded into the aggregation
+(its ``aggregate`` inlined, under its own lock: a bisect and sum/min/max per value,
+added in recording order, so the points are bit for bit the SDK's) when a reader
+collects it (a hook on that aggregation's ``collect``) or when ``PENDING_LIMIT``
+values wait. A record costs a bounds check and an append (~0.2 us) against ~1 us
+updating the aggregation in place, ~3 us through ``aggregate`` and ~28 us through
+``Histogram.record``; any other aggregation gets its ``aggregate`` called at once.
+Exporters, Views, temporality and collection are untouched: the points are the SDK's.
 
 It relies on SDK internals (``_measurement_consumer``, ``_reader_storages``,
 ``_ViewInstrumentMatch._attributes_aggregation``); whenever they are not what
@@ -32,9 +35,11 @@ Usage
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import os
+import threading
 from bisect import bisect_left
 from collections.abc import Mapping
 from typing import Any
@@ -52,6 +57,7 @@ except ImportError:  # pragma: no cover
 
 _SLOW: Any = ()  # sentinel tuple: always take the SDK path
 _INF = math.inf
+PENDING_LIMIT = 1024  # values queued per bound histogram before they are folded on the recording thread
 # What the inlined path reads and writes: the SDK's explicit-bucket aggregation, as of opentelemetry-sdk 1.2x-1.4x.
 _INLINED_FIELDS = ("_lock", "_value", "_sum", "_min", "_max", "_boundaries", "_record_min_max")
 
@@ -96,13 +102,16 @@ def _resolve(instrument: Any, attributes: Mapping[str, AttributeValue]) -> tuple
 class BoundHistogram:
     """``histogram`` with a fixed attribute set; ``record(value)`` is cheap after the first call."""
 
-    __slots__ = ("_aggregations", "_attributes", "_consumer", "_inlined", "_instrument", "_storages")
+    __slots__ = ("_aggregations", "_attributes", "_consumer", "_fold_lock", "_inlined", "_instrument", "_pending",
+                 "_storages")
 
     def __init__(self, histogram: Histogram, attributes: Mapping[str, AttributeValue] | None = None) -> None:
         self._instrument = histogram
         self._attributes: dict[str, AttributeValue] = dict(attributes or {})
         self._aggregations: tuple[Any, ...] | None = None  # None: not resolved yet
-        self._inlined: tuple[Any, ...] = ()  # the same, when all are explicit-bucket: updated in place
+        self._inlined: tuple[Any, ...] = ()  # the same, when all are explicit-bucket: values queued, folded later
+        self._pending: collections.deque[float] = collections.deque()  # appended by any thread, folded under the lock
+        self._fold_lock = threading.Lock()
         self._storages: Any = None
         self._consumer: Any = None
 
@@ -111,20 +120,11 @@ class BoundHistogram:
         return self._attributes
 
     def record(self, value: float) -> None:
-        inlined = self._inlined
-        if inlined and 0.0 <= value < _INF and self._consumer._reader_storages is self._storages:
-            for aggregation in inlined:  # _ExplicitBucketHistogramAggregation.aggregate, without its overhead
-                with aggregation._lock:
-                    counts = aggregation._value
-                    if counts is None:
-                        counts = aggregation._value = aggregation._get_empty_bucket_counts()
-                    aggregation._sum += value
-                    if aggregation._record_min_max:
-                        if value < aggregation._min:  # noqa: PLR1730  (a compare, not a min() call)
-                            aggregation._min = value
-                        if value > aggregation._max:  # noqa: PLR1730
-                            aggregation._max = value
-                    counts[bisect_left(aggregation._boundaries, value)] += 1
+        if self._inlined and 0.0 <= value < _INF and self._consumer._reader_storages is self._storages:
+            pending = self._pending
+            pending.append(value)
+            if len(pending) >= PENDING_LIMIT:
+                self.fold()
             return
         aggregations = self._aggregations
         if aggregations:
@@ -134,11 +134,38 @@ class BoundHistogram:
                     aggregation.aggregate(measurement, False)
                 return
             if self._consumer._reader_storages is not self._storages:
+                self.fold()  # what was recorded belongs to the readers it was recorded for
                 self._aggregations = None  # readers changed: resolve again
                 self._inlined = ()
         self._instrument.record(value, self._attributes)
         if self._aggregations is None:
             self._bind()
+
+    def fold(self) -> None:
+        """Apply the queued values to the aggregations (``_ExplicitBucketHistogramAggregation.aggregate``, in
+        recording order); called by their ``collect`` hook, so every collection sees every earlier record."""
+        with self._fold_lock:
+            pending = self._pending
+            values = [pending.popleft() for _ in range(len(pending))]  # only this (locked) method pops
+            if not values:
+                return
+            for aggregation in self._inlined:
+                with aggregation._lock:
+                    counts = aggregation._value
+                    if counts is None:
+                        counts = aggregation._value = aggregation._get_empty_bucket_counts()
+                    boundaries = aggregation._boundaries
+                    total = aggregation._sum
+                    for value in values:
+                        total += value
+                        counts[bisect_left(boundaries, value)] += 1
+                    aggregation._sum = total
+                    if aggregation._record_min_max:
+                        low, high = min(values), max(values)
+                        if low < aggregation._min:  # noqa: PLR1730  (a compare, not a min() call)
+                            aggregation._min = low
+                        if high > aggregation._max:  # noqa: PLR1730
+                            aggregation._max = high
 
     def _bind(self) -> None:
         self._aggregations = _SLOW
@@ -154,8 +181,24 @@ class BoundHistogram:
             self._storages, aggregations = resolved
             self._consumer = self._instrument._measurement_consumer  # type: ignore[attr-defined]
             self._aggregations = tuple(aggregations)
-            if all(_inlinable(a) for a in aggregations):
+            if all(_inlinable(a) for a in aggregations) and all(_hook_collect(a, self.fold) for a in aggregations):
                 self._inlined = self._aggregations
+
+
+def _hook_collect(aggregation: Any, fold: Any) -> bool:
+    """Make ``aggregation.collect`` fold ``fold``'s queue first (an instance attribute over the class method;
+    hooks of several bound histograms on one aggregation chain). False when the instance takes no attribute."""
+    collect = aggregation.collect
+
+    def collect_with_queued(*args: Any, **kwargs: Any) -> Any:
+        fold()
+        return collect(*args, **kwargs)
+
+    try:
+        aggregation.collect = collect_with_queued
+    except (AttributeError, TypeError):
+        return False
+    return True
 
 
 def _inlinable(aggregation: Any) -> bool:

@@ -53,7 +53,7 @@ from otel_mcp.compose import engine, service
 from otel_mcp.telemetry import names
 from otel_mcp.telemetry.bound import BoundHistogram
 from otel_mcp.telemetry.package import _otel_mcp_instruments
-from otel_mcp.telemetry.state import instrumentation_enabled, records_spans
+from otel_mcp.telemetry.state import current_span, instrumentation_enabled, records_spans
 from otel_mcp.telemetry.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ class ComposeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             finally:
                 _composing.reset(token)
             if not state[1]:  # served from the cache: no span of its own, a mark on the enclosing one
-                span = trace.get_current_span()
+                span = current_span()
                 if span.is_recording():
                     span.set_attributes(_CACHE_HIT)
             return composition

@@ -57,7 +57,7 @@ import logging
 import os
 import time
 import weakref
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from time import perf_counter
 from typing import Any, Final
 
@@ -101,7 +101,7 @@ from pydantic import ValidationError
 from otel_mcp.telemetry import names
 from otel_mcp.telemetry.bound import BoundHistogram
 from otel_mcp.telemetry.package import _mcp_instruments
-from otel_mcp.telemetry.state import instrumentation_enabled, records_spans
+from otel_mcp.telemetry.state import current_span, instrumentation_enabled, records_spans
 from otel_mcp.telemetry.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -324,7 +324,7 @@ class TelemetryMiddleware:
 
     def _describe_span(self, ctx: ServerRequestContext[Any, Any], method: str, transport: _Transport) -> None:
         """What the SDK's span lacks: transport, session, client address; the arguments when asked."""
-        span = trace.get_current_span()
+        span = current_span()
         if not span.is_recording():
             return
         request = ctx.request
@@ -336,7 +336,8 @@ class TelemetryMiddleware:
                 span.set_attributes({**transport.span_attrs, CLIENT_ADDRESS: client[0], CLIENT_PORT: client[1]})
             else:
                 span.set_attributes(transport.span_attrs)
-            if ctx.meta:
+            meta = ctx.meta
+            if meta and "traceparent" in meta:  # _meta chose the parent: link the HTTP-level context
                 _link_http_context(span, request)
         if self.capture_arguments and method == "tools/call" and ctx.params:
             span.set_attribute(GEN_AI_TOOL_CALL_ARGUMENTS, _arguments_json(ctx.params.get("arguments")))
@@ -407,7 +408,7 @@ class _ServerSpanContext:
     def __init__(self, cm: Any, parent_given: bool) -> None:
         self._cm = cm
         self._parent_given = parent_given
-        self._ambient = trace.get_current_span().get_span_context() if parent_given else None
+        self._ambient = current_span().get_span_context() if parent_given else None
 
     def __enter__(self) -> Any:
         span = self._cm.__enter__()
@@ -450,37 +451,41 @@ def _link_http_context(span: Any, request: Any) -> None:
 
 
 class WireSizeMiddleware:
-    """ASGI middleware: ``otel_mcp.mcp.request.size`` / ``.response.size`` of POSTs to ``path`` (HTTP)."""
+    """ASGI middleware: ``otel_mcp.mcp.request.size`` / ``.response.size`` of POSTs to ``path`` (HTTP).
+
+    Not a coroutine of its own: it returns the app's awaitable, so that the request does not pay for one
+    more frame resumed at each of its suspensions. The request size is the ``content-length`` header; the
+    response size is recorded with the last body message (a response that never completes has none).
+    """
 
     def __init__(self, app: Any, path: str = "/mcp") -> None:
         self.app = app
         self.path = path
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    def __call__(self, scope: Any, receive: Any, send: Any) -> Awaitable[None]:
         tel = McpInstrumentor._telemetry
         if tel is None or scope.get("method") != "POST" or scope.get("path") != self.path or (
             not instrumentation_enabled()
         ):
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)  # type: ignore[no-any-return]
         for name, value in reversed(scope.get("headers", ())):  # clients put content-length near the end
             if name == b"content-length":
                 if value.isdigit():
                     tel.request_sizes[_TCP].record(int(value))
                 break
-        sent = [0]
+        response_sizes = tel.response_sizes[_TCP]
+        sent = 0
 
         def counting_send(message: Any) -> Any:
             """Adds up response body bytes; returns ``send``'s awaitable (no coroutine of its own)."""
+            nonlocal sent
             if message["type"] == "http.response.body":
-                sent[0] += len(message.get("body", b""))
+                sent += len(message.get("body", b""))
+                if not message.get("more_body") and sent:
+                    response_sizes.record(sent)
             return send(message)
 
-        try:
-            await self.app(scope, receive, counting_send)
-        finally:
-            if sent[0]:
-                tel.response_sizes[_TCP].record(sent[0])
+        return self.app(scope, receive, counting_send)  # type: ignore[no-any-return]
 
 
 def _wrap_http_app(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:

@@ -56,6 +56,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from otel_mcp.telemetry import names
 from otel_mcp.telemetry.otlp_wire import DirectLogger
+from otel_mcp.telemetry.state import current_span
 from otel_mcp.telemetry.version import __version__
 
 logger = logging.getLogger("otel_mcp.perf")
@@ -122,13 +123,13 @@ class PerfLog:
         """One line for one MCP request; called inside the request's span."""
         if not self.log_requests:
             return
-        ctx = trace.get_current_span().get_span_context()
+        ctx = current_span().get_span_context()
         self._put(("request", time.time(), method, target, seconds, error_type, transport,
                    ctx.trace_id, ctx.span_id, int(ctx.trace_flags)))
 
     def event(self, level: str, event: str, message: str, fields: dict[str, Any]) -> None:
         """A slow operation or an alert, with the current span's ids."""
-        ctx = trace.get_current_span().get_span_context()
+        ctx = current_span().get_span_context()
         self._put(("event", time.time(), level, event, message, fields, ctx.trace_id, ctx.span_id,
                    int(ctx.trace_flags)))
 
@@ -284,30 +285,31 @@ def _iso(ts: float) -> str:
     return f"{cached[1]}.{int(ts % 1 * 1000):03d}Z"
 
 
-_JSON_STRINGS: dict[str | None, str] = {None: "null"}
+_LINE_PARTS: dict[tuple[str, str | None, str | None, str], tuple[str, str]] = {}
 
 
-def _js(value: str | None) -> str:
-    """``json.dumps(value)``, cached: methods, tool names, error types and transports are few."""
-    cached = _JSON_STRINGS.get(value)
-    if cached is None:
-        cached = json.dumps(value)
-        if len(_JSON_STRINGS) < 4096:
-            _JSON_STRINGS[value] = cached
-    return cached
+def _line_parts(method: str, target: str | None, error_type: str | None, transport: str) -> tuple[str, str]:
+    """The constant text around a request line's duration, per request shape (few: method x tool x outcome)."""
+    dumps = json.dumps
+    parts = (
+        f'","level":"INFO","event":"request","method":{dumps(method)},"target":{dumps(target)},"duration_ms":',
+        f',"outcome":"{"error" if error_type else "ok"}","error_type":{dumps(error_type)},'
+        f'"transport":{dumps(transport)},"trace_id":',
+    )
+    if len(_LINE_PARTS) < 4096:
+        _LINE_PARTS[method, target, error_type, transport] = parts
+    return parts
 
 
 def _request_line(item: tuple[Any, ...]) -> str:
-    """The JSON line of a request event (same keys and order as ``_to_record``), without building a dict."""
+    """The JSON line of a request event (same keys, order and values as ``_to_record``), without building a
+    dict: the text around the duration is kept per request shape; the duration is written to 3 decimals."""
     _, ts, method, target, seconds, error_type, transport, trace_id, span_id, _flags = item
+    parts = _LINE_PARTS.get((method, target, error_type, transport)) or _line_parts(method, target, error_type,
+                                                                                     transport)
     trace_hex = f'"{trace_id:032x}"' if trace_id else "null"
     span_hex = f'"{span_id:016x}"' if span_id else "null"
-    outcome = "error" if error_type else "ok"
-    return (
-        f'{{"ts":"{_iso(ts)}","level":"INFO","event":"request","method":{_js(method)},"target":{_js(target)},'
-        f'"duration_ms":{round(seconds * 1000, 3)},"outcome":"{outcome}","error_type":{_js(error_type)},'
-        f'"transport":{_js(transport)},"trace_id":{trace_hex},"span_id":{span_hex}}}'
-    )
+    return f'{{"ts":"{_iso(ts)}{parts[0]}{seconds * 1000:.3f}{parts[1]}{trace_hex},"span_id":{span_hex}}}'
 
 
 class _RotatingFile:

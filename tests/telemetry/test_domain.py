@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import pytest
 from opentelemetry.trace import StatusCode
 from telemetry_support import NO_EXPORT, Otel, uninstrument_all
 
@@ -194,6 +195,19 @@ def test_perf_log_lines_parse_and_rotate(tmp_path: Path) -> None:
     record = json.loads(path.read_text().splitlines()[-1])
     assert record["trace_id"] == trace_id and record["event"] == "request"
     assert record["duration_ms"] == 1.2 and record["outcome"] == "ok"
+
+
+@pytest.mark.parametrize("item", [
+    ("request", 1_700_000_000.0004, "tools/call", "compose_rules", 0.0012, None, "pipe", 0, 0, 0),
+    ("request", 1_700_000_001.9996, "tools/call", "règle \"x\"", 12.3456789, "tool_error", "tcp", 2**127 + 5, 7, 1),
+    ("request", 1_700_000_002.5, "initialize", None, 0.0000004, "-32602", "tcp", 1, 2**64 - 1, 1),
+])
+def test_perf_log_request_line_is_the_record(item: tuple[Any, ...]) -> None:
+    """The request line written from cached pieces parses to the dict the other lines are made from."""
+    from otel_mcp.telemetry.perflog import _request_line, _to_record
+
+    for _ in range(2):  # the second time from the cached shape
+        assert json.loads(_request_line(item)) == _to_record(item)[0]
 
 
 def test_sdk_disabled_instruments_nothing(tmp_path: Path) -> None:

@@ -125,6 +125,27 @@ async def test_streamable_http_span_attributes_meta_parent_and_session(otel: Ote
     assert sizes and all(p.sum > 0 for p in sizes)
 
 
+async def test_http_traceparent_header_becomes_a_link_when_meta_chose_the_parent(otel: Otel) -> None:
+    """A client whose HTTP layer sends one trace context (the header) and whose MCP layer another (``_meta``):
+    the span's parent is ``_meta``'s, the header's context is linked."""
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    http_trace, http_span = 0x1234567890ABCDEF1234567890ABCDEF, 0x1122334455667788
+    header = {"traceparent": f"00-{http_trace:032x}-{http_span:016x}-01"}
+    tracer = trace.get_tracer("test")
+    with instrumented_http(otel) as web:
+        http = httpx2.AsyncClient(headers=header)
+        async with http, Client(streamable_http_client(web.url, http_client=http)) as client:
+            with tracer.start_as_current_span("agent-turn") as root:  # the client injects _meta from this
+                await client.call_tool("list_rules", {})
+    linked = next(s for s in _server_spans(otel) if s.name == "tools/call list_rules")
+    assert linked.context.trace_id == root.get_span_context().trace_id
+    assert [(link.context.trace_id, link.context.span_id, dict(link.attributes or {})) for link in linked.links] == [
+        (http_trace, http_span, {"otel_mcp.link": "http.request"})
+    ]
+
+
 async def test_real_stdio_client_meta_reaches_the_server(tmp_path: Any, server_env: dict[str, str]) -> None:
     """A real stdio subprocess: the client's trace id shows up in the server's JSON performance log."""
     perf_log = tmp_path / "perf.log"

@@ -1,9 +1,12 @@
-"""The cheap metrics path: bound histograms update the SDK's aggregations in place, and the stats view reads
-the exporter's own reader (``MetricsTap``) instead of aggregating every record a second time."""
+"""The cheap metrics path: bound histograms queue their values and fold them into the SDK's aggregations when
+a reader collects, and the stats view reads the exporter's own reader (``MetricsTap``) instead of aggregating
+every record a second time."""
 
 from __future__ import annotations
 
 import math
+import random
+import threading
 from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -25,7 +28,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
 from telemetry_support import NO_EXPORT, uninstrument_all
 
-from otel_mcp.telemetry.bound import BoundHistogram
+from otel_mcp.telemetry.bound import PENDING_LIMIT, BoundHistogram
 from otel_mcp.telemetry.setup import TelemetryOptions, setup_telemetry
 from otel_mcp.telemetry.stats import MetricsTap, StatsReader
 
@@ -66,10 +69,13 @@ class _Recording(MetricExporter):
         pass
 
 
-def _pair(views: Sequence[View] = (), readers: int = 1) -> tuple[list[InMemoryMetricReader], Any, Any]:
+def _pair(views: Sequence[View] = (), readers: int = 1,
+          temporality: AggregationTemporality = AggregationTemporality.CUMULATIVE,
+          ) -> tuple[list[InMemoryMetricReader], Any, Any]:
     """(readers of the bound provider, SDK-path histogram, bound histogram) with the same readers/views."""
-    sdk_reader = InMemoryMetricReader()
-    bound_readers = [InMemoryMetricReader() for _ in range(readers)]
+    preferred = {SdkHistogram: temporality}
+    sdk_reader = InMemoryMetricReader(preferred_temporality=preferred)
+    bound_readers = [InMemoryMetricReader(preferred_temporality=preferred) for _ in range(readers)]
     sdk = MeterProvider(metric_readers=[sdk_reader], views=list(views)).get_meter("t").create_histogram("h")
     ours = MeterProvider(metric_readers=bound_readers, views=list(views)).get_meter("t").create_histogram("h")
     return [sdk_reader, *bound_readers], sdk, BoundHistogram(ours, ATTRS)
@@ -88,6 +94,65 @@ def test_bound_records_what_the_sdk_records(readers: int) -> None:
         for reader in bound_readers:
             assert [_facts(p) for p in _points(reader.get_metrics_data())] == expected
     assert len(bound._inlined) == readers  # the in-place path was the one taken
+
+
+def _delta_facts(data: MetricsData | None) -> list[tuple[Any, ...]]:
+    """A delta collection's points (none when nothing was recorded since the previous one)."""
+    return [_facts(p) for p in _points(data)] if data is not None and data.resource_metrics else []
+
+
+def test_bound_delta_collections_carry_what_was_recorded_before_each() -> None:
+    """Delta temporality: each collection holds exactly the values recorded since the previous one, as the
+    SDK's (the queue is folded when the reader collects, not later)."""
+    (sdk_reader, bound_reader), sdk, bound = _pair(temporality=AggregationTemporality.DELTA)
+    for round_values in (VALUES, (0.5, 0.25), (), (3.0,)):
+        for value in round_values:
+            sdk.record(value, ATTRS)
+            bound.record(value)
+        expected = _delta_facts(sdk_reader.get_metrics_data())
+        assert _delta_facts(bound_reader.get_metrics_data()) == expected
+        assert sum(f[0] for f in expected) == len(round_values)
+    assert bound._inlined
+
+
+def test_bound_queue_is_folded_at_its_limit_without_a_collection() -> None:
+    (sdk_reader, bound_reader), sdk, bound = _pair()
+    values = [random.Random(7).uniform(0, 3) for _ in range(PENDING_LIMIT * 3 + 5)]
+    for value in values:
+        sdk.record(value, ATTRS)
+        bound.record(value)
+        assert len(bound._pending) < PENDING_LIMIT
+    assert [_facts(p) for p in _points(bound_reader.get_metrics_data())] == [
+        _facts(p) for p in _points(sdk_reader.get_metrics_data())]
+
+
+def test_bound_records_from_threads_during_collections_are_all_counted() -> None:
+    """Four threads record while a fifth collects (delta, so a value counted twice or lost shows in the sum
+    of the collections' counts)."""
+    (_, bound_reader), _, bound = _pair(temporality=AggregationTemporality.DELTA)
+    bound.record(0.001)  # the first record binds
+    per_thread, counts = 5_000, []
+    done = threading.Event()
+
+    def record() -> None:
+        for i in range(per_thread):
+            bound.record(i / per_thread)
+
+    def collect() -> None:
+        while not done.is_set():
+            counts.extend(f[0] for f in _delta_facts(bound_reader.get_metrics_data()))
+
+    collector = threading.Thread(target=collect)
+    collector.start()
+    writers = [threading.Thread(target=record) for _ in range(4)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+    done.set()
+    collector.join()
+    counts.extend(f[0] for f in _delta_facts(bound_reader.get_metrics_data()))
+    assert sum(counts) == 1 + 4 * per_thread
 
 
 def test_bound_other_aggregations_take_the_aggregate_path() -> None:

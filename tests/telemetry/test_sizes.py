@@ -38,6 +38,38 @@ async def test_http_request_and_response_sizes(otel: Otel) -> None:
     assert set(responses.attributes) == {"network.transport", "network.protocol.name"}  # no per-request attributes
 
 
+async def test_http_sizes_of_a_streamed_response(otel: Otel) -> None:
+    """A response sent in several body messages (an SSE stream) is one size, recorded with its last message;
+    other paths and methods pass through unmeasured."""
+    from otel_mcp.telemetry.mcp import WireSizeMiddleware
+
+    chunks = [b"event: message\r\n", b"data: {}\r\n\r\n", b""]
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for i, chunk in enumerate(chunks):
+            await send({"type": "http.response.body", "body": chunk, "more_body": i < len(chunks) - 1})
+
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    async def receive() -> Any:
+        return {"type": "http.disconnect"}
+
+    middleware = WireSizeMiddleware(app, path="/mcp")
+    post = {"type": "http", "method": "POST", "path": "/mcp", "headers": [(b"content-length", b"42")]}
+    await middleware(post, receive, send)
+    await middleware({**post, "path": "/other"}, receive, send)
+    await middleware({**post, "method": "GET"}, receive, send)
+    assert len(sent) == 3 * (1 + len(chunks))  # every message reached the server's send, in order
+    requests = _by_transport(otel, names.REQUEST_SIZE)["tcp"]
+    responses = _by_transport(otel, names.RESPONSE_SIZE)["tcp"]
+    assert (requests.count, requests.sum) == (1, 42)
+    assert (responses.count, responses.sum) == (1, sum(map(len, chunks)))
+
+
 async def test_stdio_request_and_response_sizes(otel: Otel) -> None:
     """The real stdio wire (``serve_wire`` over OS pipes): every line in and out is measured, in bytes."""
     in_r, in_w = os.pipe()
