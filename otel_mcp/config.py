@@ -48,6 +48,9 @@ class Settings:
     auth_token: str = field(default="", metadata=_doc("bearer token required on HTTP (empty: no auth)"))
     auth_token_file: Path | None = field(default=None, metadata=_doc("file holding the bearer token"))
     log_level: str = field(default="INFO", metadata=_doc("DEBUG, INFO, WARNING or ERROR"))
+    gc_young_threshold: int = field(
+        default=10_000, metadata=_doc("allocations between young-generation GC passes (0: Python's 700)")
+    )
     # Telemetry extras (OpenTelemetry itself is configured by the standard OTEL_* variables only).
     perf_log: Path | None = field(default=None, metadata=_doc("JSON performance log (default state_dir/perf.log; off)"))
     perf_log_max_bytes: int = field(default=10_000_000, metadata=_doc("rotate the performance log at this size"))
@@ -85,6 +88,8 @@ class Settings:
                      "max_sessions"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.gc_young_threshold < 0:
+            raise ConfigError(f"gc_young_threshold must be 0 or more, got {self.gc_young_threshold}")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
 

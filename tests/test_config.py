@@ -49,6 +49,7 @@ def test_paths_expand_user() -> None:
         ({}, {"OTEL_MCP_MAX_IMPORT_DEPTH": "-3"}, "max_import_depth must be at least 1"),
         ({}, {"OTEL_MCP_MAX_SESSIONS": "lots"}, r"max_sessions \(from OTEL_MCP_MAX_SESSIONS\)"),
         ({"log_level": "LOUD"}, {}, "log_level must be DEBUG, INFO, WARNING or ERROR, got 'LOUD'"),
+        ({}, {"OTEL_MCP_GC_YOUNG_THRESHOLD": "-1"}, "gc_young_threshold must be 0 or more, got -1"),
     ],
 )
 def test_bad_values_are_refused_naming_the_setting(flags: dict[str, object], env: dict[str, str], message: str) -> None:

@@ -46,6 +46,19 @@ def freeze_startup_heap() -> None:
     gc.freeze()
 
 
+def tune_young_collections(threshold: int) -> None:
+    """Run the young generation's pass every ``threshold`` allocations instead of every 700 (0: unchanged).
+
+    A pass walks the container objects alive at that moment: the in-flight requests' frames, dicts and
+    messages. Most of them are freed by reference counting before the request ends, so fewer passes walk
+    fewer of them, and the ones that survive to the older generations are fewer too. The cycles found are
+    the same, a little later; a pass over at most ``threshold`` young objects stays well under a millisecond.
+    """
+    if threshold > 0:
+        _, middle, old = gc.get_threshold()
+        gc.set_threshold(threshold, middle, old)
+
+
 def serve(settings: Settings) -> None:
     from otel_mcp.telemetry import setup_telemetry
 
@@ -54,6 +67,7 @@ def serve(settings: Settings) -> None:
     server = build_server(rules)
     telemetry.attach(server, rules)  # otel-mcp://stats (always), /metrics when enabled
     freeze_startup_heap()
+    tune_young_collections(settings.gc_young_threshold)
     # uvicorn handles SIGTERM itself (stop accepting, let in-flight requests finish) and then re-raises it
     # with the handler it found: with the default one the process died there, before the hooks below ran.
     # Ours unwinds to this function's cleanup instead, also when SIGTERM arrives before uvicorn is up.

@@ -302,6 +302,7 @@ class StatsReader:
                 "cpu_percent": p.cpu_percent(None),
                 "threads": p.num_threads(),
                 "gc_collections": [generation["collections"] for generation in gc.get_stats()],
+                "gc_thresholds": list(gc.get_threshold()),  # young, middle, old (runner.tune_young_collections)
                 "gc_frozen_objects": gc.get_freeze_count(),  # the startup heap, out of the GC's walks (runner.py)
             }
             with contextlib.suppress(AttributeError, psutil.Error):

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from relwire import start_http
 
-from otel_mcp.server.runner import freeze_startup_heap
+from otel_mcp.config import Settings
+from otel_mcp.server.runner import freeze_startup_heap, tune_young_collections
 
 
 def test_a_served_process_has_its_startup_heap_frozen(tmp_path: Path) -> None:
@@ -24,6 +25,18 @@ def test_a_served_process_has_its_startup_heap_frozen(tmp_path: Path) -> None:
         assert server.stop() == 0
     assert process["gc_frozen_objects"] > 50_000  # modules, the store, the providers
     assert len(process["gc_collections"]) == 3
+    assert process["gc_thresholds"][0] == Settings().gc_young_threshold == 10_000  # the served process's default
+
+
+def test_young_collections_threshold_is_set_or_left_alone() -> None:
+    before = gc.get_threshold()
+    try:
+        tune_young_collections(0)
+        assert gc.get_threshold() == before
+        tune_young_collections(5_000)
+        assert gc.get_threshold() == (5_000, *before[1:])
+    finally:
+        gc.set_threshold(*before)
 
 
 def test_freezing_collects_garbage_first_and_moves_the_rest_out_of_reach() -> None:
