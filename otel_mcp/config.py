@@ -55,6 +55,7 @@ class Settings:
     perf_log: Path | None = field(default=None, metadata=_doc("JSON performance log (default state_dir/perf.log; off)"))
     perf_log_max_bytes: int = field(default=10_000_000, metadata=_doc("rotate the performance log at this size"))
     perf_log_backups: int = field(default=5, metadata=_doc("rotated performance logs kept"))
+    perf_log_flush_ms: int = field(default=250, metadata=_doc("longest wait before queued perf-log lines are written"))
     metrics_endpoint: bool = field(default=False, metadata=_doc("serve GET /metrics (Prometheus) on HTTP"))
     alert_slow_request_ms: int = field(default=1000, metadata=_doc("alert when a request takes longer"))
     alert_slow_query_ms: int = field(default=100, metadata=_doc("alert and log when a DB statement takes longer"))
@@ -84,8 +85,7 @@ class Settings:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be between 0 and 65535, got {self.port}")
         for name in ("cache_memory_mb", "cache_disk_mb", "max_body_bytes", "max_imports", "max_import_depth",
-                     "max_rules", "max_request_bytes",
-                     "max_sessions"):
+                     "max_rules", "max_request_bytes", "max_sessions", "perf_log_flush_ms"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.gc_young_threshold < 0:

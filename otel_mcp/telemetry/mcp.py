@@ -506,11 +506,12 @@ async def _wire_next(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> An
     return line
 
 
-async def _wire_write(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
+def _wire_write(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
+    """Records the line's size and returns ``write``'s coroutine (no coroutine of its own)."""
     tel = McpInstrumentor._telemetry
     if tel is not None and args and instrumentation_enabled():
         tel.response_sizes[_STDIO].record(_utf8_len(args[0]))
-    return await wrapped(*args, **kwargs)
+    return wrapped(*args, **kwargs)
 
 
 def _utf8_len(text: str) -> int:

@@ -8,12 +8,12 @@ body, an argument value or a secret: method, target name, duration, outcome.
 
 The request path only builds a tuple and appends it to a deque (which wakes no
 thread: no futex and no thread switch per request); a daemon thread wakes every
-``WRITE_INTERVAL`` (or once ``BATCH`` lines wait, or on ``flush``), takes what has
-queued up (up to ``BATCH`` lines at a time), formats it (request
-lines by string formatting with cached JSON-escaped names, not ``json.dumps``
-of a dict), writes the batch with one ``write`` and rotates by its own byte
-count (no per-line ``tell``/flush), and exports, so the event loop never waits
-for the disk or the exporter. When the queue is full (``MAX_QUEUE`` lines
+``flush_interval`` (``WRITE_INTERVAL`` by default; or once ``BATCH`` lines wait, or
+on ``flush``), takes what has queued up (up to ``BATCH`` lines at a time), formats it
+(request lines from text kept per request shape, not ``json.dumps`` of a dict),
+writes the batch with one ``write`` and rotates by its own byte count (no per-line
+``tell``/flush), and exports, so the event loop never waits for the disk or the
+exporter. When the queue is full (``MAX_QUEUE`` lines
 behind) lines are dropped and counted rather than blocking.
 
 Alerts: a slow request, a slow query, a low cache hit rate or a high RSS
@@ -32,7 +32,8 @@ Usage
 
 Configuration
 -------------
-Settings ``perf_log`` / ``perf_log_max_bytes`` / ``perf_log_backups`` and the ``alert_*`` thresholds.
+Settings ``perf_log`` / ``perf_log_max_bytes`` / ``perf_log_backups`` / ``perf_log_flush_ms`` and the
+``alert_*`` thresholds.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ logger = logging.getLogger("otel_mcp.perf")
 alert_log = logging.getLogger("otel_mcp.perf.alerts")
 
 MAX_QUEUE = 10_000  # lines waiting for the writer before new ones are dropped
-BATCH = 512  # lines formatted and written together
+BATCH = 64  # lines formatted and written together; as many waiting wake the writer before its interval
 WRITE_INTERVAL = 0.25  # seconds between two writes when fewer than BATCH lines wait
 ALERT_LOG_INTERVAL = 60.0  # seconds between two WARNING lines for the same alert
 REQUEST_EVENT = "otel_mcp.request"  # event_name of the per-request OTel log record
@@ -92,6 +93,7 @@ class PerfLog:
     :param otel_logger: OTel logger to emit records to as well (default none); a ``DirectLogger`` encodes
         them at once (``setup.py`` gives one where the SDK's logger would only add cost)
     :param log_requests: write a line per request (default True; slow ones are always written)
+    :param flush_interval: longest wait, in seconds, before queued lines are written (default ``WRITE_INTERVAL``)
     """
 
     def __init__(
@@ -101,14 +103,16 @@ class PerfLog:
         backup_count: int = 5,
         otel_logger: OtelLogger | DirectLogger | None = None,
         log_requests: bool = True,
+        flush_interval: float = WRITE_INTERVAL,
     ) -> None:
         self.path = path
+        self.flush_interval = flush_interval
         self.otel_logger = otel_logger
         self.log_requests = log_requests
         self.dropped = 0
         self.written = 0
         # A deque, not a queue: appending wakes nobody (no futex, no thread switch per request); the
-        # writer drains it every WRITE_INTERVAL, or at once when BATCH lines wait or on flush/close.
+        # writer drains it every flush_interval, or at once when BATCH lines wait or on flush/close.
         self._queue: collections.deque[Any] = collections.deque()
         self._wake = threading.Event()
         self._file: _RotatingFile | None = None
@@ -139,7 +143,7 @@ class PerfLog:
             self.dropped += 1
             return
         self._queue.append(item)
-        if waiting == BATCH:
+        if waiting == BATCH - 1:  # a whole batch waits now
             self._wake.set()
 
     # -- the writer thread ---------------------------------------------------------
@@ -172,7 +176,7 @@ class PerfLog:
     def _run(self) -> None:
         popleft = self._queue.popleft
         while True:
-            self._wake.wait(WRITE_INTERVAL)
+            self._wake.wait(self.flush_interval)
             self._wake.clear()
             while self._queue:
                 batch: list[Any] = []

@@ -127,6 +127,7 @@ class TelemetryOptions:
     :param perf_log_max_bytes: rotate at this size (default 10 MB)
     :param perf_log_backups: rotated files kept (default 5)
     :param perf_log_requests: a line per request, not only slow ones (default True)
+    :param perf_log_flush_s: longest wait before queued lines are written (default 0.25)
     :param metrics_endpoint: serve ``GET /metrics`` on the HTTP transport (default False)
     :param fine_buckets: the finer operation-duration View (default True)
     :param alert_interval: seconds between the periodic alert checks (default 15)
@@ -136,6 +137,7 @@ class TelemetryOptions:
     perf_log_max_bytes: int = 10_000_000
     perf_log_backups: int = 5
     perf_log_requests: bool = True
+    perf_log_flush_s: float = 0.25
     metrics_endpoint: bool = False
     fine_buckets: bool = True
     alert_interval: float = 15.0
@@ -157,6 +159,7 @@ class TelemetryOptions:
             perf_log=Path(perf_log) if perf_log is not None else None,
             perf_log_max_bytes=int(get("perf_log_max_bytes", 10_000_000)),
             perf_log_backups=int(get("perf_log_backups", 5)),
+            perf_log_flush_s=float(get("perf_log_flush_ms", 250)) / 1000,
             metrics_endpoint=bool(get("metrics_endpoint", False)),
             thresholds=Thresholds(
                 slow_request_s=float(get("alert_slow_request_ms", 1000)) / 1000,
@@ -576,7 +579,7 @@ def _start_perf(telemetry: Telemetry, meter_provider: Any, logger_provider: Any)
             otel_logger = otlp_wire.DirectLogger(telemetry.direct_logs, logger_provider.resource,
                                                  otel_logger._instrumentation_scope)
     perf = PerfLog(options.perf_log, options.perf_log_max_bytes, options.perf_log_backups, otel_logger,
-                   options.perf_log_requests)
+                   options.perf_log_requests, options.perf_log_flush_s)
     perf.start()
     telemetry.perf = perf
     handler = PerfLogHandler(perf)

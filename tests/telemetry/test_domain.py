@@ -197,6 +197,29 @@ def test_perf_log_lines_parse_and_rotate(tmp_path: Path) -> None:
     assert record["duration_ms"] == 1.2 and record["outcome"] == "ok"
 
 
+def test_perf_log_writes_at_its_interval_or_when_a_batch_waits(tmp_path: Path) -> None:
+    """``flush_interval`` an hour: a few lines wait for it; ``BATCH`` lines wake the writer at once."""
+    import time
+
+    from otel_mcp.telemetry.perflog import BATCH
+
+    path = tmp_path / "perf.log"
+    perf = PerfLog(path, flush_interval=3600)
+    perf.start()
+    try:
+        for _ in range(BATCH - 1):
+            perf.request("tools/call", "get_rule", 0.001, None, "tcp")
+        time.sleep(0.5)
+        assert not path.exists() or path.read_text() == ""  # below a batch: waiting for the interval
+        perf.request("tools/call", "get_rule", 0.001, None, "tcp")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and perf.written < BATCH:
+            time.sleep(0.05)
+        assert perf.written == BATCH and len(path.read_text().splitlines()) == BATCH
+    finally:
+        perf.close()
+
+
 @pytest.mark.parametrize("item", [
     ("request", 1_700_000_000.0004, "tools/call", "compose_rules", 0.0012, None, "pipe", 0, 0, 0),
     ("request", 1_700_000_001.9996, "tools/call", "règle \"x\"", 12.3456789, "tool_error", "tcp", 2**127 + 5, 7, 1),
