@@ -269,8 +269,14 @@ def encode_log(readable: Any) -> bytes:
                       flags, record.trace_id, record.span_id, record.event_name)
 
 
+def log_attributes(attrs: Mapping[str, Any]) -> bytes:
+    """``LogRecord.attributes`` fields, encoded: ``log_record`` takes them (or their concatenation, in the
+    order a dict of them would have) in place of a mapping."""
+    return b"".join(attributes(b"\x32", attrs))
+
+
 def log_record(timestamp: int | None, observed: int | None, severity: int | None, severity_text: str | None,
-               body: Any, attrs: Mapping[str, Any] | None, dropped: int, flags: int, trace_id: int | None,
+               body: Any, attrs: Mapping[str, Any] | bytes | None, dropped: int, flags: int, trace_id: int | None,
                span_id: int | None, event_name: str | None) -> bytes:
     """A ``LogRecord`` message from its fields, in the order (and with the defaults left out) of the SDK's."""
     parts: list[bytes] = []
@@ -281,7 +287,10 @@ def log_record(timestamp: int | None, observed: int | None, severity: int | None
     if severity_text:
         parts.append(_SEVERITY_TEXT[severity_text])
     parts.append(_field(b"\x2a", any_value(body)))
-    parts += attributes(b"\x32", attrs)
+    if isinstance(attrs, bytes):
+        parts.append(attrs)  # already encoded: ``log_attributes``
+    else:
+        parts += attributes(b"\x32", attrs)
     if dropped:
         parts += (b"\x38", varint(dropped))
     if flags:
@@ -322,7 +331,7 @@ class DirectLogger:
         self._resource = resource
         self._scope = scope
 
-    def emit(self, timestamp: int, severity: int, severity_text: str, body: str, attrs: Mapping[str, Any],
+    def emit(self, timestamp: int, severity: int, severity_text: str, body: str, attrs: Mapping[str, Any] | bytes,
              trace_id: int, span_id: int, flags: int, event_name: str) -> None:
         payload = log_record(timestamp, time.time_ns(), severity, severity_text, body, attrs, 0, flags, trace_id,
                              span_id, event_name)

@@ -56,7 +56,7 @@ from opentelemetry.metrics import get_meter
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from otel_mcp.telemetry import names
-from otel_mcp.telemetry.otlp_wire import DirectLogger
+from otel_mcp.telemetry.otlp_wire import DirectLogger, log_attributes
 from otel_mcp.telemetry.state import current_span
 from otel_mcp.telemetry.version import __version__
 
@@ -236,26 +236,61 @@ class PerfLog:
     def _export_request(self, item: tuple[Any, ...]) -> None:
         _, ts, method, target, seconds, error_type, transport, trace_id, span_id, flags = item
         duration_ms = round(seconds * 1000, 3)
-        outcome = "error" if error_type else "ok"
-        attributes: dict[str, Any] = {"event": "request", "method": method, "duration_ms": duration_ms,
-                                      "outcome": outcome, "transport": transport}
-        if target is not None:
-            attributes["target"] = target
-        if error_type is not None:
-            attributes["error_type"] = error_type
-        body = f"{method}{' ' + target if target else ''} {outcome} in {duration_ms} ms"
         otel_logger = self.otel_logger
         if isinstance(otel_logger, DirectLogger):
-            otel_logger.emit(int(ts * 1e9), SeverityNumber.INFO.value, "INFO", body, attributes, trace_id, span_id,
-                             flags, REQUEST_EVENT)
+            # The record's text and attributes but the duration, encoded once per request shape.
+            body, before, after = (_RECORD_PARTS.get((method, target, error_type, transport))
+                                   or _record_parts(method, target, error_type, transport))
+            attrs = before + log_attributes({"duration_ms": duration_ms}) + after
+            otel_logger.emit(int(ts * 1e9), _INFO, "INFO", f"{body}{duration_ms} ms", attrs, trace_id, span_id, flags,
+                             REQUEST_EVENT)
             return
         assert otel_logger is not None
+        attributes = _record_attributes(method, target, duration_ms, error_type, transport)
+        body = f"{_record_body(method, target, error_type)}{duration_ms} ms"
         context = None
         if trace_id:
             context = trace.set_span_in_context(NonRecordingSpan(SpanContext(trace_id, span_id, False,
                                                                              TraceFlags(flags))))
         otel_logger.emit(timestamp=int(ts * 1e9), context=context, severity_number=SeverityNumber.INFO,
                          severity_text="INFO", body=body, attributes=attributes, event_name=REQUEST_EVENT)
+
+
+_INFO = SeverityNumber.INFO.value
+
+
+def _record_attributes(method: str, target: str | None, duration_ms: float | None, error_type: str | None,
+                       transport: str) -> dict[str, Any]:
+    """A request's OTel log record attributes (``duration_ms`` None: left out)."""
+    attributes: dict[str, Any] = {"event": "request", "method": method}
+    if duration_ms is not None:
+        attributes["duration_ms"] = duration_ms
+    attributes["outcome"] = "error" if error_type else "ok"
+    attributes["transport"] = transport
+    if target is not None:
+        attributes["target"] = target
+    if error_type is not None:
+        attributes["error_type"] = error_type
+    return attributes
+
+
+def _record_body(method: str, target: str | None, error_type: str | None) -> str:
+    """A request's OTel log record body, up to its duration."""
+    return f"{method}{' ' + target if target else ''} {'error' if error_type else 'ok'} in "
+
+
+_RECORD_PARTS: dict[tuple[str, str | None, str | None, str], tuple[str, bytes, bytes]] = {}
+
+
+def _record_parts(method: str, target: str | None, error_type: str | None, transport: str) -> tuple[str, bytes, bytes]:
+    """(body up to the duration, encoded attributes before ``duration_ms``, after it), kept per request shape."""
+    attributes = _record_attributes(method, target, None, error_type, transport)
+    keys = list(attributes)
+    parts = (_record_body(method, target, error_type), log_attributes({k: attributes[k] for k in keys[:2]}),
+             log_attributes({k: attributes[k] for k in keys[2:]}))
+    if len(_RECORD_PARTS) < 4096:
+        _RECORD_PARTS[method, target, error_type, transport] = parts
+    return parts
 
 
 def _to_record(item: tuple[Any, ...]) -> tuple[dict[str, Any], str, str, int, int, int, float]:
