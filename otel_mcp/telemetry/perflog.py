@@ -92,7 +92,8 @@ class PerfLog:
     :param backup_count: rotated files kept (default 5)
     :param otel_logger: OTel logger to emit records to as well (default none); a ``DirectLogger`` encodes
         them at once (``setup.py`` gives one where the SDK's logger would only add cost)
-    :param log_requests: write a line per request (default True; slow ones are always written)
+    :param log_requests: write a line per request (default True; slow ones are always written); off when
+        there is neither a file nor an OTel logger
     :param flush_interval: longest wait, in seconds, before queued lines are written (default ``WRITE_INTERVAL``)
     """
 
@@ -108,7 +109,8 @@ class PerfLog:
         self.path = path
         self.flush_interval = flush_interval
         self.otel_logger = otel_logger
-        self.log_requests = log_requests
+        # Without a file or an exporter a request line would be formatted for nobody.
+        self.log_requests = log_requests and (path is not None or otel_logger is not None)
         self.dropped = 0
         self.written = 0
         # A deque, not a queue: appending wakes nobody (no futex, no thread switch per request); the

@@ -17,6 +17,7 @@ from otel_mcp.compose.service import ComposeService
 from otel_mcp.errors import CompositionError
 from otel_mcp.store import RuleStore
 from otel_mcp.telemetry import docs, names
+from otel_mcp.telemetry.otlp_wire import DirectLogger
 from otel_mcp.telemetry.perflog import PerfLog
 from otel_mcp.telemetry.setup import setup_telemetry
 from otel_mcp.telemetry.store import parse_statement
@@ -218,6 +219,17 @@ def test_perf_log_writes_at_its_interval_or_when_a_batch_waits(tmp_path: Path) -
         assert perf.written == BATCH and len(path.read_text().splitlines()) == BATCH
     finally:
         perf.close()
+
+
+def test_perf_log_without_file_or_exporter_queues_no_request_lines() -> None:
+    """No file and no OTel logger: a request line would be formatted for nobody, so none is queued;
+    events (slow operations, alerts) still are, for the logging handler."""
+    quiet, exported = PerfLog(None), PerfLog(None, otel_logger=DirectLogger(lambda record: None, None, None))
+    for perf in (quiet, exported):
+        perf.request("tools/call", "get_rule", 0.001, None, "tcp")
+        perf.event("WARNING", "alert", "slow", {})
+    assert [item[0] for item in quiet._queue] == ["event"]
+    assert [item[0] for item in exported._queue] == ["request", "event"]
 
 
 @pytest.mark.parametrize("item", [
