@@ -275,6 +275,20 @@ def log_attributes(attrs: Mapping[str, Any]) -> bytes:
     return b"".join(attributes(b"\x32", attrs))
 
 
+def _double_prefix(key: str) -> bytes:
+    """A float attribute's framing up to its 8 value bytes (fixed: AnyValue.double_value is a fixed64)."""
+    key_field = _KEY[key]
+    return b"\x32" + varint(len(key_field) + 11) + key_field + b"\x12\x09\x21"
+
+
+_DOUBLE_PREFIX = _Memo(_double_prefix)
+
+
+def log_double_attribute(key: str, value: float) -> bytes:
+    """``log_attributes({key: value})`` for one float, without the general path (~1 k instructions, not ~13 k)."""
+    return _DOUBLE_PREFIX[key] + _pack_d(value)
+
+
 def log_record(timestamp: int | None, observed: int | None, severity: int | None, severity_text: str | None,
                body: Any, attrs: Mapping[str, Any] | bytes | None, dropped: int, flags: int, trace_id: int | None,
                span_id: int | None, event_name: str | None) -> bytes:
@@ -302,18 +316,24 @@ def log_record(timestamp: int | None, observed: int | None, severity: int | None
     if observed:
         parts += (b"\x59", _pack_q(observed))
     if event_name:
-        parts.append(_string_field(b"\x62", event_name))
+        parts.append(_EVENT_NAME[event_name])
     return b"".join(parts)
 
 
-@dataclass(frozen=True, slots=True)
+_EVENT_NAME = _Memo(lambda name: _string_field(b"\x62", name))  # LogRecord.event_name
+
+
 class EncodedLogRecord:
     """A log record already in its OTLP form, queued in a batch processor like the SDK's records and
-    spliced into the export request as it is (``encode_log``)."""
+    spliced into the export request as it is (``encode_log``). Read-only by convention: a plain slotted
+    class, made ~2x faster than a frozen dataclass, once per record."""
 
-    resource: Any
-    instrumentation_scope: Any
-    payload: bytes
+    __slots__ = ("instrumentation_scope", "payload", "resource")
+
+    def __init__(self, resource: Any, instrumentation_scope: Any, payload: bytes) -> None:
+        self.resource = resource
+        self.instrumentation_scope = instrumentation_scope
+        self.payload = payload
 
 
 class DirectLogger:

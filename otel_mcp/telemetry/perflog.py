@@ -56,7 +56,7 @@ from opentelemetry.metrics import get_meter
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from otel_mcp.telemetry import names
-from otel_mcp.telemetry.otlp_wire import DirectLogger, log_attributes
+from otel_mcp.telemetry.otlp_wire import DirectLogger, log_attributes, log_double_attribute
 from otel_mcp.telemetry.state import current_span
 from otel_mcp.telemetry.version import __version__
 
@@ -243,7 +243,7 @@ class PerfLog:
             # The record's text and attributes but the duration, encoded once per request shape.
             body, before, after = (_RECORD_PARTS.get((method, target, error_type, transport))
                                    or _record_parts(method, target, error_type, transport))
-            attrs = before + log_attributes({"duration_ms": duration_ms}) + after
+            attrs = before + log_double_attribute("duration_ms", duration_ms) + after
             otel_logger.emit(int(ts * 1e9), _INFO, "INFO", f"{body}{duration_ms} ms", attrs, trace_id, span_id, flags,
                              REQUEST_EVENT)
             return
@@ -317,13 +317,16 @@ def _to_record(item: tuple[Any, ...]) -> tuple[dict[str, Any], str, str, int, in
 _iso_second: tuple[int, str] = (-1, "")  # (whole second, "YYYY-mm-ddTHH:MM:SS"): one strftime a second, not a line
 
 
+_MILLIS = tuple(f".{n:03d}Z" for n in range(1000))  # the milliseconds' text, looked up, not formatted
+
+
 def _iso(ts: float) -> str:
     global _iso_second  # noqa: PLW0603  (a tuple swapped whole: safe from any thread)
     second = int(ts)
     cached = _iso_second
     if cached[0] != second:
         cached = _iso_second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)))
-    return f"{cached[1]}.{int(ts % 1 * 1000):03d}Z"
+    return cached[1] + _MILLIS[int((ts - second) * 1000)]
 
 
 _LINE_PARTS: dict[tuple[str, str | None, str | None, str], tuple[str, str]] = {}
@@ -348,8 +351,8 @@ def _request_line(item: tuple[Any, ...]) -> str:
     _, ts, method, target, seconds, error_type, transport, trace_id, span_id, _flags = item
     parts = _LINE_PARTS.get((method, target, error_type, transport)) or _line_parts(method, target, error_type,
                                                                                      transport)
-    trace_hex = f'"{trace_id:032x}"' if trace_id else "null"
-    span_hex = f'"{span_id:016x}"' if span_id else "null"
+    trace_hex = f'"{trace_id.to_bytes(16, "big").hex()}"' if trace_id else "null"
+    span_hex = f'"{span_id.to_bytes(8, "big").hex()}"' if span_id else "null"
     return f'{{"ts":"{_iso(ts)}{parts[0]}{seconds * 1000:.3f}{parts[1]}{trace_hex},"span_id":{span_hex}}}'
 
 

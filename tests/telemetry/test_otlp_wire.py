@@ -263,3 +263,9 @@ def test_true_and_one_under_one_key_stay_apart() -> None:
         provider.get_tracer("t").start_span("s", attributes={"flag": value}).end()
     spans = list(exporter.get_finished_spans())
     assert otlp_wire.encode_spans(spans) == sdk_encode_spans(spans).SerializeToString()
+
+
+@pytest.mark.parametrize("key", ["duration_ms", "k", "a-key-long-enough-to-need-a-two-byte-length-" * 3])
+@pytest.mark.parametrize("value", [0.0, 12.346, -1.5, 1e300, float("inf")])
+def test_double_attribute_shortcut_is_the_general_encoding(key: str, value: float) -> None:
+    assert otlp_wire.log_double_attribute(key, value) == otlp_wire.log_attributes({key: value})
