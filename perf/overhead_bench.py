@@ -9,6 +9,7 @@ workload, real MCP clients from this process), all running at once; HTTP with
 - ``metrics``: metrics to OTLP, no traces, no OTel logs (per-request JSON perf log on);
 - ``traces``: traces (sampling 1.0, batch processor) and metrics to OTLP, perf log on, no OTel logs;
 - ``all``: traces (sampling 1.0, batch processor), metrics and logs to OTLP, perf log on;
+- ``metrics-bare`` (not run by default): metrics to OTLP and nothing else (no perf log file either);
 - ``recommended`` (not run by default): ``all`` with the settings ``docs/performance.md`` recommends
   (``parentbased_traceidratio`` 0.1, ``OTEL_MCP_PERF_LOG_EXPORT=slow``).
 
@@ -128,8 +129,10 @@ def mode_env(mode: str, sink_port: int, tmp: Path) -> dict[str, str]:
     endpoint = f"http://127.0.0.1:{sink_port}"
     if mode == "off":
         env["OTEL_SDK_DISABLED"] = "true"
-    elif mode == "metrics":
+    elif mode in ("metrics", "metrics-bare"):
         env.update(NO_OTLP, OTEL_METRICS_EXPORTER="otlp", OTEL_EXPORTER_OTLP_ENDPOINT=endpoint)
+        if mode == "metrics-bare":
+            env["OTEL_MCP_PERF_LOG"] = "off"
     else:
         env.update(OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, OTEL_TRACES_SAMPLER="parentbased_always_on")
         if mode == "traces":

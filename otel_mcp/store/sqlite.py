@@ -150,22 +150,26 @@ class RuleStore:
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            if self.read_only:
-                conn = sqlite3.connect(
-                    f"file:{self.path}?mode=ro", uri=True, timeout=self.busy_timeout, isolation_level=None,
-                    check_same_thread=False,
-                )
-            else:
-                conn = sqlite3.connect(
-                    str(self.path), timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
-                )
-                conn.execute("PRAGMA journal_mode=WAL")
-                # NORMAL is durable across process crashes in WAL mode; only an OS crash can lose the tail.
-                conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            self._local.conn = conn
+            conn = self._local.conn = self._connect()
             with self._lock:
                 self._connections.append(conn)
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        """A new connection, set up; called once per thread (the place an instrumentor wraps)."""
+        if self.read_only:
+            conn = sqlite3.connect(
+                f"file:{self.path}?mode=ro", uri=True, timeout=self.busy_timeout, isolation_level=None,
+                check_same_thread=False,
+            )
+        else:
+            conn = sqlite3.connect(
+                str(self.path), timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is durable across process crashes in WAL mode; only an OS crash can lose the tail.
+            conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
         return conn
 
     def close(self) -> None:

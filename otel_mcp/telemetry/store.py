@@ -3,8 +3,9 @@
 ``opentelemetry-instrumentation-sqlite3`` traces cursors, but ``RuleStore``
 runs its statements with ``Connection.execute``, which sqlite3 implements in C
 without going through ``cursor()``, so none of them would be traced. This
-instrumentor wraps ``RuleStore._conn`` so that each thread's connection is
-used through ``MeteredConnection``, whose ``execute`` is the documented
+instrumentor wraps ``RuleStore._connect`` (once per thread: the store keeps
+the connection it returns) so that each thread's connection is used through
+``MeteredConnection``, whose ``execute`` is the documented
 equivalent (``cursor().execute(...)``): the sqlite3 instrumentation, when on,
 then emits its CLIENT span for it, and we record
 
@@ -235,19 +236,15 @@ class StoreInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         )
         StoreInstrumentor._telemetry = telemetry
 
-        def conn_wrapper(wrapped: Any, instance: Any, args: Any, kw: Any) -> Any:
+        def connect_wrapper(wrapped: Any, _instance: Any, args: Any, kw: Any) -> Any:
+            # Once per thread and store (``RuleStore._conn`` keeps the result): nothing on the statement path.
             conn = wrapped(*args, **kw)
-            if isinstance(conn, MeteredConnection):
-                return conn
-            metered = MeteredConnection(conn, telemetry)
-            # Later calls find the metered one in the thread-local and skip this branch.
-            instance._local.conn = metered
-            return metered
+            return conn if isinstance(conn, MeteredConnection) else MeteredConnection(conn, telemetry)
 
-        wrapt.wrap_function_wrapper(store_sqlite, "RuleStore._conn", conn_wrapper)
+        wrapt.wrap_function_wrapper(store_sqlite, "RuleStore._connect", connect_wrapper)
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        unwrap(store_sqlite.RuleStore, "_conn")
+        unwrap(store_sqlite.RuleStore, "_connect")
         if StoreInstrumentor._telemetry is not None:
             StoreInstrumentor._telemetry.enabled = False  # connections already metered pass straight through
         StoreInstrumentor._telemetry = None
