@@ -498,12 +498,13 @@ def _wrap_http_app(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
     return app
 
 
-async def _wire_next(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
-    line = await wrapped(*args, **kwargs)
+def _wire_read(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
+    """Records the size of a line read (``limits.classify_line`` sees each one, synchronously: no coroutine
+    of our own around the wire's reads, which wait on the pipe)."""
     tel = McpInstrumentor._telemetry
-    if tel is not None and instrumentation_enabled():
-        tel.request_sizes[_STDIO].record(_utf8_len(line))
-    return line
+    if tel is not None and args and instrumentation_enabled():
+        tel.request_sizes[_STDIO].record(_utf8_len(args[0]))
+    return wrapped(*args, **kwargs)
 
 
 def _wire_write(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
@@ -518,13 +519,15 @@ def _utf8_len(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
 
 
-def _stdio_wire() -> Any:
+def _stdio_limits() -> Any:
+    """``otel_mcp.server.limits``, when it has the stdio wire this instrumentor measures."""
     try:
         from otel_mcp.server import limits
     except ImportError:
         return None
     wire = getattr(limits, "_Wire", None)
-    return wire if wire is not None and hasattr(wire, "__anext__") and hasattr(wire, "write") else None
+    usable = wire is not None and hasattr(wire, "write") and callable(getattr(limits, "classify_line", None))
+    return limits if usable else None
 
 
 # -- the instrumentor --------------------------------------------------------------------
@@ -571,11 +574,11 @@ class McpInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         if records_spans(kwargs.get("tracer_provider")):
             wrapt.wrap_function_wrapper(sdk_otel, "otel_span", _wrap_otel_span)
             wrapped.append((sdk_otel, "otel_span"))
-        wire = _stdio_wire()
-        if wire is not None:
-            wrapt.wrap_function_wrapper(wire, "__anext__", _wire_next)
-            wrapt.wrap_function_wrapper(wire, "write", _wire_write)
-            wrapped.extend(((wire, "__anext__"), (wire, "write")))
+        limits = _stdio_limits()
+        if limits is not None:
+            wrapt.wrap_function_wrapper(limits, "classify_line", _wire_read)
+            wrapt.wrap_function_wrapper(limits._Wire, "write", _wire_write)
+            wrapped.extend(((limits, "classify_line"), (limits._Wire, "write")))
 
     def _uninstrument(self, **kwargs: Any) -> None:
         for owner, attribute in McpInstrumentor._wrapped:
