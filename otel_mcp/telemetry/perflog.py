@@ -47,7 +47,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from opentelemetry import trace
 from opentelemetry._logs import Logger as OtelLogger
@@ -240,12 +240,11 @@ class PerfLog:
         duration_ms = round(seconds * 1000, 3)
         otel_logger = self.otel_logger
         if isinstance(otel_logger, DirectLogger):
-            # The record's text and attributes but the duration, encoded once per request shape.
-            body, before, after = (_RECORD_PARTS.get((method, target, error_type, transport))
-                                   or _record_parts(method, target, error_type, transport))
-            attrs = before + log_double_attribute("duration_ms", duration_ms) + after
-            otel_logger.emit(int(ts * 1e9), _INFO, "INFO", f"{body}{duration_ms} ms", attrs, trace_id, span_id, flags,
-                             REQUEST_EVENT)
+            shape = _SHAPES.get((method, target, error_type, transport)) or _shape(method, target, error_type,
+                                                                                    transport)
+            attrs = shape.attrs_before + log_double_attribute("duration_ms", duration_ms) + shape.attrs_after
+            otel_logger.emit(int(ts * 1e9), _INFO, "INFO", f"{shape.body}{duration_ms} ms", attrs, trace_id, span_id,
+                             flags, REQUEST_EVENT)
             return
         assert otel_logger is not None
         attributes = _record_attributes(method, target, duration_ms, error_type, transport)
@@ -281,20 +280,6 @@ def _record_body(method: str, target: str | None, error_type: str | None) -> str
     return f"{method}{' ' + target if target else ''} {'error' if error_type else 'ok'} in "
 
 
-_RECORD_PARTS: dict[tuple[str, str | None, str | None, str], tuple[str, bytes, bytes]] = {}
-
-
-def _record_parts(method: str, target: str | None, error_type: str | None, transport: str) -> tuple[str, bytes, bytes]:
-    """(body up to the duration, encoded attributes before ``duration_ms``, after it), kept per request shape."""
-    attributes = _record_attributes(method, target, None, error_type, transport)
-    keys = list(attributes)
-    parts = (_record_body(method, target, error_type), log_attributes({k: attributes[k] for k in keys[:2]}),
-             log_attributes({k: attributes[k] for k in keys[2:]}))
-    if len(_RECORD_PARTS) < 4096:
-        _RECORD_PARTS[method, target, error_type, transport] = parts
-    return parts
-
-
 def _to_record(item: tuple[Any, ...]) -> tuple[dict[str, Any], str, str, int, int, int, float]:
     if item[0] == "request":
         _, ts, method, target, seconds, error_type, transport, trace_id, span_id, flags = item
@@ -303,7 +288,7 @@ def _to_record(item: tuple[Any, ...]) -> tuple[dict[str, Any], str, str, int, in
             "duration_ms": round(seconds * 1000, 3), "outcome": "error" if error_type else "ok",
             "error_type": error_type, "transport": transport,
         }
-        body = f"{method}{' ' + target if target else ''} {record['outcome']} in {record['duration_ms']} ms"
+        body = f"{_record_body(method, target, error_type)}{record['duration_ms']} ms"
         level = "INFO"
     else:
         _, ts, level, event, message, fields, trace_id, span_id, flags = item
@@ -329,31 +314,46 @@ def _iso(ts: float) -> str:
     return cached[1] + _MILLIS[int((ts - second) * 1000)]
 
 
-_LINE_PARTS: dict[tuple[str, str | None, str | None, str], tuple[str, str]] = {}
+class _Shape(NamedTuple):
+    """What a request's line and OTel log record share with every request of its shape (method x target x
+    outcome x transport: few), worked out once: the text and encoded attributes around the duration."""
+
+    line_before: str  # the JSON line from after the timestamp up to the duration
+    line_after: str  # from after the duration up to the trace id
+    body: str  # the log record's body up to the duration
+    attrs_before: bytes  # the log record's attributes before ``duration_ms``, encoded
+    attrs_after: bytes  # and after it
 
 
-def _line_parts(method: str, target: str | None, error_type: str | None, transport: str) -> tuple[str, str]:
-    """The constant text around a request line's duration, per request shape (few: method x tool x outcome)."""
+_SHAPES: dict[tuple[str, str | None, str | None, str], _Shape] = {}
+
+
+def _shape(method: str, target: str | None, error_type: str | None, transport: str) -> _Shape:
     dumps = json.dumps
-    parts = (
+    attributes = _record_attributes(method, target, None, error_type, transport)
+    keys = list(attributes)  # "event", "method", then (after where "duration_ms" goes) the rest
+    shape = _Shape(
         f'","level":"INFO","event":"request","method":{dumps(method)},"target":{dumps(target)},"duration_ms":',
         f',"outcome":"{"error" if error_type else "ok"}","error_type":{dumps(error_type)},'
         f'"transport":{dumps(transport)},"trace_id":',
+        _record_body(method, target, error_type),
+        log_attributes({k: attributes[k] for k in keys[:2]}),
+        log_attributes({k: attributes[k] for k in keys[2:]}),
     )
-    if len(_LINE_PARTS) < 4096:
-        _LINE_PARTS[method, target, error_type, transport] = parts
-    return parts
+    if len(_SHAPES) < 4096:
+        _SHAPES[method, target, error_type, transport] = shape
+    return shape
 
 
 def _request_line(item: tuple[Any, ...]) -> str:
     """The JSON line of a request event (same keys, order and values as ``_to_record``), without building a
     dict: the text around the duration is kept per request shape; the duration is written to 3 decimals."""
     _, ts, method, target, seconds, error_type, transport, trace_id, span_id, _flags = item
-    parts = _LINE_PARTS.get((method, target, error_type, transport)) or _line_parts(method, target, error_type,
-                                                                                     transport)
+    shape = _SHAPES.get((method, target, error_type, transport)) or _shape(method, target, error_type, transport)
     trace_hex = f'"{trace_id.to_bytes(16, "big").hex()}"' if trace_id else "null"
     span_hex = f'"{span_id.to_bytes(8, "big").hex()}"' if span_id else "null"
-    return f'{{"ts":"{_iso(ts)}{parts[0]}{seconds * 1000:.3f}{parts[1]}{trace_hex},"span_id":{span_hex}}}'
+    return (f'{{"ts":"{_iso(ts)}{shape.line_before}{seconds * 1000:.3f}{shape.line_after}{trace_hex},'
+            f'"span_id":{span_hex}}}')
 
 
 class _RotatingFile:
