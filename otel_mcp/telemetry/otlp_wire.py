@@ -9,6 +9,11 @@ byte for byte what ``encode_spans(...).SerializeToString()`` and
 ``encode_logs(...)`` give (tested against them); values of rare types (maps,
 bytes) are encoded by the SDK's own ``_encode_value``. The memos are plain
 dicts shared by the export threads: a race costs at most a recomputation.
+
+The C extension ``_wire`` (built at install where a C compiler is) writes the
+same bytes for the common span and log record at about a quarter of the
+instructions (54 k -> 13 k a server span); these functions use it when it is
+there (``SPEEDUPS``) and encode in Python what it returns None for.
 """
 
 from __future__ import annotations
@@ -27,6 +32,13 @@ from opentelemetry.exporter.otlp.proto.common._internal import (
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.trace import SpanKind
+
+try:
+    from otel_mcp.telemetry import _wire
+except ImportError:  # built without a C compiler: everything in Python
+    _wire = None  # type: ignore[assignment]
+
+SPEEDUPS = _wire is not None
 
 _pack_q = struct.Struct("<Q").pack
 _pack_i = struct.Struct("<I").pack
@@ -146,8 +158,9 @@ _resource_bytes = _PerObject(lambda resource: _field(b"\x0a", _encode_resource(r
 _scope_bytes = _PerObject(lambda scope: _field(b"\x0a", _encode_instrumentation_scope(scope).SerializeToString()))
 
 
-def _grouped(items: Iterable[Any], container_tag: bytes, encode: Callable[[Any], bytes]) -> bytes:
-    """``ExportXServiceRequest``: items grouped by resource, then scope, in first-seen order.
+def _grouped(items: Iterable[Any], container_tag: bytes, field: Callable[[Any], bytes]) -> bytes:
+    """``ExportXServiceRequest``: items (each framed by ``field``) grouped by resource, then scope, in
+    first-seen order.
 
     Grouped by identity first (hashing a Resource serializes its attributes), then
     the few groups are merged by equality, as the SDK's encoder groups them.
@@ -159,7 +172,7 @@ def _grouped(items: Iterable[Any], container_tag: bytes, encode: Callable[[Any],
         group = by_id.get((id(resource), id(scope)))
         if group is None:
             group = by_id[id(resource), id(scope)] = (resource, scope, [])
-        group[2].append(_field(b"\x12", encode(item)))
+        group[2].append(field(item))
     merged: dict[Any, dict[Any, list[bytes]]] = {}
     for resource, scope, encoded in by_id.values():
         merged.setdefault(resource, {}).setdefault(scope, []).extend(encoded)
@@ -248,9 +261,18 @@ def _span(context: Any, parent: Any, name: str, kind: Any, start: int | None, en
     return b"".join(parts)
 
 
+def span_field(span: Any) -> bytes:
+    """A span as a framed ``ScopeSpans.spans`` field: by ``_wire`` when it can, else by ``encode_span``."""
+    if _wire is not None:
+        encoded = _wire.span_field(span)
+        if encoded is not None:
+            return encoded
+    return _field(b"\x12", encode_span(span))
+
+
 def encode_spans(spans: Sequence[Any]) -> bytes:
     """A serialized ``ExportTraceServiceRequest``."""
-    return _grouped(spans, b"\x0a", encode_span)
+    return _grouped(spans, b"\x0a", span_field)
 
 
 # -- log records -------------------------------------------------------------------------
@@ -293,6 +315,19 @@ def log_record(timestamp: int | None, observed: int | None, severity: int | None
                body: Any, attrs: Mapping[str, Any] | bytes | None, dropped: int, flags: int, trace_id: int | None,
                span_id: int | None, event_name: str | None) -> bytes:
     """A ``LogRecord`` message from its fields, in the order (and with the defaults left out) of the SDK's."""
+    if _wire is not None:
+        encoded = _wire.log_record(timestamp, observed, severity, severity_text, body, attrs, dropped, flags,
+                                   trace_id, span_id, event_name)
+        if encoded is not None:
+            return encoded
+    return _log_record(timestamp, observed, severity, severity_text, body, attrs, dropped, flags, trace_id, span_id,
+                       event_name)
+
+
+def _log_record(timestamp: int | None, observed: int | None, severity: int | None, severity_text: str | None,
+                body: Any, attrs: Mapping[str, Any] | bytes | None, dropped: int, flags: int, trace_id: int | None,
+                span_id: int | None, event_name: str | None) -> bytes:
+    """``log_record`` in Python."""
     parts: list[bytes] = []
     if timestamp:
         parts += (b"\x09", _pack_q(timestamp))
@@ -367,7 +402,11 @@ def direct_queue(processor: Any) -> Callable[[EncodedLogRecord], None] | None:
 
 def encode_logs(batch: Sequence[Any]) -> bytes:
     """A serialized ``ExportLogsServiceRequest``."""
-    return _grouped(batch, b"\x0a", encode_log)
+    return _grouped(batch, b"\x0a", _log_field)
+
+
+def _log_field(readable: Any) -> bytes:
+    return _field(b"\x12", encode_log(readable))
 
 
 # -- exporters ---------------------------------------------------------------------------

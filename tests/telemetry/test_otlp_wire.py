@@ -23,6 +23,17 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 
 from otel_mcp.telemetry import otlp_wire
 
+
+@pytest.fixture(autouse=True, params=["c", "python"])
+def encoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs against both encoders: with the C extension ``_wire`` and without it."""
+    if request.param == "python":
+        monkeypatch.setattr(otlp_wire, "_wire", None)
+    elif otlp_wire._wire is None:
+        pytest.skip("the C extension is not built (no C compiler at install)")
+    return str(request.param)
+
+
 ALL_TYPES: dict[str, Any] = {
     "s": "text", "empty": "", "unicode": "rΓ¨gle ✓", "long": "x" * 300, "t": True, "f": False,
     "i": 42, "zero": 0, "neg": -7, "big": 2**62, "d": 0.25, "dneg": -1.5e300, "strs": ("a", "", "b"),
@@ -269,3 +280,4 @@ def test_true_and_one_under_one_key_stay_apart() -> None:
 @pytest.mark.parametrize("value", [0.0, 12.346, -1.5, 1e300, float("inf")])
 def test_double_attribute_shortcut_is_the_general_encoding(key: str, value: float) -> None:
     assert otlp_wire.log_double_attribute(key, value) == otlp_wire.log_attributes({key: value})
+

@@ -1,0 +1,19 @@
+"""Types of the C extension ``_wire.c`` (otlp_wire's C half)."""
+
+from typing import Any
+
+def span_field(span: Any, /) -> bytes | None: ...
+def log_record(
+    timestamp: int | None,
+    observed: int | None,
+    severity: int | None,
+    severity_text: str | None,
+    body: Any,
+    attrs: Any,
+    dropped: int,
+    flags: int,
+    trace_id: int | None,
+    span_id: int | None,
+    event_name: str | None,
+    /,
+) -> bytes | None: ...
