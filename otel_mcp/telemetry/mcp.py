@@ -65,6 +65,7 @@ import wrapt
 from mcp.server import _otel as sdk_otel
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.lowlevel import server as lowlevel_server
+from mcp.shared import _otel as sdk_shared_otel
 from mcp.shared.exceptions import MCPError
 from opentelemetry import propagate, trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
@@ -403,14 +404,27 @@ class _ServerSpan(wrapt.ObjectProxy[Any]):
 
 
 class _ServerSpanContext:
-    __slots__ = ("_ambient", "_cm", "_parent_given")
+    """``otel_span(...)`` for the server span: the SDK's tracer called directly.
 
-    def __init__(self, cm: Any, parent_given: bool) -> None:
-        self._cm = cm
-        self._parent_given = parent_given
-        self._ambient = current_span().get_span_context() if parent_given else None
+    The SDK's ``otel_span`` is a generator-based context manager around its module tracer's (a
+    ``ProxyTracer``) ``start_as_current_span``, itself a generator-based context manager around the real
+    tracer's: two generator layers entered and left per request that add nothing to the span. This calls
+    the tracer the proxy resolves to with ``otel_span``'s arguments, and links the ambient (HTTP-level)
+    context when ``_meta`` chose another parent.
+    """
+
+    __slots__ = ("_ambient", "_args", "_cm", "_kwargs")
+
+    def __init__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self._args = args
+        self._kwargs = kwargs
+        self._cm: Any = None
+        self._ambient = current_span().get_span_context() if kwargs.get("context") is not None else None
 
     def __enter__(self) -> Any:
+        proxy = sdk_shared_otel._tracer
+        tracer = getattr(proxy, "_tracer", proxy)  # ProxyTracer: the provider's tracer once there is one
+        self._cm = tracer.start_as_current_span(*self._args, **self._kwargs)
         span = self._cm.__enter__()
         if not span.is_recording():
             return span
@@ -424,10 +438,9 @@ class _ServerSpanContext:
 
 
 def _wrap_otel_span(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
-    cm = wrapped(*args, **kwargs)
     if kwargs.get("kind") is not SpanKind.SERVER:
-        return cm
-    return _ServerSpanContext(cm, kwargs.get("context") is not None)
+        return wrapped(*args, **kwargs)
+    return _ServerSpanContext(args, kwargs)
 
 
 def _arguments_json(arguments: Any) -> str:
