@@ -163,7 +163,7 @@ def _grouped(items: Iterable[Any], container_tag: bytes, field: Callable[[Any], 
     first-seen order.
 
     Grouped by identity first (hashing a Resource serializes its attributes), then
-    the few groups are merged by equality, as the SDK's encoder groups them.
+    the few groups are merged by equality, as the SDK's encoder groups them (one group: no merge).
     """
     by_id: dict[tuple[int, int], tuple[Any, Any, list[bytes]]] = {}
     for item in items:
@@ -173,13 +173,19 @@ def _grouped(items: Iterable[Any], container_tag: bytes, field: Callable[[Any], 
         if group is None:
             group = by_id[id(resource), id(scope)] = (resource, scope, [])
         group[2].append(field(item))
-    merged: dict[Any, dict[Any, list[bytes]]] = {}
-    for resource, scope, encoded in by_id.values():
-        merged.setdefault(resource, {}).setdefault(scope, []).extend(encoded)
+    groups = list(by_id.values())
+    if len(groups) == 1:  # the usual batch: one resource and scope, nothing to merge (and no Resource hash)
+        resource, scope, encoded = groups[0]
+        nested: Iterable[tuple[Any, Iterable[tuple[Any, list[bytes]]]]] = [(resource, [(scope, encoded)])]
+    else:
+        merged: dict[Any, dict[Any, list[bytes]]] = {}
+        for resource, scope, encoded in groups:
+            merged.setdefault(resource, {}).setdefault(scope, []).extend(encoded)
+        nested = [(resource, scopes.items()) for resource, scopes in merged.items()]
     out = []
-    for resource, scopes in merged.items():
+    for resource, scopes in nested:
         body = [_resource_bytes(resource)]
-        for scope, encoded in scopes.items():
+        for scope, encoded in scopes:
             schema = scope.schema_url if scope is not None else None
             encoded.insert(0, _scope_bytes(scope))
             if schema:
