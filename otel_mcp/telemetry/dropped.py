@@ -146,13 +146,19 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
         processor = getattr(self, "_batch_processor", None)
         queue = getattr(processor, "_queue", None)
         self._queue = queue if queue is not None and getattr(queue, "maxlen", None) else None
+        self._emit = getattr(processor, "emit", None)
 
     def on_end(self, span: ReadableSpan) -> None:
+        context = span.context
+        if not (context and context.trace_flags.sampled):
+            return  # as BatchSpanProcessor.on_end
         queue = self._queue
-        full = queue is not None and len(queue) >= (queue.maxlen or 0)
-        if full and span.context is not None and span.context.trace_flags.sampled:
+        if queue is not None and len(queue) >= (queue.maxlen or 0):
             self._drop_counts.add("traces", QUEUE_FULL, 1)
-        super().on_end(span)
+        if self._emit is not None:
+            self._emit(span)  # BatchSpanProcessor.on_end's queueing, without reading the span's context again
+        else:
+            super().on_end(span)
 
 
 class CountingLogExporter(LogRecordExporter):

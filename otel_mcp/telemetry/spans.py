@@ -18,7 +18,10 @@ its tracers make ``LeanSpan``, the SDK's ``Span`` with these changes:
   and read-only once ended: the SDK's own setters refuse to change it);
 - the event and link lists are made on the first event or link (most spans
   have neither), and ``start_as_current_span`` is one object, not two nested
-  generator-based context managers.
+  generator-based context managers;
+- with one span processor (ours: the batch processor) the span calls it
+  directly rather than through the provider's multi-processor loop (a
+  processor added later sees the spans started after it, not those in flight).
 
 Everything else (events, links, status, exceptions, sampling) is the SDK's
 code. Making a span costs 43 k instructions over the no-op tracer's where the
@@ -256,10 +259,15 @@ class LeanTracer(Tracer):
         record_end_metrics = self._tracer_metrics.start_span(parent, sampling.decision)
         if not sampling.decision.is_recording():  # type: ignore[no-untyped-call]
             return trace_api.NonRecordingSpan(context=span_context)
+        processor = self.span_processor
+        processors: tuple[Any, ...] = getattr(processor, "_span_processors", ())
+        if len(processors) == 1:  # the usual one processor: called directly, not through the multi-processor's loop
+            processor = processors[0]
         span = LeanSpan(name, span_context, parent, self.sampler, self.resource, sampling.attributes,
-                        self.span_processor, kind, links, self.instrumentation_info, record_exception,
+                        processor, kind, links, self.instrumentation_info, record_exception,
                         set_status_on_exception, self._span_limits, self._instrumentation_scope, record_end_metrics)
-        span.start(start_time=start_time, parent_context=context)
+        span._start_time = start_time if start_time is not None else time_ns()  # Span.start(), minus the lock: a
+        processor.on_start(span, parent_context=context)  # span no other thread has seen yet
         return span
 
 

@@ -65,3 +65,29 @@ def test_metric_points_of_a_failed_export_are_counted() -> None:
     assert exporter.export(data) is MetricExportResult.FAILURE
     assert counts.snapshot() == {"metrics": {EXPORT_FAILED: 2}}
     assert exporter.export(data) is MetricExportResult.SUCCESS and not counts.failing()
+
+
+def test_the_counting_batch_processor_queues_sampled_spans_only() -> None:
+    """Its ``on_end`` queues as ``BatchSpanProcessor.on_end`` does: a recorded but unsampled span is not exported."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+
+    from otel_mcp.telemetry.dropped import CountingBatchSpanProcessor
+
+    class RecordOnlyFor(Sampler):
+        def should_sample(self, context: Any, trace_id: int, name: str, *args: Any, **kwargs: Any) -> SamplingResult:
+            return SamplingResult(Decision.RECORD_ONLY if name == "unsampled" else Decision.RECORD_AND_SAMPLE)
+
+        def get_description(self) -> str:
+            return "RecordOnlyFor"
+
+    exporter = InMemorySpanExporter()
+    processor = CountingBatchSpanProcessor(CountingSpanExporter(exporter))
+    provider = TracerProvider(sampler=RecordOnlyFor())
+    provider.add_span_processor(processor)
+    for name in ("sampled", "unsampled", "sampled too"):
+        provider.get_tracer("t").start_span(name).end()
+    processor.force_flush()
+    assert [span.name for span in exporter.get_finished_spans()] == ["sampled", "sampled too"]
+    provider.shutdown()

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
@@ -231,3 +231,36 @@ def test_setup_builds_the_lean_provider_unless_told_not_to(setting: str | None, 
     finally:
         telemetry.shutdown()
         uninstrument_all()
+
+
+class _Recording(SpanProcessor):
+    """Records the calls it gets."""
+
+    def __init__(self, calls: list[str], tag: str) -> None:
+        self.calls = calls
+        self.tag = tag
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        self.calls.append(f"{self.tag} start {span.name}")
+
+    def _on_ending(self, span: Any) -> None:
+        self.calls.append(f"{self.tag} ending {span.name}")
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.calls.append(f"{self.tag} end {span.name}")
+
+
+def test_one_processor_or_several_get_the_same_calls_in_the_same_order() -> None:
+    """A lean span calls a lone processor directly (no multi-processor loop) and several through the loop."""
+    for processors in (["a"], ["a", "b"]):
+        calls: dict[type, list[str]] = {}
+        for cls in (TracerProvider, LeanTracerProvider):
+            seen = calls[cls] = []
+            provider = cls(resource=Resource({}))
+            for tag in processors:
+                provider.add_span_processor(_Recording(seen, tag))
+            tracer = provider.get_tracer("t")
+            with tracer.start_as_current_span("outer"):
+                tracer.start_span("inner").end()
+        assert calls[TracerProvider] == calls[LeanTracerProvider]
+        assert len(calls[LeanTracerProvider]) == 6 * len(processors)
