@@ -1,4 +1,5 @@
-/* The hot half of otlp_wire.py in C: a span's and a log record's OTLP protobuf bytes.
+/* The hot half of otlp_wire.py in C: a span's and a log record's OTLP protobuf bytes (and the
+ * performance log's request line, the other text written per request).
  *
  * Why: otlp_wire.py writes the wire format directly, but in Python a typical
  * server span (10 attributes) still costs ~54 k instructions to encode and a
@@ -476,7 +477,11 @@ PyDoc_STRVAR(log_record_doc,
              "otlp_wire.log_record's LogRecord message for a str body and attributes given as encoded bytes\n"
              "or a dict of str/bool/int/float values; None otherwise.");
 
-static PyObject *log_record(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+PyDoc_STRVAR(log_record_field_doc,
+             "log_record_field(...) -> bytes | None\n\n"
+             "log_record(...) framed as a ScopeLogs.log_records field, ready to splice into a request.");
+
+static PyObject *log_record_bytes(PyObject *const *args, Py_ssize_t nargs, int as_field) {
     if (nargs != 11) {
         PyErr_Format(PyExc_TypeError, "log_record takes 11 arguments (%zd given)", nargs);
         return NULL;
@@ -484,6 +489,8 @@ static PyObject *log_record(PyObject *module, PyObject *const *args, Py_ssize_t 
     Buffer b;
     buffer_init(&b);
     int written = put_log_record(&b, args);
+    if (as_field)
+        return framed(&b, written, 0x12);
     PyObject *out = NULL;
     if (written == DONE)
         out = PyBytes_FromStringAndSize(b.data, b.len);
@@ -493,11 +500,84 @@ static PyObject *log_record(PyObject *module, PyObject *const *args, Py_ssize_t 
     return out;
 }
 
+static PyObject *log_record(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    return log_record_bytes(args, nargs, 0);
+}
+
+static PyObject *log_record_field(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    return log_record_bytes(args, nargs, 1);
+}
+
+/* -- the performance log's request line ------------------------------------------------------ */
+
+PyDoc_STRVAR(request_line_doc,
+             "request_line(second_text, millis, before, duration_ms, after, trace_id, span_id) -> str\n\n"
+             "perflog._request_line's text: '{\"ts\":\"' + second_text + millis + before + f'{duration_ms:.3f}'\n"
+             "+ after + the trace id as 32 hex digits in quotes (or null) + ',\"span_id\":' + 16 hex digits (or\n"
+             "null) + '}'.");
+
+static int put_text(Buffer *b, PyObject *text) {
+    Py_ssize_t n;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(text, &n);
+    return utf8 == NULL ? -1 : put(b, utf8, n);
+}
+
+/* `id` as 2*size lowercase hex digits in quotes, or null when it is 0 or None. */
+static int put_hex_id(Buffer *b, PyObject *id, size_t size) {
+    static const char digits[] = "0123456789abcdef";
+    if (id == Py_None)
+        return put(b, "null", 4);
+    int truth = PyObject_IsTrue(id);
+    if (truth <= 0)
+        return truth < 0 ? -1 : put(b, "null", 4);
+    Buffer raw;
+    buffer_init(&raw);
+    int ok = put_id(&raw, id, size) == 0 && reserve(b, (Py_ssize_t)(2 * size + 2)) == 0;
+    if (ok) {
+        char *out = b->data + b->len;
+        *out++ = '"';
+        for (size_t i = 0; i < size; i++) {
+            unsigned char byte = (unsigned char)raw.data[i];
+            *out++ = digits[byte >> 4];
+            *out++ = digits[byte & 0xf];
+        }
+        *out++ = '"';
+        b->len = out - b->data;
+    }
+    buffer_free(&raw);
+    return ok ? 0 : -1;
+}
+
+static PyObject *request_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 7) {
+        PyErr_Format(PyExc_TypeError, "request_line takes 7 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    double duration = PyFloat_AsDouble(args[3]);
+    if (duration == -1.0 && PyErr_Occurred())
+        return NULL;
+    char *number = PyOS_double_to_string(duration, 'f', 3, 0, NULL); /* what f"{x:.3f}" writes */
+    if (number == NULL)
+        return NULL;
+    Buffer b;
+    buffer_init(&b);
+    int ok = put(&b, "{\"ts\":\"", 7) == 0 && put_text(&b, args[0]) == 0 && put_text(&b, args[1]) == 0
+             && put_text(&b, args[2]) == 0 && put(&b, number, (Py_ssize_t)strlen(number)) == 0
+             && put_text(&b, args[4]) == 0 && put_hex_id(&b, args[5], 16) == 0
+             && put(&b, ",\"span_id\":", 11) == 0 && put_hex_id(&b, args[6], 8) == 0 && put_byte(&b, '}') == 0;
+    PyMem_Free(number);
+    PyObject *out = ok ? PyUnicode_DecodeUTF8(b.data, b.len, "strict") : NULL;
+    buffer_free(&b);
+    return out;
+}
+
 /* -- module ---------------------------------------------------------------------------------- */
 
 static PyMethodDef methods[] = {
     {"span_field", (PyCFunction)span_field, METH_O, span_field_doc},
     {"log_record", (PyCFunction)(void (*)(void))log_record, METH_FASTCALL, log_record_doc},
+    {"log_record_field", (PyCFunction)(void (*)(void))log_record_field, METH_FASTCALL, log_record_field_doc},
+    {"request_line", (PyCFunction)(void (*)(void))request_line, METH_FASTCALL, request_line_doc},
     {NULL, NULL, 0, NULL},
 };
 

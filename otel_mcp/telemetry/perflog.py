@@ -60,6 +60,11 @@ from otel_mcp.telemetry.otlp_wire import DirectLogger, log_attributes, log_doubl
 from otel_mcp.telemetry.state import current_span
 from otel_mcp.telemetry.version import __version__
 
+try:
+    from otel_mcp.telemetry import _wire  # the request line in C (otlp_wire's C half writes it too)
+except ImportError:  # built without a C compiler
+    _wire = None  # type: ignore[assignment]
+
 logger = logging.getLogger("otel_mcp.perf")
 alert_log = logging.getLogger("otel_mcp.perf.alerts")
 
@@ -305,13 +310,19 @@ _iso_second: tuple[int, str] = (-1, "")  # (whole second, "YYYY-mm-ddTHH:MM:SS")
 _MILLIS = tuple(f".{n:03d}Z" for n in range(1000))  # the milliseconds' text, looked up, not formatted
 
 
-def _iso(ts: float) -> str:
+def _iso_parts(ts: float) -> tuple[str, str]:
+    """``ts`` in ISO 8601 (UTC, milliseconds) as its two parts: up to the second (kept) and the rest."""
     global _iso_second  # noqa: PLW0603  (a tuple swapped whole: safe from any thread)
     second = int(ts)
     cached = _iso_second
     if cached[0] != second:
         cached = _iso_second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)))
-    return cached[1] + _MILLIS[int((ts - second) * 1000)]
+    return cached[1], _MILLIS[int((ts - second) * 1000)]
+
+
+def _iso(ts: float) -> str:
+    second, millis = _iso_parts(ts)
+    return second + millis
 
 
 class _Shape(NamedTuple):
@@ -350,6 +361,10 @@ def _request_line(item: tuple[Any, ...]) -> str:
     dict: the text around the duration is kept per request shape; the duration is written to 3 decimals."""
     _, ts, method, target, seconds, error_type, transport, trace_id, span_id, _flags = item
     shape = _SHAPES.get((method, target, error_type, transport)) or _shape(method, target, error_type, transport)
+    if _wire is not None:  # the same text, written in C (~1/4 of the instructions)
+        second, millis = _iso_parts(ts)
+        return _wire.request_line(second, millis, shape.line_before, seconds * 1000, shape.line_after, trace_id,
+                                  span_id)
     trace_hex = f'"{trace_id.to_bytes(16, "big").hex()}"' if trace_id else "null"
     span_hex = f'"{span_id.to_bytes(8, "big").hex()}"' if span_id else "null"
     return (f'{{"ts":"{_iso(ts)}{shape.line_before}{seconds * 1000:.3f}{shape.line_after}{trace_hex},'

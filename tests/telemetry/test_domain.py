@@ -237,12 +237,18 @@ def test_perf_log_without_file_or_exporter_queues_no_request_lines() -> None:
     ("request", 1_700_000_001.9996, "tools/call", "règle \"x\"", 12.3456789, "tool_error", "tcp", 2**127 + 5, 7, 1),
     ("request", 1_700_000_002.5, "initialize", None, 0.0000004, "-32602", "tcp", 1, 2**64 - 1, 1),
 ])
-def test_perf_log_request_line_is_the_record(item: tuple[Any, ...]) -> None:
-    """The request line written from cached pieces parses to the dict the other lines are made from."""
-    from otel_mcp.telemetry.perflog import _request_line, _to_record
+@pytest.mark.parametrize("writer", ["c", "python"])
+def test_perf_log_request_line_is_the_record(item: tuple[Any, ...], writer: str, monkeypatch: Any) -> None:
+    """The request line written from cached pieces (in C, or in Python without the C extension) parses to the
+    dict the other lines are made from."""
+    from otel_mcp.telemetry import perflog
 
+    if writer == "python":
+        monkeypatch.setattr(perflog, "_wire", None)
+    elif perflog._wire is None:
+        pytest.skip("the C extension is not built")
     for _ in range(2):  # the second time from the cached shape
-        assert json.loads(_request_line(item)) == _to_record(item)[0]
+        assert json.loads(perflog._request_line(item)) == perflog._to_record(item)[0]
 
 
 def test_sdk_disabled_instruments_nothing(tmp_path: Path) -> None:

@@ -85,6 +85,7 @@ def test_c_log_records_are_the_python_encoders_bytes(timestamp: int | None, seve
         assert encoded is not None  # the per-request record's form: always the C path
     if encoded is not None:
         assert encoded == otlp_wire._log_record(*args)
+        assert _wire.log_record_field(*args) == otlp_wire._field(b"\x12", encoded)
 
 
 @needs_c
@@ -101,3 +102,22 @@ def test_c_encoder_grows_past_its_stack_buffer_and_refuses_bad_ids() -> None:
             _wire.log_record(None, None, None, None, "x", None, 0, 0, bad, None, None)
         with pytest.raises(OverflowError):
             otlp_wire._log_record(None, None, None, None, "x", None, 0, 0, bad, None, None)
+
+
+@needs_c
+@settings(max_examples=200, deadline=None)
+@given(ts=st.floats(min_value=0, max_value=4e9), seconds=st.floats(min_value=0, max_value=1e6),
+       target=st.one_of(st.none(), st.text(max_size=30)), error_type=st.one_of(st.none(), st.text(max_size=10)),
+       trace_id=st.one_of(st.just(0), st.integers(min_value=1, max_value=2**128 - 1)),
+       span_id=st.one_of(st.just(0), st.integers(min_value=1, max_value=2**64 - 1)))
+def test_c_request_lines_are_the_python_text(ts: float, seconds: float, target: str | None, error_type: str | None,
+                                             trace_id: int, span_id: int) -> None:
+    from otel_mcp.telemetry import perflog
+
+    item = ("request", ts, "tools/call", target, seconds, error_type, "tcp", trace_id, span_id, 1)
+    in_c = perflog._request_line(item)
+    perflog._wire = None
+    try:
+        assert in_c == perflog._request_line(item)
+    finally:
+        perflog._wire = _wire
