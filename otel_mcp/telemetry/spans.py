@@ -19,6 +19,9 @@ its tracers make ``LeanSpan``, the SDK's ``Span`` with these changes:
 - the event and link lists are made on the first event or link (most spans
   have neither), and ``start_as_current_span`` is one object, not two nested
   generator-based context managers;
+- a root span under the SDK's default sampler (``parentbased_always_on``, or
+  ``always_on``) is sampled without the sampler's five calls: its answer is
+  known (any other sampler, or a parent, is asked as the SDK asks it);
 - with one span processor (ours: the batch processor) the span calls it
   directly rather than through the provider's multi-processor loop (a
   processor added later sees the spans started after it, not those in flight).
@@ -44,6 +47,7 @@ from opentelemetry import context as context_api
 from opentelemetry import trace as trace_api
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import Span, Tracer, TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, ParentBased
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.status import Status, StatusCode
@@ -250,20 +254,27 @@ class LeanTracer(Tracer):
         else:
             trace_id = parent.trace_id
             random_trace_id = parent.trace_flags.random_trace_id
-        sampling = self.sampler.should_sample(context, trace_id, name, kind, attributes, links)
-        flags = _SAMPLED if sampling.decision.is_sampled() else _NOT_SAMPLED  # type: ignore[no-untyped-call]
+        sampler = self.sampler
+        if parent is None and (sampler is ALWAYS_ON or (type(sampler) is ParentBased and sampler._root is ALWAYS_ON)):
+            # a root span under the SDK's default sampler: its answer, known without asking (no parent, so no
+            # parent trace state; the span's own attributes)
+            decision, span_attributes, trace_state = Decision.RECORD_AND_SAMPLE, attributes, None
+        else:
+            sampling = sampler.should_sample(context, trace_id, name, kind, attributes, links)
+            decision, span_attributes, trace_state = sampling.decision, sampling.attributes, sampling.trace_state
+        flags = _SAMPLED if decision is Decision.RECORD_AND_SAMPLE else _NOT_SAMPLED
         if random_trace_id:
             flags = trace_api.TraceFlags(flags | trace_api.TraceFlags.RANDOM_TRACE_ID)
         span_context = trace_api.SpanContext(trace_id, self.id_generator.generate_span_id(), is_remote=False,
-                                             trace_flags=flags, trace_state=sampling.trace_state)
-        record_end_metrics = self._tracer_metrics.start_span(parent, sampling.decision)
-        if not sampling.decision.is_recording():  # type: ignore[no-untyped-call]
+                                             trace_flags=flags, trace_state=trace_state)
+        record_end_metrics = self._tracer_metrics.start_span(parent, decision)
+        if decision is Decision.DROP:
             return trace_api.NonRecordingSpan(context=span_context)
         processor = self.span_processor
         processors: tuple[Any, ...] = getattr(processor, "_span_processors", ())
         if len(processors) == 1:  # the usual one processor: called directly, not through the multi-processor's loop
             processor = processors[0]
-        span = LeanSpan(name, span_context, parent, self.sampler, self.resource, sampling.attributes,
+        span = LeanSpan(name, span_context, parent, sampler, self.resource, span_attributes,
                         processor, kind, links, self.instrumentation_info, record_exception,
                         set_status_on_exception, self._span_limits, self._instrumentation_scope, record_end_metrics)
         span._start_time = start_time if start_time is not None else time_ns()  # Span.start(), minus the lock: a

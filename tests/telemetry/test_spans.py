@@ -9,14 +9,24 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from opentelemetry import trace as trace_api
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, TraceIdRatioBased
-from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, TraceIdRatioBased
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+)
 
 from otel_mcp.telemetry.spans import LeanAttributes, LeanSpan, LeanTracerProvider
 
@@ -264,3 +274,27 @@ def test_one_processor_or_several_get_the_same_calls_in_the_same_order() -> None
                 tracer.start_span("inner").end()
         assert calls[TracerProvider] == calls[LeanTracerProvider]
         assert len(calls[LeanTracerProvider]) == 6 * len(processors)
+
+
+def _parented(tracer: Any) -> None:
+    """Root spans, local children and children of remote parents (sampled or not, with a trace state)."""
+    state = TraceState([("vendor", "v1")])
+    for flags in (TraceFlags(1), TraceFlags(0)):
+        remote = SpanContext(0x1234, 0x5678, is_remote=True, trace_flags=flags, trace_state=state)
+        context = trace_api.set_span_in_context(NonRecordingSpan(remote))
+        tracer.start_span("remote child", context=context, attributes={"a": 1}, start_time=1).end(end_time=2)
+    root = tracer.start_span("root", attributes={"k": "v"}, start_time=3)
+    with trace_api.use_span(root, end_on_exit=False):
+        tracer.start_span("local child", start_time=4).end(end_time=5)
+    root.end(end_time=6)
+
+
+@pytest.mark.parametrize("sampler", [None, ParentBased(ALWAYS_ON), ALWAYS_ON, ParentBased(TraceIdRatioBased(1.0)),
+                                     ParentBased(ALWAYS_OFF), TraceIdRatioBased(0.0)])
+def test_sampling_decisions_and_trace_states_are_the_sdks(sampler: Any) -> None:
+    """A root span under the default sampler is sampled without asking it: the same outcome as asking."""
+    kwargs = {} if sampler is None else {"sampler": sampler}
+    sdk, lean = _both(_parented, **kwargs)
+    assert [(s.name, s.context.trace_flags, s.context.trace_state, dict(s.attributes or {})) for s in lean] == \
+        [(s.name, s.context.trace_flags, s.context.trace_state, dict(s.attributes or {})) for s in sdk]
+    assert encode_spans(lean).SerializeToString() == encode_spans(sdk).SerializeToString()
