@@ -195,7 +195,8 @@ class MeteredConnection(wrapt.ObjectProxy[Any]):
         telemetry = self._self_telemetry
         if not telemetry.enabled or not instrumentation_enabled():
             return self._self_raw.execute(sql, parameters)
-        traced = self._self_traced and telemetry.statement(sql).traced
+        stmt = telemetry._statements.get(sql)  # the common case: a statement seen before
+        traced = self._self_traced and (stmt if stmt is not None else telemetry.statement(sql)).traced
         start = time.perf_counter()
         error: BaseException | None = None
         try:
@@ -210,7 +211,6 @@ class MeteredConnection(wrapt.ObjectProxy[Any]):
         finally:
             seconds = time.perf_counter() - start
             try:
-                stmt = telemetry._statements.get(sql)
                 if error is None and stmt is not None and seconds < telemetry.slow_query_seconds:
                     stmt.duration.record(seconds)  # observe(), the common case inlined
                 else:
