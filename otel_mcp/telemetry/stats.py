@@ -62,7 +62,7 @@ from opentelemetry.semconv.attributes.db_attributes import DB_COLLECTION_NAME, D
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.semconv.metrics.db_metrics import DB_CLIENT_OPERATION_DURATION
 
-from otel_mcp.telemetry import names
+from otel_mcp.telemetry import names, otlp_wire
 from otel_mcp.telemetry.dropped import DROPPED, DelegatingMetricExporter
 
 STATS_URI = "otel-mcp://stats"
@@ -284,6 +284,7 @@ class StatsReader:
                 "enabled": bool(getattr(self.telemetry, "enabled", False)),
                 "exporting": getattr(self.telemetry, "exporting", {}),
                 "in_process_metrics": getattr(self.telemetry, "stats_reader", None) is not None,
+                "otlp_encoder": "c" if otlp_wire.SPEEDUPS else "python",  # the C half built at install, or not
                 "dropped": DROPPED.snapshot(),
             },
             "methods": _table(now_reading.methods, baseline.methods if baseline else {}, window, errors=True),

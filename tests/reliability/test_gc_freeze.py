@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import shutil
 import weakref
 from pathlib import Path
 
@@ -20,12 +21,14 @@ def test_a_served_process_has_its_startup_heap_frozen(tmp_path: Path) -> None:
         raw.open_session()
         reply = raw.post({"jsonrpc": "2.0", "id": 7, "method": "resources/read",
                           "params": {"uri": "otel-mcp://stats"}})
-        process = json.loads(reply.messages[-1]["result"]["contents"][0]["text"])["process"]
+        stats = json.loads(reply.messages[-1]["result"]["contents"][0]["text"])
+        process = stats["process"]
     finally:
         assert server.stop() == 0
     assert process["gc_frozen_objects"] > 50_000  # modules, the store, the providers
     assert len(process["gc_collections"]) == 3
     assert process["gc_thresholds"][0] == Settings().gc_young_threshold == 10_000  # the served process's default
+    assert stats["telemetry"]["otlp_encoder"] == ("c" if shutil.which("cc") or shutil.which("gcc") else "python")
 
 
 def test_young_collections_threshold_is_set_or_left_alone() -> None:
