@@ -369,7 +369,8 @@ def register_stats(server: Any, telemetry: Any, rules: Any = None) -> StatsReade
 def render_text(stats: Mapping[str, Any]) -> str:
     """The snapshot as aligned tables (for ``otel-mcp stats``)."""
     lines = [f"otel-mcp: up {stats.get('uptime_s', 0):.0f}s, window {stats.get('window_s', 0):.0f}s, "
-             f"telemetry {'on' if stats.get('telemetry', {}).get('enabled') else 'off'}"]
+             f"telemetry {'on' if stats.get('telemetry', {}).get('enabled') else 'off'}"
+             f" (OTLP encoder: {stats.get('telemetry', {}).get('otlp_encoder', '-')})"]
 
     def table(title: str, rows: Mapping[str, Mapping[str, Any]], columns: Sequence[str]) -> None:
         if not rows:

@@ -208,8 +208,9 @@ async def test_stats_cli_against_a_live_server(tmp_path: Path) -> None:
         as_json = subprocess.run([sys.executable, "-m", "otel_mcp.cli", "stats", "--url", server.url, "--json"],
                                  check=False, capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
     assert text.returncode == 0, text.stderr
-    assert "telemetry on" in text.stdout and "tools/call" in text.stdout
+    assert "telemetry on (OTLP encoder: " in text.stdout and "tools/call" in text.stdout
     assert "cache:" in text.stdout and "process: RSS" in text.stdout
     assert as_json.returncode == 0, as_json.stderr
     stats = json.loads(as_json.stdout)
     assert any(key.startswith("tools/call") for key in stats["methods"])
+    assert stats["telemetry"]["otlp_encoder"] in ("c", "python")
