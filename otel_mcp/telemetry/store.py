@@ -179,24 +179,40 @@ class DbTelemetry:
             observer(stmt.operation, stmt.table, seconds)
 
 
-class MeteredConnection(wrapt.ObjectProxy[Any]):
-    """A sqlite3 connection (possibly the sqlite3 instrumentation's proxy) whose ``execute`` is measured."""
+class MeteredConnection:
+    """A sqlite3 connection (possibly the sqlite3 instrumentation's proxy) whose ``execute`` is measured.
+
+    A plain slotted class that delegates everything but ``execute`` (and the context manager protocol) to
+    the connection: a ``wrapt.ObjectProxy`` here cost ~5 k instructions a statement more, in its
+    attribute lookups (callgrind: 12.2 k a metered statement over a bare one, 7.3 k now).
+    """
+
+    __slots__ = ("__wrapped__", "_raw", "_telemetry", "_traced")
 
     def __init__(self, connection: Any, telemetry: DbTelemetry) -> None:
-        super().__init__(connection)
-        self._self_telemetry = telemetry
+        self.__wrapped__ = connection
+        self._telemetry = telemetry
         raw = connection
         while hasattr(raw, "__wrapped__"):  # the sqlite3 instrumentation's TracedConnectionProxy
             raw = raw.__wrapped__
-        self._self_raw = raw
-        self._self_traced = raw is not connection
+        self._raw = raw
+        self._traced = raw is not connection
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__wrapped__, name)
+
+    def __enter__(self) -> Any:
+        return self.__wrapped__.__enter__()
+
+    def __exit__(self, *exc: Any) -> Any:
+        return self.__wrapped__.__exit__(*exc)
 
     def execute(self, sql: str, parameters: Any = (), /) -> Any:
-        telemetry = self._self_telemetry
+        telemetry = self._telemetry
         if not telemetry.enabled or not instrumentation_enabled():
-            return self._self_raw.execute(sql, parameters)
+            return self._raw.execute(sql, parameters)
         stmt = telemetry._statements.get(sql)  # the common case: a statement seen before
-        traced = self._self_traced and (stmt if stmt is not None else telemetry.statement(sql)).traced
+        traced = self._traced and (stmt if stmt is not None else telemetry.statement(sql)).traced
         start = time.perf_counter()
         error: BaseException | None = None
         try:
@@ -204,7 +220,7 @@ class MeteredConnection(wrapt.ObjectProxy[Any]):
                 cursor = self.__wrapped__.cursor()
                 cursor.execute(sql, parameters)
                 return cursor
-            return self._self_raw.execute(sql, parameters)
+            return self._raw.execute(sql, parameters)
         except BaseException as exc:
             error = exc
             raise

@@ -140,6 +140,29 @@ def test_parse_statement() -> None:
     assert parse_statement("BEGIN IMMEDIATE") == ("BEGIN", None)
 
 
+def test_metered_connection_delegates_what_it_does_not_meter(tmp_path: Path) -> None:
+    """Everything but ``execute`` is the connection's own: attributes, methods, the transaction block."""
+    import sqlite3
+
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    from otel_mcp.telemetry.store import DbTelemetry, MeteredConnection
+
+    raw = sqlite3.connect(tmp_path / "x.db", isolation_level=None)
+    conn: Any = MeteredConnection(raw, DbTelemetry(MeterProvider()))
+    conn.execute("CREATE TABLE t (n INTEGER)")
+    with conn:  # sqlite3's own: commits the block
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO t VALUES (1)")
+        assert conn.in_transaction
+    assert not conn.in_transaction
+    assert conn.execute("SELECT n FROM t").fetchall() == [(1,)]
+    assert conn.__wrapped__ is raw and conn.total_changes == raw.total_changes
+    conn.close()
+    with pytest.raises(sqlite3.ProgrammingError):
+        raw.execute("SELECT 1")
+
+
 def test_cache_counters_follow_a_known_sequence(otel: Otel, tmp_path: Path) -> None:
     from otel_mcp.cache.core import TieredCache
 
