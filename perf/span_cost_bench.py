@@ -7,7 +7,8 @@ Side by side in one process, interleaved rounds, medians:
 - encoding it for OTLP: the SDK's protobuf encoder vs ``otel_mcp.telemetry.otlp_wire``, in 64-span
   batches as the batch processor sends them;
 - the same for the per-request log record (``OTEL_MCP_PERF_LOG_EXPORT=all``): SDK emit, then encoding,
-  against ``otlp_wire.DirectLogger`` (encoded at once, queued in the same batch processor).
+  against ``otlp_wire.DirectLogger`` (encoded at once, queued in the same batch processor);
+- ``otlp_wire`` with its C half (``_wire.c``, when the install built it) against its Python encoder alone.
 
 Writes ``perf/results/span_cost_bench.json``. Exits 1 when ``otlp_wire`` is not at least
 ``MIN_SPEEDUP`` times cheaper than the SDK's encoder (or the direct log record than the SDK's emit and
@@ -58,6 +59,18 @@ def _per_item(fn: Callable[[], object], items: int) -> float:
     return (time.perf_counter() - start) / items * 1e6
 
 
+def _python_only(work: Callable[[], object]) -> Callable[[], object]:
+    """``work`` with otlp_wire's Python encoder only (as installed without a C compiler)."""
+    def run() -> object:
+        saved = otlp_wire._wire
+        otlp_wire._wire = None  # type: ignore[assignment]
+        try:
+            return work()
+        finally:
+            otlp_wire._wire = saved
+    return run
+
+
 def _spans(n: int) -> tuple[list[Any], dict[str, Callable[[], object]]]:
     kept = InMemorySpanExporter()
     provider = TracerProvider()
@@ -87,6 +100,7 @@ def _spans(n: int) -> tuple[list[Any], dict[str, Callable[[], object]]]:
         "span_lean": make(lean, SERVER_SPAN_ATTRIBUTES),
         "encode_sdk": lambda: [sdk_encode_spans(b).SerializeToString() for b in batches],
         "encode_wire": lambda: [otlp_wire.encode_spans(b) for b in batches],
+        "encode_wire_python": _python_only(lambda: [otlp_wire.encode_spans(b) for b in batches]),
     }
 
 
@@ -126,6 +140,7 @@ def _logs(n: int) -> tuple[list[Any], dict[str, Callable[[], object]]]:
     return records, {
         "log_emit": emit,
         "log_direct": emit_direct,  # encoding included
+        "log_direct_python": _python_only(emit_direct),
         "log_encode_sdk": lambda: [sdk_encode_logs(b).SerializeToString() for b in batches],
         "log_encode_wire": lambda: [otlp_wire.encode_logs(b) for b in batches],
     }
@@ -154,6 +169,9 @@ def run(rounds: int, n: int) -> dict[str, Any]:
         "log_total_direct_us": us["log_direct"],
         "span_make_lean_speedup": round(us["span_server"] / us["span_lean"], 2),
         "log_direct_speedup": round((us["log_emit"] + us["log_encode_sdk"]) / us["log_direct"], 2),
+        "c_encoder": otlp_wire.SPEEDUPS,  # the C half (_wire.c) built; else the two encoders below are the same
+        "span_encode_c_speedup": round(us["encode_wire_python"] / us["encode_wire"], 2),
+        "log_direct_c_speedup": round(us["log_direct_python"] / us["log_direct"], 2),
         "bytes_identical": identical, "rounds": rounds, "items": n,
     }
 
@@ -173,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
           f"(encoding), made {result['span_make_lean_speedup']}x cheaper by the lean span; its log record: "
           f"{result['log_total_sdk_us']} -> {result['log_total_wire_us']} us (encoding) -> "
           f"{result['log_total_direct_us']} us (direct, {result['log_direct_speedup']}x)")
+    print(f"C encoder {'built' if result['c_encoder'] else 'not built'}: spans {result['span_encode_c_speedup']}x, "
+          f"direct log records {result['log_direct_c_speedup']}x cheaper than otlp_wire's Python")
     ok = (result["bytes_identical"] and result["span_make_lean_speedup"] >= MIN_LEAN_SPEEDUP
           and min(result["span_encode_speedup"], result["log_encode_speedup"], result["log_direct_speedup"])
           >= MIN_SPEEDUP)
