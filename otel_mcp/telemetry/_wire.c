@@ -224,7 +224,7 @@ static PyObject *attribute_dict(PyObject *attrs) {
 
 static PyObject *s_context, *s_parent, *s_name, *s_kind, *s_start_time, *s_end_time, *s_attributes, *s_events,
     *s_links, *s_status, *s_trace_id, *s_span_id, *s_trace_state, *s_is_remote, *s_value_, *s_status_code,
-    *s_description, *s__status_code, *s__description, *s_dropped;
+    *s_description, *s__status_code, *s__description, *s_dropped, *s__resource, *s__instrumentation_scope;
 
 #define HAS_IS_REMOTE 0x100
 #define IS_REMOTE 0x200
@@ -420,6 +420,63 @@ static PyObject *span_field(PyObject *module, PyObject *span) {
     return framed(&b, put_span(&b, span), 0x12);
 }
 
+PyDoc_STRVAR(span_fields_doc,
+             "span_fields(spans) -> (resource, scope, bytes) | None\n\n"
+             "A batch of SDK spans of one resource and one instrumentation scope (by identity), each framed as\n"
+             "span_field frames it, concatenated; None when the batch is empty or mixed, or a span is not one\n"
+             "span_field encodes.");
+
+static PyObject *span_fields(PyObject *module, PyObject *spans) {
+    PyObject *seq = PySequence_Fast(spans, "spans must be a sequence");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    PyObject *resource = NULL, *scope = NULL, *out = NULL;
+    Buffer all;
+    buffer_init(&all);
+    int result = n > 0 ? DONE : NOT_HERE;
+    for (Py_ssize_t i = 0; i < n && result == DONE; i++) {
+        PyObject *item_resource = PyObject_GetAttr(items[i], s__resource);
+        PyObject *item_scope = item_resource ? PyObject_GetAttr(items[i], s__instrumentation_scope) : NULL;
+        if (item_scope == NULL) {
+            Py_XDECREF(item_resource);
+            result = PyErr_ExceptionMatches(PyExc_AttributeError) ? NOT_HERE : -1;
+            if (result == NOT_HERE)
+                PyErr_Clear();
+            break;
+        }
+        if (i == 0) {
+            resource = item_resource;
+            scope = item_scope;
+        } else {
+            int same = item_resource == resource && item_scope == scope;
+            Py_DECREF(item_resource);
+            Py_DECREF(item_scope);
+            if (!same) {
+                result = NOT_HERE;
+                break;
+            }
+        }
+        Buffer one;
+        buffer_init(&one);
+        int written = put_span(&one, items[i]);
+        if (written == DONE && put_field(&all, 0x12, one.data, one.len) < 0)
+            written = -1;
+        buffer_free(&one);
+        result = written;
+    }
+    if (result == DONE)
+        out = Py_BuildValue("(OOy#)", resource, scope, all.data, all.len);
+    else if (result == NOT_HERE)
+        out = Py_NewRef(Py_None);
+    Py_XDECREF(resource);
+    Py_XDECREF(scope);
+    Py_DECREF(seq);
+    buffer_free(&all);
+    return out;
+}
+
 /* -- log records ----------------------------------------------------------------------------- */
 
 static int put_log_record(Buffer *b, PyObject *const *args) {
@@ -575,6 +632,7 @@ static PyObject *request_line(PyObject *module, PyObject *const *args, Py_ssize_
 
 static PyMethodDef methods[] = {
     {"span_field", (PyCFunction)span_field, METH_O, span_field_doc},
+    {"span_fields", (PyCFunction)span_fields, METH_O, span_fields_doc},
     {"log_record", (PyCFunction)(void (*)(void))log_record, METH_FASTCALL, log_record_doc},
     {"log_record_field", (PyCFunction)(void (*)(void))log_record_field, METH_FASTCALL, log_record_field_doc},
     {"request_line", (PyCFunction)(void (*)(void))request_line, METH_FASTCALL, request_line_doc},
@@ -596,7 +654,7 @@ PyMODINIT_FUNC PyInit__wire(void) {
         {&s_events, "_events"}, {&s_links, "_links"}, {&s_status, "_status"}, {&s_trace_id, "trace_id"},
         {&s_span_id, "span_id"}, {&s_trace_state, "trace_state"}, {&s_is_remote, "is_remote"},
         {&s_value_, "_value_"}, {&s_status_code, "status_code"}, {&s_description, "description"},
-        {&s__status_code, "_status_code"}, {&s__description, "_description"}, {&s_dropped, "dropped"},
+        {&s__status_code, "_status_code"}, {&s__description, "_description"}, {&s_dropped, "dropped"}, {&s__resource, "_resource"}, {&s__instrumentation_scope, "_instrumentation_scope"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         if (!(*names[i].slot = PyUnicode_InternFromString(names[i].text)))

@@ -3,6 +3,7 @@
 from typing import Any
 
 def span_field(span: Any, /) -> bytes | None: ...
+def span_fields(spans: Any, /) -> tuple[Any, Any, bytes] | None: ...
 def log_record_field(
     timestamp: int | None,
     observed: int | None,

@@ -176,12 +176,15 @@ def _grouped(items: Iterable[Any], container_tag: bytes, field: Callable[[Any], 
     groups = list(by_id.values())
     if len(groups) == 1:  # the usual batch: one resource and scope, nothing to merge (and no Resource hash)
         resource, scope, encoded = groups[0]
-        nested: Iterable[tuple[Any, Iterable[tuple[Any, list[bytes]]]]] = [(resource, [(scope, encoded)])]
-    else:
-        merged: dict[Any, dict[Any, list[bytes]]] = {}
-        for resource, scope, encoded in groups:
-            merged.setdefault(resource, {}).setdefault(scope, []).extend(encoded)
-        nested = [(resource, scopes.items()) for resource, scopes in merged.items()]
+        return _request(container_tag, [(resource, [(scope, encoded)])])
+    merged: dict[Any, dict[Any, list[bytes]]] = {}
+    for resource, scope, encoded in groups:
+        merged.setdefault(resource, {}).setdefault(scope, []).extend(encoded)
+    return _request(container_tag, [(resource, scopes.items()) for resource, scopes in merged.items()])
+
+
+def _request(container_tag: bytes, nested: Iterable[tuple[Any, Iterable[tuple[Any, list[bytes]]]]]) -> bytes:
+    """The request from its framed items by resource, then scope."""
     out = []
     for resource, scopes in nested:
         body = [_resource_bytes(resource)]
@@ -278,6 +281,11 @@ def span_field(span: Any) -> bytes:
 
 def encode_spans(spans: Sequence[Any]) -> bytes:
     """A serialized ``ExportTraceServiceRequest``."""
+    if _wire is not None:
+        batch = _wire.span_fields(spans)  # the usual batch (one resource and scope, simple spans): all in C
+        if batch is not None:
+            resource, scope, fields = batch
+            return _request(b"\x0a", [(resource, [(scope, [fields])])])
     return _grouped(spans, b"\x0a", span_field)
 
 
@@ -409,6 +417,13 @@ def direct_queue(processor: Any) -> Callable[[EncodedLogRecord], None] | None:
 
 def encode_logs(batch: Sequence[Any]) -> bytes:
     """A serialized ``ExportLogsServiceRequest``."""
+    first = batch[0] if batch else None
+    if first.__class__ is EncodedLogRecord:  # the usual batch: direct records of one resource and scope
+        resource, scope = first.resource, first.instrumentation_scope
+        fields = [record.field for record in batch if record.__class__ is EncodedLogRecord
+                  and record.resource is resource and record.instrumentation_scope is scope]
+        if len(fields) == len(batch):
+            return _request(b"\x0a", [(resource, [(scope or None, fields)])])
     return _grouped(batch, b"\x0a", _log_field)
 
 

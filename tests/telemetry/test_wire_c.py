@@ -121,3 +121,23 @@ def test_c_request_lines_are_the_python_text(ts: float, seconds: float, target: 
         assert in_c == perflog._request_line(item)
     finally:
         perflog._wire = _wire
+
+
+@needs_c
+def test_c_batches_of_one_resource_and_scope_are_the_span_fields_joined() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("a")
+    for n in range(3):
+        tracer.start_span(f"s{n}", attributes={"n": n}).end()
+    spans = list(exporter.get_finished_spans())
+    resource, scope, fields = _wire.span_fields(spans)
+    assert resource is spans[0].resource and scope is spans[0].instrumentation_scope
+    assert fields == b"".join(_wire.span_field(span) for span in spans)
+    provider.get_tracer("b").start_span("other scope").end()
+    tracer.start_span("with a list", attributes={"l": [1]}).end()  # same scope, a value C leaves to Python
+    mixed, not_simple = exporter.get_finished_spans()[3:]
+    assert _wire.span_fields([*spans, mixed]) is None  # another scope object: Python groups and merges
+    assert _wire.span_fields([*spans[:1], not_simple]) is None
+    assert _wire.span_fields([]) is None
