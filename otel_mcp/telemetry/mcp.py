@@ -332,7 +332,8 @@ class TelemetryMiddleware:
         if request is None:
             span.set_attributes(transport.span_attrs)
         else:
-            client = getattr(request, "client", None)
+            scope = getattr(request, "scope", None)  # ASGI: the (host, port) pair Request.client wraps per call
+            client = scope.get("client") if type(scope) is dict else getattr(request, "client", None)
             if client is not None:
                 span.set_attributes({**transport.span_attrs, CLIENT_ADDRESS: client[0], CLIENT_PORT: client[1]})
             else:
