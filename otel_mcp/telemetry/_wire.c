@@ -224,13 +224,28 @@ static PyObject *attribute_dict(PyObject *attrs) {
 
 static PyObject *s_context, *s_parent, *s_name, *s_kind, *s_start_time, *s_end_time, *s_attributes, *s_events,
     *s_links, *s_status, *s_trace_id, *s_span_id, *s_trace_state, *s_is_remote, *s_value_, *s_status_code,
-    *s_description, *s__status_code, *s__description, *s_dropped, *s__resource, *s__instrumentation_scope;
+    *s_description, *s__status_code, *s__description, *s_dropped, *s__resource, *s__instrumentation_scope, *s__dq, *s__dict;
+
+#if PY_VERSION_HEX >= 0x030D0000
+#define lookup_attr PyObject_GetOptionalAttr /* 1 found, 0 not there (no error set), -1 error */
+#else
+#define lookup_attr _PyObject_LookupAttr
+#endif
 
 #define HAS_IS_REMOTE 0x100
 #define IS_REMOTE 0x200
 
+/* Whether `obj` holds anything: 1, 0, or -1 on error. The SDK's BoundedList and TraceState keep their
+ * items in a deque (`_dq`) and a dict (`_dict`) whose length is read in C; their own `__len__` is a
+ * Python call each. */
 static int sized(PyObject *obj, const char *what) {
-    Py_ssize_t n = PyObject_Length(obj);
+    PyObject *inner = NULL;
+    if (lookup_attr(obj, s__dq, &inner) == 0 && lookup_attr(obj, s__dict, &inner) == 0)
+        inner = NULL;
+    if (PyErr_Occurred())
+        return -1;
+    Py_ssize_t n = PyObject_Length(inner != NULL ? inner : obj);
+    Py_XDECREF(inner);
     if (n < 0)
         PyErr_Format(PyExc_TypeError, "span %s has no length", what);
     return (int)(n > 0 ? 1 : n);
@@ -655,6 +670,7 @@ PyMODINIT_FUNC PyInit__wire(void) {
         {&s_span_id, "span_id"}, {&s_trace_state, "trace_state"}, {&s_is_remote, "is_remote"},
         {&s_value_, "_value_"}, {&s_status_code, "status_code"}, {&s_description, "description"},
         {&s__status_code, "_status_code"}, {&s__description, "_description"}, {&s_dropped, "dropped"}, {&s__resource, "_resource"}, {&s__instrumentation_scope, "_instrumentation_scope"},
+        {&s__dq, "_dq"}, {&s__dict, "_dict"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         if (!(*names[i].slot = PyUnicode_InternFromString(names[i].text)))
