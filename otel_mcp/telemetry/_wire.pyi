@@ -4,20 +4,6 @@ from typing import Any
 
 def span_field(span: Any, /) -> bytes | None: ...
 def span_fields(spans: Any, /) -> tuple[Any, Any, bytes] | None: ...
-def log_record_field(
-    timestamp: int | None,
-    observed: int | None,
-    severity: int | None,
-    severity_text: str | None,
-    body: Any,
-    attrs: Any,
-    dropped: int,
-    flags: int,
-    trace_id: int | None,
-    span_id: int | None,
-    event_name: str | None,
-    /,
-) -> bytes | None: ...
 def request_line(
     second_text: str, millis: str, before: str, duration_ms: float, after: str, trace_id: int | None,
     span_id: int | None, /,
@@ -36,3 +22,5 @@ def log_record(
     event_name: str | None,
     /,
 ) -> bytes | None: ...
+
+log_record_field = log_record  # the same arguments; its bytes framed as a ScopeLogs.log_records field
