@@ -303,9 +303,9 @@ static int put_span(Buffer *b, PyObject *span) {
         }
         goto done;
     }
-    int has_events = sized(events, "events"), has_links = sized(links, "links");
-    int has_state = trace_state == Py_None ? 0 : sized(trace_state, "trace state");
-    if (has_events < 0 || has_links < 0 || has_state < 0)
+    int has_events, has_links = 0, has_state = 0; /* each asked only while no error is pending */
+    if ((has_events = sized(events, "events")) < 0 || (has_links = sized(links, "links")) < 0
+        || (trace_state != Py_None && (has_state = sized(trace_state, "trace state")) < 0))
         goto done;
     if (has_events || has_links || has_state || !PyUnicode_Check(name)) {
         result = NOT_HERE;
