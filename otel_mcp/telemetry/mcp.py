@@ -414,18 +414,17 @@ class _ServerSpanContext:
     context when ``_meta`` chose another parent.
     """
 
-    __slots__ = ("_ambient", "_args", "_cm", "_kwargs")
+    __slots__ = ("_ambient", "_args", "_cm", "_kwargs", "_start")
 
-    def __init__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def __init__(self, start: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self._start = start
         self._args = args
         self._kwargs = kwargs
         self._cm: Any = None
         self._ambient = current_span().get_span_context() if kwargs.get("context") is not None else None
 
     def __enter__(self) -> Any:
-        proxy = sdk_shared_otel._tracer
-        tracer = getattr(proxy, "_tracer", proxy)  # ProxyTracer: the provider's tracer once there is one
-        self._cm = tracer.start_as_current_span(*self._args, **self._kwargs)
+        self._cm = self._start(*self._args, **self._kwargs)
         span = self._cm.__enter__()
         if not span.is_recording():
             return span
@@ -441,7 +440,11 @@ class _ServerSpanContext:
 def _wrap_otel_span(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
     if kwargs.get("kind") is not SpanKind.SERVER:
         return wrapped(*args, **kwargs)
-    return _ServerSpanContext(args, kwargs)
+    proxy = getattr(sdk_shared_otel, "_tracer", None)
+    if proxy is None:  # an MCP SDK without that module tracer: its own otel_span, generator layers and all
+        return _ServerSpanContext(wrapped, args, kwargs)
+    tracer = getattr(proxy, "_tracer", proxy)  # ProxyTracer: the provider's tracer once there is one
+    return _ServerSpanContext(tracer.start_as_current_span, args, kwargs)
 
 
 def _arguments_json(arguments: Any) -> str:

@@ -82,6 +82,30 @@ async def test_protocol_errors_are_not_server_errors(otel: Otel) -> None:
             assert span.status.status_code is StatusCode.UNSET
 
 
+@pytest.mark.parametrize("sdk_tracer", ["called directly", "absent: the SDK's otel_span"])
+async def test_the_server_span_is_the_sdks_either_way(otel: Otel, sdk_tracer: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Our stand-in for ``otel_span`` calls the SDK module's tracer directly, or, where the MCP SDK has no
+    such module tracer, the SDK's own ``otel_span``: the same one span, with the server-side error rules."""
+    import types
+
+    from otel_mcp.telemetry import mcp as mcp_instrumentation
+
+    if sdk_tracer != "called directly":  # as an MCP SDK laid out otherwise would look to the wrapper
+        monkeypatch.setattr(mcp_instrumentation, "sdk_shared_otel", types.SimpleNamespace())
+    with instrumented_server(otel) as (server, _):
+        async with Client(server) as client:
+            await client.call_tool("compose_rules", {"context_files": ["a.py"]})
+            with pytest.raises(Exception):  # noqa: B017  (the SDK's MCPError for -32602)
+                await client.read_resource("rules://nope")
+    spans = {s.name: s for s in _server_spans(otel)}
+    compose = spans["tools/call compose_rules"]
+    assert compose.attributes["network.transport"] == "pipe" and compose.attributes["mcp.method.name"] == "tools/call"
+    assert compose.instrumentation_scope.name == "mcp-python-sdk"
+    failed = spans["resources/read"]
+    assert "error.type" not in failed.attributes and failed.status.status_code is StatusCode.UNSET
+
+
 async def test_streamable_http_span_attributes_meta_parent_and_session(otel: Otel) -> None:
     tracer = trace.get_tracer("test")
     with instrumented_http(otel) as web:
