@@ -114,23 +114,29 @@ static int put_string(Buffer *b, unsigned char tag, PyObject *text) {
     return n ? put_field(b, tag, utf8, n) : 0;
 }
 
-/* An int as `size` big-endian bytes (trace and span ids). */
-static int put_id(Buffer *b, PyObject *id, size_t size) {
-    unsigned char out[16];
+/* An int as `size` (<= 16) big-endian bytes into `out` (trace and span ids). */
+static int id_bytes(PyObject *id, unsigned char *out, size_t size) {
     if (!PyLong_Check(id)) {
         PyErr_SetString(PyExc_TypeError, "ids are ints");
         return -1;
     }
 #if PY_VERSION_HEX >= 0x030D0000
-    if (PyLong_AsNativeBytes(id, out, (Py_ssize_t)size, Py_ASNATIVEBYTES_BIG_ENDIAN | Py_ASNATIVEBYTES_UNSIGNED_BUFFER
-                                                            | Py_ASNATIVEBYTES_REJECT_NEGATIVE) < 0)
-        return -1;
+    return PyLong_AsNativeBytes(id, out, (Py_ssize_t)size, Py_ASNATIVEBYTES_BIG_ENDIAN | Py_ASNATIVEBYTES_UNSIGNED_BUFFER
+                                                               | Py_ASNATIVEBYTES_REJECT_NEGATIVE) < 0 ? -1 : 0;
 #else
-    if (_PyLong_AsByteArray((PyLongObject *)id, out, size, 0, 0) < 0)
-        return -1;
+    return _PyLong_AsByteArray((PyLongObject *)id, out, size, 0, 0);
 #endif
-    return put(b, out, (Py_ssize_t)size);
 }
+
+static int put_id(Buffer *b, PyObject *id, size_t size) {
+    unsigned char out[16];
+    return id_bytes(id, out, size) < 0 ? -1 : put(b, out, (Py_ssize_t)size);
+}
+
+/* Attribute names, interned once at import (PyInit__wire). */
+static PyObject *s_context, *s_parent, *s_name, *s_kind, *s_start_time, *s_end_time, *s_attributes, *s_events,
+    *s_links, *s_status, *s_trace_id, *s_span_id, *s_trace_state, *s_is_remote, *s_value_, *s_status_code,
+    *s_description, *s__status_code, *s__description, *s_dropped, *s__resource, *s__instrumentation_scope, *s__dq, *s__dict;
 
 /* -- attributes ------------------------------------------------------------------------------ */
 
@@ -211,7 +217,7 @@ static PyObject *attribute_dict(PyObject *attrs) {
         Py_INCREF(attrs);
         return attrs;
     }
-    PyObject *dict = PyObject_GetAttrString(attrs, "_dict");
+    PyObject *dict = PyObject_GetAttr(attrs, s__dict);
     if (dict == NULL || !PyDict_CheckExact(dict)) {
         Py_XDECREF(dict);
         PyErr_Clear();
@@ -221,10 +227,6 @@ static PyObject *attribute_dict(PyObject *attrs) {
 }
 
 /* -- spans ----------------------------------------------------------------------------------- */
-
-static PyObject *s_context, *s_parent, *s_name, *s_kind, *s_start_time, *s_end_time, *s_attributes, *s_events,
-    *s_links, *s_status, *s_trace_id, *s_span_id, *s_trace_state, *s_is_remote, *s_value_, *s_status_code,
-    *s_description, *s__status_code, *s__description, *s_dropped, *s__resource, *s__instrumentation_scope, *s__dq, *s__dict;
 
 #if PY_VERSION_HEX >= 0x030D0000
 #define lookup_attr PyObject_GetOptionalAttr /* 1 found, 0 not there (no error set), -1 error */
@@ -602,22 +604,18 @@ static int put_hex_id(Buffer *b, PyObject *id, size_t size) {
     int truth = PyObject_IsTrue(id);
     if (truth <= 0)
         return truth < 0 ? -1 : put(b, "null", 4);
-    Buffer raw;
-    buffer_init(&raw);
-    int ok = put_id(&raw, id, size) == 0 && reserve(b, (Py_ssize_t)(2 * size + 2)) == 0;
-    if (ok) {
-        char *out = b->data + b->len;
-        *out++ = '"';
-        for (size_t i = 0; i < size; i++) {
-            unsigned char byte = (unsigned char)raw.data[i];
-            *out++ = digits[byte >> 4];
-            *out++ = digits[byte & 0xf];
-        }
-        *out++ = '"';
-        b->len = out - b->data;
+    unsigned char raw[16];
+    if (id_bytes(id, raw, size) < 0 || reserve(b, (Py_ssize_t)(2 * size + 2)) < 0)
+        return -1;
+    char *out = b->data + b->len;
+    *out++ = '"';
+    for (size_t i = 0; i < size; i++) {
+        *out++ = digits[raw[i] >> 4];
+        *out++ = digits[raw[i] & 0xf];
     }
-    buffer_free(&raw);
-    return ok ? 0 : -1;
+    *out++ = '"';
+    b->len = out - b->data;
+    return 0;
 }
 
 static PyObject *request_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
