@@ -115,10 +115,10 @@ def test_c_request_lines_are_the_python_text(ts: float, seconds: float, target: 
     from otel_mcp.telemetry import perflog
 
     item = ("request", ts, "tools/call", target, seconds, error_type, "tcp", trace_id, span_id, 1)
-    in_c = perflog._request_line(item)
+    in_c = perflog._request_line(item, perflog._request_shape(item))
     perflog._wire = None
     try:
-        assert in_c == perflog._request_line(item)
+        assert in_c == perflog._request_line(item, perflog._request_shape(item))
     finally:
         perflog._wire = _wire
 
