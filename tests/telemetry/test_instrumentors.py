@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from mcp import Client
+from opentelemetry.instrumentation.asyncio import AsyncioInstrumentor
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider
@@ -329,6 +330,26 @@ def test_asyncio_with_no_names_touches_nothing(pipeline: Pipeline, monkeypatch: 
     assert asyncio.run(coro) == 1
     assert not pipeline.points("asyncio.process.duration")
     assert not pipeline.points("asyncio.process.created")
+    for function in (*AsyncioInstrumentor.methods_with_coroutine, "gather", "to_thread"):
+        assert not hasattr(getattr(asyncio, function), "__wrapped__"), function  # nothing wrapped at all
+    assert not hasattr(asyncio.TaskGroup.create_task, "__wrapped__")
+
+
+def test_asyncio_wraps_only_what_a_name_needs(pipeline: Pipeline, monkeypatch: Any) -> None:
+    monkeypatch.delenv("OTEL_PYTHON_ASYNCIO_COROUTINE_NAMES_TO_TRACE", raising=False)
+    monkeypatch.setenv("OTEL_PYTHON_ASYNCIO_TO_THREAD_FUNCTION_NAMES_TO_TRACE", "blocking_job")
+    instrumentor = _instrument(NamedAsyncioInstrumentor, _PROVIDER, pipeline.meter_provider)
+    assert hasattr(asyncio.to_thread, "__wrapped__")
+    assert not hasattr(asyncio.run_coroutine_threadsafe, "__wrapped__")
+
+    def blocking_job() -> int:
+        return 3
+
+    assert asyncio.run(asyncio.to_thread(blocking_job)) == 3
+    assert [s.name for s in _EXPORTER.get_finished_spans() if s.name.startswith("asyncio")] == [
+        "asyncio to_thread-blocking_job"]
+    instrumentor.uninstrument()
+    assert not hasattr(asyncio.to_thread, "__wrapped__")
 
 
 def test_asyncio_suppressed_and_no_op(pipeline: Pipeline, monkeypatch: Any) -> None:
