@@ -582,13 +582,7 @@ static PyObject *log_record_field(PyObject *module, PyObject *const *args, Py_ss
     return log_record_bytes(args, nargs, 1);
 }
 
-/* -- the performance log's request line ------------------------------------------------------ */
-
-PyDoc_STRVAR(request_line_doc,
-             "request_line(second_text, millis, before, duration_ms, after, trace_id, span_id) -> str\n\n"
-             "perflog._request_line's text: '{\"ts\":\"' + second_text + millis + before + f'{duration_ms:.3f}'\n"
-             "+ after + the trace id as 32 hex digits in quotes (or null) + ',\"span_id\":' + 16 hex digits (or\n"
-             "null) + '}'.");
+/* -- the performance log's request: its JSON line and its OTel log record ------------------- */
 
 static int put_text(Buffer *b, PyObject *text) {
     Py_ssize_t n;
@@ -618,9 +612,24 @@ static int put_hex_id(Buffer *b, PyObject *id, size_t size) {
     return 0;
 }
 
-static PyObject *request_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 7) {
-        PyErr_Format(PyExc_TypeError, "request_line takes 7 arguments (%zd given)", nargs);
+PyDoc_STRVAR(request_record_doc,
+             "request_record(second_text, millis, shape, duration_ms, trace_id, span_id, flags, timestamp,\n"
+             "               observed, severity, severity_text, event_name) -> (str, bytes | None)\n\n"
+             "perflog._request_record in one call. The line: '{\"ts\":\"' + second_text + millis +\n"
+             "shape.line_before + f'{duration_ms:.3f}' + shape.line_after + the trace id as 32 hex digits in\n"
+             "quotes (or null) + ',\"span_id\":' + 16 hex digits (or null) + '}'. The record (None when\n"
+             "timestamp is None): log_record_field's bytes with the body shape.body_head + repr(d) + ' ms' and\n"
+             "the attributes shape.attrs_head + d's 8 bytes + shape.attrs_tail, d = round(duration_ms, 3).");
+
+static PyObject *request_record(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 12) {
+        PyErr_Format(PyExc_TypeError, "request_record takes 12 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    PyObject *shape = args[2], *timestamp = args[7];
+    if (!PyTuple_Check(shape) || PyTuple_GET_SIZE(shape) != 5 || !PyBytes_Check(PyTuple_GET_ITEM(shape, 3))
+        || !PyBytes_Check(PyTuple_GET_ITEM(shape, 4))) {
+        PyErr_SetString(PyExc_TypeError, "shape must be a perflog._Shape");
         return NULL;
     }
     double duration = PyFloat_AsDouble(args[3]);
@@ -629,15 +638,51 @@ static PyObject *request_line(PyObject *module, PyObject *const *args, Py_ssize_
     char *number = PyOS_double_to_string(duration, 'f', 3, 0, NULL); /* what f"{x:.3f}" writes */
     if (number == NULL)
         return NULL;
+    PyObject *line = NULL, *field = NULL, *body = NULL, *attrs = NULL, *out = NULL;
+    char *shortest = NULL;
     Buffer b;
     buffer_init(&b);
     int ok = put(&b, "{\"ts\":\"", 7) == 0 && put_text(&b, args[0]) == 0 && put_text(&b, args[1]) == 0
-             && put_text(&b, args[2]) == 0 && put(&b, number, (Py_ssize_t)strlen(number)) == 0
-             && put_text(&b, args[4]) == 0 && put_hex_id(&b, args[5], 16) == 0
-             && put(&b, ",\"span_id\":", 11) == 0 && put_hex_id(&b, args[6], 8) == 0 && put_byte(&b, '}') == 0;
+             && put_text(&b, PyTuple_GET_ITEM(shape, 0)) == 0 && put(&b, number, (Py_ssize_t)strlen(number)) == 0
+             && put_text(&b, PyTuple_GET_ITEM(shape, 1)) == 0 && put_hex_id(&b, args[4], 16) == 0
+             && put(&b, ",\"span_id\":", 11) == 0 && put_hex_id(&b, args[5], 8) == 0 && put_byte(&b, '}') == 0;
+    if (!ok || !(line = PyUnicode_DecodeUTF8(b.data, b.len, "strict")))
+        goto done;
+    if (timestamp == Py_None) {
+        out = PyTuple_Pack(2, line, Py_None);
+        goto done;
+    }
+    /* round(x, 3) is the double nearest the correctly rounded 3-decimal text: the text the line has */
+    double rounded = PyOS_string_to_double(number, NULL, NULL);
+    if (rounded == -1.0 && PyErr_Occurred())
+        goto done;
+    if (!(shortest = PyOS_double_to_string(rounded, 'r', 0, Py_DTSF_ADD_DOT_0, NULL))) /* repr(rounded) */
+        goto done;
+    if (!(body = PyUnicode_FromFormat("%U%s ms", PyTuple_GET_ITEM(shape, 2), shortest)))
+        goto done;
+    PyObject *head = PyTuple_GET_ITEM(shape, 3), *tail = PyTuple_GET_ITEM(shape, 4);
+    Py_ssize_t head_len = PyBytes_GET_SIZE(head), tail_len = PyBytes_GET_SIZE(tail);
+    if (!(attrs = PyBytes_FromStringAndSize(NULL, head_len + 8 + tail_len)))
+        goto done;
+    char *bytes = PyBytes_AS_STRING(attrs);
+    memcpy(bytes, PyBytes_AS_STRING(head), head_len);
+    if (PyFloat_Pack8(rounded, bytes + head_len, 1) < 0) /* little-endian, as struct's "<d" */
+        goto done;
+    memcpy(bytes + head_len + 8, PyBytes_AS_STRING(tail), tail_len);
+    PyObject *const record[11] = {timestamp, args[8], args[9], args[10], body, attrs, Py_None, args[6], args[4],
+                                  args[5], args[11]};
+    Buffer r;
+    buffer_init(&r);
+    if ((field = framed(&r, put_log_record(&r, record), 0x12)) != NULL)
+        out = PyTuple_Pack(2, line, field);
+done:
     PyMem_Free(number);
-    PyObject *out = ok ? PyUnicode_DecodeUTF8(b.data, b.len, "strict") : NULL;
+    PyMem_Free(shortest);
     buffer_free(&b);
+    Py_XDECREF(line);
+    Py_XDECREF(field);
+    Py_XDECREF(body);
+    Py_XDECREF(attrs);
     return out;
 }
 
@@ -648,7 +693,7 @@ static PyMethodDef methods[] = {
     {"span_fields", (PyCFunction)span_fields, METH_O, span_fields_doc},
     {"log_record", (PyCFunction)(void (*)(void))log_record, METH_FASTCALL, log_record_doc},
     {"log_record_field", (PyCFunction)(void (*)(void))log_record_field, METH_FASTCALL, log_record_field_doc},
-    {"request_line", (PyCFunction)(void (*)(void))request_line, METH_FASTCALL, request_line_doc},
+    {"request_record", (PyCFunction)(void (*)(void))request_record, METH_FASTCALL, request_record_doc},
     {NULL, NULL, 0, NULL},
 };
 

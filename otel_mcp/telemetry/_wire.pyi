@@ -4,10 +4,11 @@ from typing import Any
 
 def span_field(span: Any, /) -> bytes | None: ...
 def span_fields(spans: Any, /) -> tuple[Any, Any, bytes] | None: ...
-def request_line(
-    second_text: str, millis: str, before: str, duration_ms: float, after: str, trace_id: int | None,
-    span_id: int | None, /,
-) -> str: ...
+def request_record(
+    second_text: str, millis: str, shape: tuple[str, str, str, bytes, bytes], duration_ms: float,
+    trace_id: int | None, span_id: int | None, flags: int, timestamp: int | None, observed: int, severity: int,
+    severity_text: str, event_name: str, /,
+) -> tuple[str, bytes | None]: ...
 def log_record(
     timestamp: int | None,
     observed: int | None,

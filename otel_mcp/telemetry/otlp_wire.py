@@ -19,7 +19,6 @@ there (``SPEEDUPS``) and encode in Python what it returns None for.
 from __future__ import annotations
 
 import struct
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -309,18 +308,14 @@ def log_attributes(attrs: Mapping[str, Any]) -> bytes:
     return b"".join(attributes(b"\x32", attrs))
 
 
-def _double_prefix(key: str) -> bytes:
-    """A float attribute's framing up to its 8 value bytes (fixed: AnyValue.double_value is a fixed64)."""
+def log_double_head(key: str) -> bytes:
+    """``log_attributes({key: x})`` up to ``x``'s 8 value bytes (``pack_double(x)``) for a float ``x``: its
+    encoding without the general path (AnyValue.double_value is a fixed64, so only those bytes vary)."""
     key_field = _KEY[key]
     return b"\x32" + varint(len(key_field) + 11) + key_field + b"\x12\x09\x21"
 
 
-_DOUBLE_PREFIX = _Memo(_double_prefix)
-
-
-def log_double_attribute(key: str, value: float) -> bytes:
-    """``log_attributes({key: value})`` for one float, without the general path (~1 k instructions, not ~13 k)."""
-    return _DOUBLE_PREFIX[key] + _pack_d(value)
+pack_double = _pack_d
 
 
 def log_record(timestamp: int | None, observed: int | None, severity: int | None, severity_text: str | None,
@@ -383,12 +378,21 @@ class EncodedLogRecord:
         self.field = field
 
 
+def log_record_field(timestamp: int | None, observed: int | None, severity: int | None, severity_text: str | None,
+                     body: Any, attrs: Mapping[str, Any] | bytes | None, dropped: int, flags: int,
+                     trace_id: int | None, span_id: int | None, event_name: str | None) -> bytes:
+    """``log_record(...)`` framed as a ``ScopeLogs.log_records`` field, ready to splice into a request."""
+    args = (timestamp, observed, severity, severity_text, body, attrs, dropped, flags, trace_id, span_id, event_name)
+    field = _wire.log_record_field(*args) if _wire is not None else None
+    return field if field is not None else _field(b"\x12", _log_record(*args))
+
+
 class DirectLogger:
-    """Log records of one scope, encoded at once and queued straight into a batch processor.
+    """Log records of one scope, queued already encoded straight into a batch processor.
 
     Why: the SDK's ``Logger.emit`` builds a ``LogRecord`` (attributes checked one by one, a lock), a
     ``ReadableLogRecord`` copy and a context for every record, which the exporter then encodes; for a
-    record whose fields are known (the per-request performance line) that is most of its cost.
+    record whose fields are known (the per-request performance line, ``perflog``) that is most of its cost.
     Used only where the provider's one processor is a batch processor whose exporter encodes with
     this module (``setup.py`` decides), so the bytes on the wire are the SDK path's.
     """
@@ -398,13 +402,8 @@ class DirectLogger:
         self._resource = resource
         self._scope = scope
 
-    def emit(self, timestamp: int, severity: int, severity_text: str, body: str, attrs: Mapping[str, Any] | bytes,
-             trace_id: int, span_id: int, flags: int, event_name: str) -> None:
-        args = (timestamp, time.time_ns(), severity, severity_text, body, attrs, 0, flags, trace_id, span_id,
-                event_name)
-        field = _wire.log_record_field(*args) if _wire is not None else None
-        if field is None:
-            field = _field(b"\x12", _log_record(*args))
+    def emit_field(self, field: bytes) -> None:
+        """Queue a record framed by ``log_record_field`` (or ``_wire.request_record``)."""
         self._queue(EncodedLogRecord(self._resource, self._scope, field))
 
 

@@ -56,12 +56,12 @@ from opentelemetry.metrics import get_meter
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from otel_mcp.telemetry import names
-from otel_mcp.telemetry.otlp_wire import DirectLogger, log_attributes, log_double_attribute
+from otel_mcp.telemetry.otlp_wire import DirectLogger, log_attributes, log_double_head, log_record_field, pack_double
 from otel_mcp.telemetry.state import current_span
 from otel_mcp.telemetry.version import __version__
 
 try:
-    from otel_mcp.telemetry import _wire  # the request line in C (otlp_wire's C half writes it too)
+    from otel_mcp.telemetry import _wire  # a request's line and record in C (otlp_wire's C half)
 except ImportError:  # built without a C compiler
     _wire = None  # type: ignore[assignment]
 
@@ -114,6 +114,7 @@ class PerfLog:
         self.path = path
         self.flush_interval = flush_interval
         self.otel_logger = otel_logger
+        self._direct = otel_logger if isinstance(otel_logger, DirectLogger) else None
         # Without a file or an exporter a request line would be formatted for nobody.
         self.log_requests = log_requests and (path is not None or otel_logger is not None)
         self.dropped = 0
@@ -233,32 +234,31 @@ class PerfLog:
     def _line(self, item: tuple[Any, ...]) -> str:
         if item[0] == "request":
             shape = _request_shape(item)  # one lookup for the line and the record
-            line = _request_line(item, shape)
-            if self.otel_logger is not None:
-                self._export_request(item, shape)
+            direct = self._direct
+            line, field = _request_record(item, shape, direct is not None)
+            if direct is not None:
+                assert field is not None
+                direct.emit_field(field)
+            elif self.otel_logger is not None:
+                self._export_request(item)
             return line
         # Events (slow queries, alerts) are logging records: the OTel LoggingHandler exports those.
         record, *_ = _to_record(item)
         return json.dumps(record, separators=(",", ":"), default=str)
 
-    def _export_request(self, item: tuple[Any, ...], shape: _Shape) -> None:
+    def _export_request(self, item: tuple[Any, ...]) -> None:
+        """A request's record through the SDK's ``Logger`` (where ``setup`` gives no ``DirectLogger``)."""
         _, ts, method, target, seconds, error_type, transport, trace_id, span_id, flags = item
         duration_ms = round(seconds * 1000, 3)
-        otel_logger = self.otel_logger
-        if isinstance(otel_logger, DirectLogger):
-            attrs = shape.attrs_before + log_double_attribute("duration_ms", duration_ms) + shape.attrs_after
-            otel_logger.emit(int(ts * 1e9), _INFO, "INFO", f"{shape.body}{duration_ms} ms", attrs, trace_id, span_id,
-                             flags, REQUEST_EVENT)
-            return
-        assert otel_logger is not None
         attributes = _record_attributes(method, target, duration_ms, error_type, transport)
         body = f"{_record_body(method, target, error_type)}{duration_ms} ms"
         context = None
         if trace_id:
             context = trace.set_span_in_context(NonRecordingSpan(SpanContext(trace_id, span_id, False,
                                                                              TraceFlags(flags))))
-        otel_logger.emit(timestamp=int(ts * 1e9), context=context, severity_number=SeverityNumber.INFO,
-                         severity_text="INFO", body=body, attributes=attributes, event_name=REQUEST_EVENT)
+        assert self.otel_logger is not None and not isinstance(self.otel_logger, DirectLogger)
+        self.otel_logger.emit(timestamp=int(ts * 1e9), context=context, severity_number=SeverityNumber.INFO,
+                              severity_text="INFO", body=body, attributes=attributes, event_name=REQUEST_EVENT)
 
 
 _INFO = SeverityNumber.INFO.value
@@ -330,9 +330,9 @@ class _Shape(NamedTuple):
 
     line_before: str  # the JSON line from after the timestamp up to the duration
     line_after: str  # from after the duration up to the trace id
-    body: str  # the log record's body up to the duration
-    attrs_before: bytes  # the log record's attributes before ``duration_ms``, encoded
-    attrs_after: bytes  # and after it
+    body_head: str  # the log record's body up to the duration
+    attrs_head: bytes  # the log record's attributes, encoded, up to the duration's 8 value bytes
+    attrs_tail: bytes  # and after them
 
 
 _SHAPES: dict[tuple[str, str | None, str | None, str], _Shape] = {}
@@ -347,7 +347,7 @@ def _shape(method: str, target: str | None, error_type: str | None, transport: s
         f',"outcome":"{"error" if error_type else "ok"}","error_type":{dumps(error_type)},'
         f'"transport":{dumps(transport)},"trace_id":',
         _record_body(method, target, error_type),
-        log_attributes({k: attributes[k] for k in keys[:2]}),
+        log_attributes({k: attributes[k] for k in keys[:2]}) + log_double_head("duration_ms"),
         log_attributes({k: attributes[k] for k in keys[2:]}),
     )
     if len(_SHAPES) < 4096:
@@ -361,19 +361,27 @@ def _request_shape(item: tuple[Any, ...]) -> _Shape:
     return _SHAPES.get((method, target, error_type, transport)) or _shape(method, target, error_type, transport)
 
 
-def _request_line(item: tuple[Any, ...], shape: _Shape) -> str:
-    """The JSON line of a request event (same keys, order and values as ``_to_record``), without building a
-    dict: the text around the duration is kept per request shape (``shape``); the duration is written to 3
-    decimals."""
-    _, ts, _, _, seconds, _, _, trace_id, span_id, _flags = item
-    if _wire is not None:  # the same text, written in C (~1/4 of the instructions)
-        second, millis = _iso_parts(ts)
-        return _wire.request_line(second, millis, shape.line_before, seconds * 1000, shape.line_after, trace_id,
-                                  span_id)
+def _request_record(item: tuple[Any, ...], shape: _Shape, with_record: bool) -> tuple[str, bytes | None]:
+    """A request event's JSON line (same keys, order and values as ``_to_record``) and, ``with_record``, its
+    OTel log record (``_export_request``'s, as a ``DirectLogger`` queues it: framed, ``log_record_field``);
+    without building a dict: the text and bytes around the duration are the request's ``shape``'s."""
+    _, ts, _, _, seconds, _, _, trace_id, span_id, flags = item
+    second, millis = _iso_parts(ts)
+    timestamp = int(ts * 1e9) if with_record else None
+    if _wire is not None:  # both in one C call (~1/3 of the instructions)
+        line, field = _wire.request_record(second, millis, shape, seconds * 1000, trace_id, span_id, flags, timestamp,
+                                           time.time_ns(), _INFO, "INFO", REQUEST_EVENT)
+        return line, field
     trace_hex = f'"{trace_id.to_bytes(16, "big").hex()}"' if trace_id else "null"
     span_hex = f'"{span_id.to_bytes(8, "big").hex()}"' if span_id else "null"
-    return (f'{{"ts":"{_iso(ts)}{shape.line_before}{seconds * 1000:.3f}{shape.line_after}{trace_hex},'
+    line = (f'{{"ts":"{second}{millis}{shape.line_before}{seconds * 1000:.3f}{shape.line_after}{trace_hex},'
             f'"span_id":{span_hex}}}')
+    if timestamp is None:
+        return line, None
+    duration_ms = round(seconds * 1000, 3)
+    return line, log_record_field(timestamp, time.time_ns(), _INFO, "INFO", f"{shape.body_head}{duration_ms} ms",
+                                  shape.attrs_head + pack_double(duration_ms) + shape.attrs_tail, 0, flags, trace_id,
+                                  span_id, REQUEST_EVENT)
 
 
 class _RotatingFile:

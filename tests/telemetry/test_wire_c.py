@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
@@ -109,18 +110,25 @@ def test_c_encoder_grows_past_its_stack_buffer_and_refuses_bad_ids() -> None:
 @given(ts=st.floats(min_value=0, max_value=4e9), seconds=st.floats(min_value=0, max_value=1e6),
        target=st.one_of(st.none(), st.text(max_size=30)), error_type=st.one_of(st.none(), st.text(max_size=10)),
        trace_id=st.one_of(st.just(0), st.integers(min_value=1, max_value=2**128 - 1)),
-       span_id=st.one_of(st.just(0), st.integers(min_value=1, max_value=2**64 - 1)))
-def test_c_request_lines_are_the_python_text(ts: float, seconds: float, target: str | None, error_type: str | None,
-                                             trace_id: int, span_id: int) -> None:
+       span_id=st.one_of(st.just(0), st.integers(min_value=1, max_value=2**64 - 1)), flags=st.sampled_from([0, 1]),
+       with_record=st.booleans())
+def test_c_request_lines_and_records_are_pythons(ts: float, seconds: float, target: str | None,
+                                                 error_type: str | None, trace_id: int, span_id: int, flags: int,
+                                                 with_record: bool) -> None:
+    """``_wire.request_record``: the line's text and the record's bytes (its body's ``repr`` of the rounded
+    duration, the duration attribute's 8 bytes) are perflog's Python ones."""
     from otel_mcp.telemetry import perflog
 
-    item = ("request", ts, "tools/call", target, seconds, error_type, "tcp", trace_id, span_id, 1)
-    in_c = perflog._request_line(item, perflog._request_shape(item))
-    perflog._wire = None
-    try:
-        assert in_c == perflog._request_line(item, perflog._request_shape(item))
-    finally:
-        perflog._wire = _wire
+    item = ("request", ts, "tools/call", target, seconds, error_type, "tcp", trace_id, span_id, flags)
+    shape = perflog._request_shape(item)
+    with mock.patch.object(perflog.time, "time_ns", return_value=1_700_000_000_123_456_789):
+        in_c = perflog._request_record(item, shape, with_record)
+        perflog._wire = None
+        try:
+            assert in_c == perflog._request_record(item, shape, with_record)
+        finally:
+            perflog._wire = _wire
+    assert (in_c[1] is None) == (not with_record)
 
 
 @needs_c
