@@ -16,6 +16,7 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 /* -- a growable byte buffer, on the stack until it outgrows it ------------------------------- */
 
@@ -612,28 +613,54 @@ static int put_hex_id(Buffer *b, PyObject *id, size_t size) {
     return 0;
 }
 
+/* `ts` (seconds since the epoch, >= 0) as perflog._iso writes it: "YYYY-mm-ddTHH:MM:SS.mmmZ" (UTC, the
+ * milliseconds truncated); the text up to the second is kept for the next call (written under the GIL). */
+static long long iso_second = -1;
+static char iso_text[64];
+static size_t iso_len;
+
+static int put_iso_time(Buffer *b, double ts) {
+    if (!(ts >= 0 && ts < 253402300800.0)) { /* years 1970-9999; NaN fails too */
+        PyErr_SetString(PyExc_ValueError, "timestamp out of range");
+        return -1;
+    }
+    long long second = (long long)ts;
+    if (second != iso_second) {
+        time_t t = (time_t)second;
+        struct tm tm;
+        if (gmtime_r(&t, &tm) == NULL || !(iso_len = strftime(iso_text, sizeof iso_text, "%Y-%m-%dT%H:%M:%S", &tm))) {
+            PyErr_SetString(PyExc_ValueError, "timestamp out of range");
+            return -1;
+        }
+        iso_second = second;
+    }
+    int millis = (int)((ts - (double)second) * 1000);
+    char tail[5] = {'.', (char)('0' + millis / 100), (char)('0' + millis / 10 % 10), (char)('0' + millis % 10), 'Z'};
+    return put(b, iso_text, (Py_ssize_t)iso_len) < 0 ? -1 : put(b, tail, 5);
+}
+
 PyDoc_STRVAR(request_record_doc,
-             "request_record(second_text, millis, shape, duration_ms, trace_id, span_id, flags, timestamp,\n"
-             "               observed, severity, severity_text, event_name) -> (str, bytes | None)\n\n"
-             "perflog._request_record in one call. The line: '{\"ts\":\"' + second_text + millis +\n"
+             "request_record(ts, shape, duration_ms, trace_id, span_id, flags, timestamp, observed, severity,\n"
+             "               severity_text, event_name) -> (str, bytes | None)\n\n"
+             "perflog._request_record in one call. The line: '{\"ts\":\"' + perflog._iso(ts) +\n"
              "shape.line_before + f'{duration_ms:.3f}' + shape.line_after + the trace id as 32 hex digits in\n"
              "quotes (or null) + ',\"span_id\":' + 16 hex digits (or null) + '}'. The record (None when\n"
              "timestamp is None): log_record_field's bytes with the body shape.body_head + repr(d) + ' ms' and\n"
              "the attributes shape.attrs_head + d's 8 bytes + shape.attrs_tail, d = round(duration_ms, 3).");
 
 static PyObject *request_record(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 12) {
-        PyErr_Format(PyExc_TypeError, "request_record takes 12 arguments (%zd given)", nargs);
+    if (nargs != 11) {
+        PyErr_Format(PyExc_TypeError, "request_record takes 11 arguments (%zd given)", nargs);
         return NULL;
     }
-    PyObject *shape = args[2], *timestamp = args[7];
+    PyObject *shape = args[1], *timestamp = args[6];
     if (!PyTuple_Check(shape) || PyTuple_GET_SIZE(shape) != 5 || !PyBytes_Check(PyTuple_GET_ITEM(shape, 3))
         || !PyBytes_Check(PyTuple_GET_ITEM(shape, 4))) {
         PyErr_SetString(PyExc_TypeError, "shape must be a perflog._Shape");
         return NULL;
     }
-    double duration = PyFloat_AsDouble(args[3]);
-    if (duration == -1.0 && PyErr_Occurred())
+    double ts = PyFloat_AsDouble(args[0]), duration = PyFloat_AsDouble(args[2]);
+    if ((ts == -1.0 || duration == -1.0) && PyErr_Occurred())
         return NULL;
     char *number = PyOS_double_to_string(duration, 'f', 3, 0, NULL); /* what f"{x:.3f}" writes */
     if (number == NULL)
@@ -642,10 +669,10 @@ static PyObject *request_record(PyObject *module, PyObject *const *args, Py_ssiz
     char *shortest = NULL;
     Buffer b;
     buffer_init(&b);
-    int ok = put(&b, "{\"ts\":\"", 7) == 0 && put_text(&b, args[0]) == 0 && put_text(&b, args[1]) == 0
+    int ok = put(&b, "{\"ts\":\"", 7) == 0 && put_iso_time(&b, ts) == 0
              && put_text(&b, PyTuple_GET_ITEM(shape, 0)) == 0 && put(&b, number, (Py_ssize_t)strlen(number)) == 0
-             && put_text(&b, PyTuple_GET_ITEM(shape, 1)) == 0 && put_hex_id(&b, args[4], 16) == 0
-             && put(&b, ",\"span_id\":", 11) == 0 && put_hex_id(&b, args[5], 8) == 0 && put_byte(&b, '}') == 0;
+             && put_text(&b, PyTuple_GET_ITEM(shape, 1)) == 0 && put_hex_id(&b, args[3], 16) == 0
+             && put(&b, ",\"span_id\":", 11) == 0 && put_hex_id(&b, args[4], 8) == 0 && put_byte(&b, '}') == 0;
     if (!ok || !(line = PyUnicode_DecodeUTF8(b.data, b.len, "strict")))
         goto done;
     if (timestamp == Py_None) {
@@ -669,8 +696,8 @@ static PyObject *request_record(PyObject *module, PyObject *const *args, Py_ssiz
     if (PyFloat_Pack8(rounded, bytes + head_len, 1) < 0) /* little-endian, as struct's "<d" */
         goto done;
     memcpy(bytes + head_len + 8, PyBytes_AS_STRING(tail), tail_len);
-    PyObject *const record[11] = {timestamp, args[8], args[9], args[10], body, attrs, Py_None, args[6], args[4],
-                                  args[5], args[11]};
+    PyObject *const record[11] = {timestamp, args[7], args[8], args[9], body, attrs, Py_None, args[5], args[3],
+                                  args[4], args[10]};
     Buffer r;
     buffer_init(&r);
     if ((field = framed(&r, put_log_record(&r, record), 0x12)) != NULL)

@@ -5,9 +5,9 @@ from typing import Any
 def span_field(span: Any, /) -> bytes | None: ...
 def span_fields(spans: Any, /) -> tuple[Any, Any, bytes] | None: ...
 def request_record(
-    second_text: str, millis: str, shape: tuple[str, str, str, bytes, bytes], duration_ms: float,
-    trace_id: int | None, span_id: int | None, flags: int, timestamp: int | None, observed: int, severity: int,
-    severity_text: str, event_name: str, /,
+    ts: float, shape: tuple[str, str, str, bytes, bytes], duration_ms: float, trace_id: int | None,
+    span_id: int | None, flags: int, timestamp: int | None, observed: int, severity: int, severity_text: str,
+    event_name: str, /,
 ) -> tuple[str, bytes | None]: ...
 def log_record(
     timestamp: int | None,
