@@ -683,9 +683,26 @@ static PyObject *request_record(PyObject *module, PyObject *const *args, Py_ssiz
     double rounded = PyOS_string_to_double(number, NULL, NULL);
     if (rounded == -1.0 && PyErr_Occurred())
         goto done;
-    if (!(shortest = PyOS_double_to_string(rounded, 'r', 0, Py_DTSF_ADD_DOT_0, NULL))) /* repr(rounded) */
-        goto done;
-    if (!(body = PyUnicode_FromFormat("%U%s ms", PyTuple_GET_ITEM(shape, 2), shortest)))
+    /* repr(rounded): below 1e12 doubles are dense enough that no shorter text than the 3-decimal one (its
+     * trailing zeros dropped, one kept after the point) reads back as it; above, Python's own repr */
+    const char *text = number;
+    Py_ssize_t text_len = (Py_ssize_t)strlen(number);
+    if (rounded >= 0 && rounded < 1e12) {
+        while (number[text_len - 1] == '0' && number[text_len - 2] != '.')
+            text_len--;
+    } else {
+        if (!(shortest = PyOS_double_to_string(rounded, 'r', 0, Py_DTSF_ADD_DOT_0, NULL)))
+            goto done;
+        text = shortest;
+        text_len = (Py_ssize_t)strlen(shortest);
+    }
+    Buffer body_text;
+    buffer_init(&body_text);
+    if (put_text(&body_text, PyTuple_GET_ITEM(shape, 2)) == 0 && put(&body_text, text, text_len) == 0
+        && put(&body_text, " ms", 3) == 0)
+        body = PyUnicode_DecodeUTF8(body_text.data, body_text.len, "strict");
+    buffer_free(&body_text);
+    if (body == NULL)
         goto done;
     PyObject *head = PyTuple_GET_ITEM(shape, 3), *tail = PyTuple_GET_ITEM(shape, 4);
     Py_ssize_t head_len = PyBytes_GET_SIZE(head), tail_len = PyBytes_GET_SIZE(tail);

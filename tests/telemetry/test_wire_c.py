@@ -106,8 +106,10 @@ def test_c_encoder_grows_past_its_stack_buffer_and_refuses_bad_ids() -> None:
 
 
 @needs_c
-@settings(max_examples=200, deadline=None)
-@given(ts=st.floats(min_value=0, max_value=4e9), seconds=st.floats(min_value=0, max_value=1e6),
+@settings(max_examples=600, deadline=None)
+@given(ts=st.floats(min_value=0, max_value=4e9),
+       seconds=st.one_of(st.floats(min_value=0, max_value=1e6), st.floats(min_value=1e8, max_value=1e15),
+                         st.integers(min_value=0, max_value=10**7).map(lambda n: n / 1e6)),  # 3-decimal ms
        target=st.one_of(st.none(), st.text(max_size=30)), error_type=st.one_of(st.none(), st.text(max_size=10)),
        trace_id=st.one_of(st.just(0), st.integers(min_value=1, max_value=2**128 - 1)),
        span_id=st.one_of(st.just(0), st.integers(min_value=1, max_value=2**64 - 1)), flags=st.sampled_from([0, 1]),
