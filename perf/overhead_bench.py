@@ -333,13 +333,13 @@ def measure_instructions(transport: str, mode: str, db: Path, sink_port: int, tm
     """Instructions per call of ``mode``'s server under callgrind: instrumentation on only for the calls."""
     env = mode_env(mode, sink_port, tmp)
     # Time-driven work would be counted per wall second, which valgrind stretches ~50x: no periodic metric
-    # export, and span and log record batches and perf-log lines go out by size (64), as they do under load (a
-    # timed export every second, or a perf-log write every 250 ms, would carry a few records each under valgrind,
-    # hundreds in a real second); and valgrind's slowness must not make statements and requests "slow"
-    # (slow-query spans, log lines and alerts a real run lacks).
+    # export, and span and log record batches and perf-log lines go out by size (the shipped batch sizes: 64
+    # spans, 512 log records, 64 lines), as they do under load (a timed export every second, or a perf-log write
+    # every 250 ms, would carry a few records each under valgrind, hundreds in a real second); and valgrind's
+    # slowness must not make statements and requests "slow" (slow-query spans, log lines and alerts a real run
+    # lacks). A window of N calls holds N // 512 log exports or one more (the 40 warm-up records are queued).
     env.update(OTEL_METRIC_EXPORT_INTERVAL="3600000", OTEL_BSP_SCHEDULE_DELAY="60000",
-               OTEL_BLRP_SCHEDULE_DELAY="60000", OTEL_BLRP_MAX_EXPORT_BATCH_SIZE="64",
-               OTEL_MCP_PERF_LOG_FLUSH_MS="60000",
+               OTEL_BLRP_SCHEDULE_DELAY="60000", OTEL_MCP_PERF_LOG_FLUSH_MS="60000",
                OTEL_MCP_ALERT_SLOW_QUERY_MS="100000", OTEL_MCP_ALERT_SLOW_REQUEST_MS="1000000")
     out = tmp / f"callgrind.{transport}.{mode}.out"
     valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
