@@ -1,5 +1,5 @@
 /* The hot half of otlp_wire.py in C: a span's and a log record's OTLP protobuf bytes (and the
- * performance log's request line, the other text written per request).
+ * performance log's per-request JSON line with its log record, in one call).
  *
  * Why: otlp_wire.py writes the wire format directly, but in Python a typical
  * server span (10 attributes) still costs ~54 k instructions to encode and a
