@@ -515,21 +515,32 @@ def _wrap_http_app(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
     return app
 
 
-def _wire_read(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
-    """Records the size of a line read (``limits.classify_line`` sees each one, synchronously: no coroutine
-    of our own around the wire's reads, which wait on the pipe)."""
-    tel = McpInstrumentor._telemetry
-    if tel is not None and args and instrumentation_enabled():
-        tel.request_sizes[_STDIO].record(_utf8_len(args[0]))
-    return wrapped(*args, **kwargs)
+def _sized_classify_line(classify: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``limits.classify_line`` recording the size of each line read (it sees each one, synchronously: no
+    coroutine of our own around the wire's reads, which wait on the pipe). Plain functions here and in
+    ``_sized_write``, not ``wrapt`` wrappers: ~1 k instructions a line less."""
+
+    def classify_line(text: str) -> Any:
+        tel = McpInstrumentor._telemetry
+        if tel is not None and instrumentation_enabled():
+            tel.request_sizes[_STDIO].record(_utf8_len(text))
+        return classify(text)
+
+    classify_line.__wrapped__ = classify  # type: ignore[attr-defined]
+    return classify_line
 
 
-def _wire_write(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
-    """Records the line's size and returns ``write``'s coroutine (no coroutine of its own)."""
-    tel = McpInstrumentor._telemetry
-    if tel is not None and args and instrumentation_enabled():
-        tel.response_sizes[_STDIO].record(_utf8_len(args[0]))
-    return wrapped(*args, **kwargs)
+def _sized_write(write: Callable[[Any, str], Awaitable[None]]) -> Callable[[Any, str], Awaitable[None]]:
+    """``_Wire.write`` recording the line's size; it returns ``write``'s coroutine (no coroutine of its own)."""
+
+    def sized_write(wire: Any, text: str) -> Awaitable[None]:
+        tel = McpInstrumentor._telemetry
+        if tel is not None and instrumentation_enabled():
+            tel.response_sizes[_STDIO].record(_utf8_len(text))
+        return write(wire, text)
+
+    sized_write.__wrapped__ = write  # type: ignore[attr-defined]
+    return sized_write
 
 
 def _utf8_len(text: str) -> int:
@@ -556,6 +567,7 @@ class McpInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     _telemetry: McpTelemetry | None = None
     _middleware: TelemetryMiddleware | None = None
     _wrapped: list[tuple[Any, str]] = []  # noqa: RUF012  (what _instrument wrapped, for _uninstrument)
+    _replaced: list[tuple[Any, str, Any]] = []  # noqa: RUF012  ((owner, name, original) it replaced: the same)
     _servers: weakref.WeakSet[Any] = weakref.WeakSet()  # noqa: RUF012  (shared by the singleton)
 
     def instrumentation_dependencies(self) -> Collection[str]:
@@ -593,14 +605,18 @@ class McpInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             wrapped.append((sdk_otel, "otel_span"))
         limits = _stdio_limits()
         if limits is not None:
-            wrapt.wrap_function_wrapper(limits, "classify_line", _wire_read)
-            wrapt.wrap_function_wrapper(limits._Wire, "write", _wire_write)
-            wrapped.extend(((limits, "classify_line"), (limits._Wire, "write")))
+            McpInstrumentor._replaced += [(limits, "classify_line", limits.classify_line),
+                                          (limits._Wire, "write", limits._Wire.write)]
+            limits.classify_line = _sized_classify_line(limits.classify_line)
+            limits._Wire.write = _sized_write(limits._Wire.write)
 
     def _uninstrument(self, **kwargs: Any) -> None:
         for owner, attribute in McpInstrumentor._wrapped:
             unwrap(owner, attribute)
         McpInstrumentor._wrapped.clear()
+        for owner, attribute, original in reversed(McpInstrumentor._replaced):
+            setattr(owner, attribute, original)
+        McpInstrumentor._replaced.clear()
         for server in list(McpInstrumentor._servers):
             McpInstrumentor.uninstrument_server(server)
         McpInstrumentor._telemetry = None

@@ -593,7 +593,8 @@ def _start_perf(telemetry: Telemetry, meter_provider: Any, logger_provider: Any)
     telemetry.alerts = alerts
     mcp_telemetry = McpInstrumentor().telemetry
     if mcp_telemetry is not None:
-        mcp_telemetry.observers[:] = [perf.request, alerts.on_request]
+        # perf.request only when it writes something: a call per request saved where it would return at once
+        mcp_telemetry.observers[:] = [perf.request, alerts.on_request] if perf.log_requests else [alerts.on_request]
     store_telemetry = StoreInstrumentor().telemetry
     if store_telemetry is not None:
         store_telemetry.observers[:] = [alerts.on_slow_query]
