@@ -135,9 +135,8 @@ class PerfLog:
         """One line for one MCP request; called inside the request's span."""
         if not self.log_requests:
             return
-        ctx = current_span().get_span_context()
-        self._put(("request", time.time(), method, target, seconds, error_type, transport,
-                   ctx.trace_id, ctx.span_id, int(ctx.trace_flags)))
+        ctx = current_span().get_span_context()  # a SpanContext: the tuple (trace_id, span_id, is_remote, flags, ...)
+        self._put(("request", time.time(), method, target, seconds, error_type, transport, ctx[0], ctx[1], ctx[3]))
 
     def event(self, level: str, event: str, message: str, fields: dict[str, Any]) -> None:
         """A slow operation or an alert, with the current span's ids."""
