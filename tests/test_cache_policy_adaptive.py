@@ -28,14 +28,21 @@ def test_climber_steps_while_the_hit_rate_rises_and_turns_when_it_falls() -> Non
 
 
 def test_window_grows_when_recency_pays() -> None:
-    """Working sets of 60 % of capacity, each replaced by fresh keys after a short while."""
-    rng = random.Random(1)
-    keys: list[int] = []
-    for phase in range(150):
-        keys.extend(phase * 1000 + rng.randrange(300) for _ in range(1500))
-    policy: AdaptiveTinyLFUPolicy[int] = AdaptiveTinyLFUPolicy(500, expected_entries=500, sample_factor=2)
-    replay(policy, keys)
-    assert policy.window_capacity > 0.2 * 500  # from 1 %; 129-395 over PYTHONHASHSEED 0-15
+    """Working sets of 60 % of capacity, each replaced by fresh keys after a short while.
+
+    The climb is a heuristic over sampled hit ratios, and the sketch's collisions depend on the string hash
+    (``PYTHONHASHSEED``): one trace can leave the window small (3 entries under seed 25), so the window the
+    median of three traces ends with is what must grow (215-342 over seeds 0-61)."""
+    windows = []
+    for seed in (1, 2, 3):
+        rng = random.Random(seed)
+        keys: list[int] = []
+        for phase in range(150):
+            keys.extend(phase * 1000 + rng.randrange(300) for _ in range(1500))
+        policy: AdaptiveTinyLFUPolicy[int] = AdaptiveTinyLFUPolicy(500, expected_entries=500, sample_factor=2)
+        replay(policy, keys)
+        windows.append(policy.window_capacity)
+    assert sorted(windows)[1] > 0.2 * 500  # from 1 %
 
 
 def test_window_shrinks_when_frequency_pays() -> None:
