@@ -146,11 +146,6 @@ class DbTelemetry:
             self._statements[sql] = stmt
         return stmt
 
-    def attributes(self, sql: str) -> tuple[dict[str, AttributeValue], dict[str, AttributeValue]]:
-        """(metric attributes, the same without ``db.system.name`` for slow queries), cached per statement."""
-        stmt = self.statement(sql)
-        return stmt.attrs, stmt.slow_attrs
-
     def observe(self, sql: str, seconds: float, error: BaseException | None, span_made: bool = True) -> None:
         """Meter one execution; ``span_made=False``: no sqlite3 span covers it (a slow one then gets ours)."""
         stmt = self.statement(sql)
