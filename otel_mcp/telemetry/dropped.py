@@ -35,6 +35,7 @@ from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult,
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
+from opentelemetry.trace import TraceFlags
 
 from otel_mcp.telemetry import names
 
@@ -149,9 +150,9 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
         self._emit = getattr(processor, "emit", None)
 
     def on_end(self, span: ReadableSpan) -> None:
-        context = span.context
-        if not (context and context.trace_flags.sampled):
-            return  # as BatchSpanProcessor.on_end
+        context = span.context  # a SpanContext: the tuple (trace_id, span_id, is_remote, trace_flags, ...)
+        if not (context and context[3] & TraceFlags.SAMPLED):
+            return  # as BatchSpanProcessor.on_end (``trace_flags.sampled``, without its two property calls)
         queue = self._queue
         if queue is not None and len(queue) >= (queue.maxlen or 0):
             self._drop_counts.add("traces", QUEUE_FULL, 1)

@@ -95,14 +95,14 @@ from opentelemetry.semconv.attributes.network_attributes import (
     NETWORK_TRANSPORT,
 )
 from opentelemetry.semconv.schemas import Schemas
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 from pydantic import ValidationError
 
 from otel_mcp.telemetry import names
 from otel_mcp.telemetry.bound import BoundHistogram
 from otel_mcp.telemetry.package import _mcp_instruments
-from otel_mcp.telemetry.spans import LeanSpan
+from otel_mcp.telemetry.spans import CurrentSpan, LeanSpan, LeanTracer
 from otel_mcp.telemetry.state import current_span, instrumentation_enabled, records_spans
 from otel_mcp.telemetry.version import __version__
 
@@ -425,14 +425,32 @@ class _LeanServerSpan(LeanSpan):
         super().set_status(status, description)
 
 
+def _server_span(span: Any, ambient: SpanContext | None) -> Any:
+    """The SDK's server span, just started, with the server-side error rules (and the link to the ambient
+    HTTP-level context when ``_meta`` chose another parent)."""
+    if not span.is_recording():
+        return span
+    if ambient is not None and ambient.is_valid and ambient.trace_id != span.get_span_context().trace_id:
+        span.add_link(ambient, {"otel_mcp.link": "http.server"})
+    if type(span) is LeanSpan:
+        span.__class__ = _LeanServerSpan
+        return span
+    return _ServerSpan(span)
+
+
+def _ambient(kwargs: Mapping[str, Any]) -> SpanContext | None:
+    """The current (HTTP-level) span context when ``_meta`` gives the span a parent of its own."""
+    return current_span().get_span_context() if kwargs.get("context") is not None else None
+
+
 class _ServerSpanContext:
     """``otel_span(...)`` for the server span: the SDK's tracer called directly.
 
     The SDK's ``otel_span`` is a generator-based context manager around its module tracer's (a
     ``ProxyTracer``) ``start_as_current_span``, itself a generator-based context manager around the real
     tracer's: two generator layers entered and left per request that add nothing to the span. This calls
-    the tracer the proxy resolves to with ``otel_span``'s arguments, and links the ambient (HTTP-level)
-    context when ``_meta`` chose another parent.
+    the tracer the proxy resolves to with ``otel_span``'s arguments (a ``LeanTracer``'s context manager is
+    ``_LeanServerSpanContext``, one object).
     """
 
     __slots__ = ("_ambient", "_args", "_cm", "_kwargs", "_start")
@@ -442,23 +460,32 @@ class _ServerSpanContext:
         self._args = args
         self._kwargs = kwargs
         self._cm: Any = None
-        self._ambient = current_span().get_span_context() if kwargs.get("context") is not None else None
+        self._ambient = _ambient(kwargs)
 
     def __enter__(self) -> Any:
         self._cm = self._start(*self._args, **self._kwargs)
-        span = self._cm.__enter__()
-        if not span.is_recording():
-            return span
-        ambient = self._ambient
-        if ambient is not None and ambient.is_valid and ambient.trace_id != span.get_span_context().trace_id:
-            span.add_link(ambient, {"otel_mcp.link": "http.server"})
-        if type(span) is LeanSpan:
-            span.__class__ = _LeanServerSpan
-            return span
-        return _ServerSpan(span)
+        return _server_span(self._cm.__enter__(), self._ambient)
 
     def __exit__(self, *exc: Any) -> Any:
         return self._cm.__exit__(*exc)
+
+
+class _LeanServerSpanContext(CurrentSpan):
+    """``_ServerSpanContext`` for a ``LeanTracer``: its own ``start_as_current_span`` object, entered directly."""
+
+    __slots__ = ("_ambient",)
+
+    def __init__(self, tracer: LeanTracer, name: str, kwargs: dict[str, Any]) -> None:
+        super().__init__(tracer, True, (name, kwargs.get("context"), kwargs["kind"], kwargs.get("attributes"), (),
+                                        None, kwargs.get("record_exception", True),
+                                        kwargs.get("set_status_on_exception", True)))
+        self._ambient = _ambient(kwargs)
+
+    def __enter__(self) -> Any:
+        return _server_span(super().__enter__(), self._ambient)
+
+
+_OTEL_SPAN_KWARGS: Final = frozenset({"kind", "attributes", "context", "record_exception", "set_status_on_exception"})
 
 
 def _wrap_otel_span(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
@@ -468,6 +495,8 @@ def _wrap_otel_span(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any
     if proxy is None:  # an MCP SDK without that module tracer: its own otel_span, generator layers and all
         return _ServerSpanContext(wrapped, args, kwargs)
     tracer = getattr(proxy, "_tracer", proxy)  # ProxyTracer: the provider's tracer once there is one
+    if type(tracer) is LeanTracer and len(args) == 1 and kwargs.keys() <= _OTEL_SPAN_KWARGS:
+        return _LeanServerSpanContext(tracer, args[0], kwargs)
     return _ServerSpanContext(tracer.start_as_current_span, args, kwargs)
 
 

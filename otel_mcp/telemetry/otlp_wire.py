@@ -63,10 +63,14 @@ def varint(value: int) -> bytes:
     return bytes(out)
 
 
+def _length(n: int) -> bytes:
+    """A length-delimited field's length prefix."""
+    return _SMALL[n] if n < 128 else varint(n)
+
+
 def _field(tag: bytes, payload: bytes) -> bytes:
     """A length-delimited field."""
-    n = len(payload)
-    return tag + (_SMALL[n] if n < 128 else varint(n)) + payload
+    return tag + _length(len(payload)) + payload
 
 
 def _string_field(tag: bytes, text: str) -> bytes:
@@ -183,20 +187,25 @@ def _grouped(items: Iterable[Any], container_tag: bytes, field: Callable[[Any], 
 
 
 def _request(container_tag: bytes, nested: Iterable[tuple[Any, Iterable[tuple[Any, list[bytes]]]]]) -> bytes:
-    """The request from its framed items by resource, then scope."""
-    out = []
+    """The request from its framed items by resource, then scope.
+
+    Each level's length is summed from its parts, and the parts are joined once: framing each level as its
+    own bytes copies the whole batch once per level (four times; ~1 k instructions a span)."""
+    parts: list[bytes] = []
     for resource, scopes in nested:
-        body = [_resource_bytes(resource)]
+        resource_parts = [_resource_bytes(resource)]
         for scope, encoded in scopes:
             schema = scope.schema_url if scope is not None else None
-            encoded.insert(0, _scope_bytes(scope))
+            scope_parts = [_scope_bytes(scope), *encoded]
             if schema:
-                encoded.append(_string_field(b"\x1a", schema))
-            body.append(_field(b"\x12", b"".join(encoded)))
+                scope_parts.append(_string_field(b"\x1a", schema))
+            resource_parts.append(b"\x12" + _length(sum(map(len, scope_parts))))
+            resource_parts += scope_parts
         if resource.schema_url:
-            body.append(_string_field(b"\x1a", resource.schema_url))
-        out.append(_field(container_tag, b"".join(body)))
-    return b"".join(out)
+            resource_parts.append(_string_field(b"\x1a", resource.schema_url))
+        parts.append(container_tag + _length(sum(map(len, resource_parts))))
+        parts += resource_parts
+    return b"".join(parts)
 
 
 # -- spans ---------------------------------------------------------------------------------

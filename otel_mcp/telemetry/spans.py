@@ -24,7 +24,10 @@ its tracers make ``LeanSpan``, the SDK's ``Span`` with these changes:
   known (any other sampler, or a parent, is asked as the SDK asks it);
 - with one span processor (ours: the batch processor) the span calls it
   directly rather than through the provider's multi-processor loop (a
-  processor added later sees the spans started after it, not those in flight).
+  processor added later sees the spans started after it, not those in flight),
+  and not at all for the hooks it leaves as ``SpanProcessor``'s no-ops (the
+  batch processor's ``on_start`` and ``_on_ending``); with the SDK's internal
+  span metrics off (its default) no per-span metrics callback is made.
 
 Everything else (events, links, status, exceptions, sampling) is the SDK's
 code. Making a span costs 43 k instructions over the no-op tracer's where the
@@ -46,7 +49,8 @@ from typing import Any
 from opentelemetry import context as context_api
 from opentelemetry import trace as trace_api
 from opentelemetry.attributes import BoundedAttributes
-from opentelemetry.sdk.trace import Span, Tracer, TracerProvider
+from opentelemetry.sdk.trace import Span, SpanProcessor, Tracer, TracerProvider
+from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, ParentBased
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace.propagation import _SPAN_KEY
@@ -59,6 +63,25 @@ _UNSET = Status(StatusCode.UNSET)
 _NONE: BoundedList[Any] = BoundedList(0)  # the events and links of a span that has none (shared, never appended to)
 _SAMPLED = trace_api.TraceFlags(trace_api.TraceFlags.SAMPLED)
 _NOT_SAMPLED = trace_api.TraceFlags(trace_api.TraceFlags.DEFAULT)
+# One lock for every span's attributes: only the SDK's cleaning path (a value that is not a plain str, bool, int
+# or float) takes it, for a moment; a lock of each span's own cost ~0.5 k instructions to make and free.
+_ATTRIBUTES_LOCK = threading.Lock()
+
+
+class _Route:
+    """Where a tracer's spans go: the one processor called directly (or the provider's multi-processor), and
+    its ``on_start`` and ``_on_ending`` hooks, None where they are ``SpanProcessor``'s no-ops (a batch
+    processor's are): worked out once per set of processors, not per span."""
+
+    __slots__ = ("ending", "processor", "processors", "start")
+
+    def __init__(self, multi: Any) -> None:
+        self.processors: tuple[Any, ...] = getattr(multi, "_span_processors", ())
+        processor = self.processors[0] if len(self.processors) == 1 else multi
+        kind = type(processor)
+        self.processor = processor
+        self.start = None if getattr(kind, "on_start", None) is SpanProcessor.on_start else processor.on_start
+        self.ending = None if getattr(kind, "_on_ending", None) is SpanProcessor._on_ending else processor._on_ending
 
 
 class LeanAttributes(BoundedAttributes):
@@ -72,7 +95,7 @@ class LeanAttributes(BoundedAttributes):
         self.maxlen = maxlen
         self.dropped = 0
         self.max_value_len = max_value_len
-        self._lock = threading.Lock()
+        self._lock = _ATTRIBUTES_LOCK
         self._immutable = False
         if attributes:
             self._set_items(attributes)
@@ -144,6 +167,10 @@ class LeanSpan(Span):
         self._events = _NONE  # a list of its own on the first event (most spans have none)
         self._links = self._new_links(links) if links else _NONE
         self._record_end_metrics = record_end_metrics
+        self._on_ending_hook: Any = span_processor._on_ending  # LeanTracer sets None where it is a no-op
+
+    def get_span_context(self) -> trace_api.SpanContext:
+        return self._context  # type: ignore[return-value]  # the SDK's, without its ``typing.cast`` call (a Python call per read)
 
     def _add_event(self, event: Any) -> None:
         if self._events is _NONE and self._end_time is None:
@@ -166,11 +193,12 @@ class LeanSpan(Span):
             self._attributes._immutable = True
         if self._record_end_metrics:
             self._record_end_metrics()
-        self._span_processor._on_ending(self)
+        if self._on_ending_hook is not None:
+            self._on_ending_hook(self)
         self._span_processor.on_end(self)  # ended, hence read-only: no ReadableSpan copy
 
 
-class _CurrentSpan:
+class CurrentSpan:
     """``start_as_current_span``'s context manager: ``use_span(..., end_on_exit=True)`` as one object.
 
     The SDK's is two nested generator-based context managers; this does the same in ``__enter__`` and
@@ -215,6 +243,8 @@ class _CurrentSpan:
 class LeanTracer(Tracer):
     """The SDK's tracer, making ``LeanSpan``; its sampling and id logic is the SDK's ``start_span``'s."""
 
+    _lean_route: _Route | None = None  # set on the instance by its first span
+
     def start_as_current_span(  # type: ignore[override]
         self,
         name: str,
@@ -226,8 +256,8 @@ class LeanTracer(Tracer):
         record_exception: bool = True,
         set_status_on_exception: bool = True,
         end_on_exit: bool = True,
-    ) -> _CurrentSpan:
-        return _CurrentSpan(self, end_on_exit, (name, context, kind, attributes, links, start_time, record_exception,
+    ) -> CurrentSpan:
+        return CurrentSpan(self, end_on_exit, (name, context, kind, attributes, links, start_time, record_exception,
                                                 set_status_on_exception))
 
     def start_span(  # pylint: disable=too-many-locals
@@ -267,18 +297,21 @@ class LeanTracer(Tracer):
             flags = trace_api.TraceFlags(flags | trace_api.TraceFlags.RANDOM_TRACE_ID)
         span_context = trace_api.SpanContext(trace_id, self.id_generator.generate_span_id(), is_remote=False,
                                              trace_flags=flags, trace_state=trace_state)
-        record_end_metrics = self._tracer_metrics.start_span(parent, decision)
+        tracer_metrics = self._tracer_metrics
+        record_end_metrics = (None if type(tracer_metrics) is NoOpTracerMetrics  # its start_span returns a no-op
+                              else tracer_metrics.start_span(parent, decision))
         if decision is Decision.DROP:
             return trace_api.NonRecordingSpan(context=span_context)
-        processor = self.span_processor
-        processors: tuple[Any, ...] = getattr(processor, "_span_processors", ())
-        if len(processors) == 1:  # the usual one processor: called directly, not through the multi-processor's loop
-            processor = processors[0]
+        route = self._lean_route
+        if route is None or route.processors is not getattr(self.span_processor, "_span_processors", ()):
+            route = self._lean_route = _Route(self.span_processor)  # first span, or a processor was added
         span = LeanSpan(name, span_context, parent, sampler, self.resource, span_attributes,
-                        processor, kind, links, self.instrumentation_info, record_exception,
+                        route.processor, kind, links, self.instrumentation_info, record_exception,
                         set_status_on_exception, self._span_limits, self._instrumentation_scope, record_end_metrics)
+        span._on_ending_hook = route.ending
         span._start_time = start_time if start_time is not None else time_ns()  # Span.start(), minus the lock: a
-        processor.on_start(span, parent_context=context)  # span no other thread has seen yet
+        if route.start is not None:  # span no other thread has seen yet
+            route.start(span, parent_context=context)
         return span
 
 
