@@ -40,6 +40,7 @@ every field an SDK span has (an SDK upgrade adding one fails there first).
 
 from __future__ import annotations
 
+import dis
 import logging
 import threading
 from collections.abc import Mapping, Sequence
@@ -49,7 +50,7 @@ from typing import Any
 from opentelemetry import context as context_api
 from opentelemetry import trace as trace_api
 from opentelemetry.attributes import BoundedAttributes
-from opentelemetry.sdk.trace import Span, SpanProcessor, Tracer, TracerProvider
+from opentelemetry.sdk.trace import Span, Tracer, TracerProvider
 from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, ParentBased
 from opentelemetry.sdk.util import BoundedList
@@ -68,20 +69,28 @@ _NOT_SAMPLED = trace_api.TraceFlags(trace_api.TraceFlags.DEFAULT)
 _ATTRIBUTES_LOCK = threading.Lock()
 
 
+def _does_nothing(method: Any) -> bool:
+    """Whether ``method``'s body is ``pass`` (a docstring at most): its bytecode only returns None."""
+    code = getattr(getattr(method, "__func__", method), "__code__", None)
+    if code is None:
+        return False
+    ops = [(i.opname, i.argval) for i in dis.get_instructions(code) if i.opname not in ("RESUME", "NOP")]
+    return ops in ([("LOAD_CONST", None), ("RETURN_VALUE", None)], [("RETURN_CONST", None)])
+
+
 class _Route:
     """Where a tracer's spans go: the one processor called directly (or the provider's multi-processor), and
-    its ``on_start`` and ``_on_ending`` hooks, None where they are ``SpanProcessor``'s no-ops (a batch
-    processor's are): worked out once per set of processors, not per span."""
+    its ``on_start`` and ``_on_ending`` hooks, None where they do nothing (the batch processor's, and
+    ``SpanProcessor``'s): worked out once per set of processors, not per span."""
 
     __slots__ = ("ending", "processor", "processors", "start")
 
     def __init__(self, multi: Any) -> None:
         self.processors: tuple[Any, ...] = getattr(multi, "_span_processors", ())
         processor = self.processors[0] if len(self.processors) == 1 else multi
-        kind = type(processor)
         self.processor = processor
-        self.start = None if getattr(kind, "on_start", None) is SpanProcessor.on_start else processor.on_start
-        self.ending = None if getattr(kind, "_on_ending", None) is SpanProcessor._on_ending else processor._on_ending
+        self.start = None if _does_nothing(processor.on_start) else processor.on_start
+        self.ending = None if _does_nothing(processor._on_ending) else processor._on_ending
 
 
 class LeanAttributes(BoundedAttributes):

@@ -325,3 +325,21 @@ def test_sampling_decisions_and_trace_states_are_the_sdks(sampler: Any) -> None:
     assert [(s.name, s.context.trace_flags, s.context.trace_state, dict(s.attributes or {})) for s in lean] == \
         [(s.name, s.context.trace_flags, s.context.trace_state, dict(s.attributes or {})) for s in sdk]
     assert encode_spans(lean).SerializeToString() == encode_spans(sdk).SerializeToString()
+
+
+def test_hooks_that_do_nothing_are_not_called() -> None:
+    """``pass`` bodies (with or without a docstring) are skipped; anything else, or no bytecode, is called."""
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    from otel_mcp.telemetry.spans import _does_nothing
+
+    def documented(span: Any) -> None:
+        """Nothing to do."""
+
+    def returns_one(span: Any) -> int:
+        return 1
+
+    assert _does_nothing(SpanProcessor.on_start) and _does_nothing(BatchSpanProcessor._on_ending)
+    assert _does_nothing(documented) and _does_nothing(_EndsOnly([]).on_start)
+    assert not _does_nothing(returns_one) and not _does_nothing(_Recording([], "r").on_start)
+    assert not _does_nothing(len)
