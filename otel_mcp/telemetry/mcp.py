@@ -485,7 +485,8 @@ class _LeanServerSpanContext(CurrentSpan):
         return _server_span(super().__enter__(), self._ambient)
 
 
-_OTEL_SPAN_KWARGS: Final = frozenset({"kind", "attributes", "context", "record_exception", "set_status_on_exception"})
+_OTEL_SPAN_KWARGS: Final = frozenset({"name", "kind", "attributes", "context", "record_exception",
+                                      "set_status_on_exception"})
 
 
 def _wrap_otel_span(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
@@ -495,8 +496,8 @@ def _wrap_otel_span(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any
     if proxy is None:  # an MCP SDK without that module tracer: its own otel_span, generator layers and all
         return _ServerSpanContext(wrapped, args, kwargs)
     tracer = getattr(proxy, "_tracer", proxy)  # ProxyTracer: the provider's tracer once there is one
-    if type(tracer) is LeanTracer and len(args) == 1 and kwargs.keys() <= _OTEL_SPAN_KWARGS:
-        return _LeanServerSpanContext(tracer, args[0], kwargs)
+    if type(tracer) is LeanTracer and kwargs.keys() <= _OTEL_SPAN_KWARGS and len(args) + ("name" in kwargs) == 1:
+        return _LeanServerSpanContext(tracer, args[0] if args else kwargs["name"], kwargs)
     return _ServerSpanContext(tracer.start_as_current_span, args, kwargs)
 
 

@@ -96,6 +96,15 @@ async def test_server_error_rules_on_lean_spans(otel: Otel, monkeypatch: pytest.
     provider = LeanTracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     monkeypatch.setattr(mcp_instrumentation.sdk_shared_otel, "_tracer", provider.get_tracer("mcp-python-sdk"))
+    entered: list[str] = []
+    enter = mcp_instrumentation._LeanServerSpanContext.__enter__
+
+    def counted_enter(self: Any) -> Any:
+        span = enter(self)
+        entered.append(span.name)
+        return span
+
+    monkeypatch.setattr(mcp_instrumentation._LeanServerSpanContext, "__enter__", counted_enter)
     with instrumented_server(otel) as (server, _):
         async with Client(server) as client:
             await client.call_tool("compose_rules", {"context_files": ["a.py"]})
@@ -104,6 +113,7 @@ async def test_server_error_rules_on_lean_spans(otel: Otel, monkeypatch: pytest.
                 await client.read_resource("rules://nope")
     spans = {s.name: s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER}
     assert all(isinstance(s, LeanSpan) for s in spans.values())
+    assert set(spans) <= set(entered)  # each made by the lean tracer's own context manager, not the generic one
     ok, tool_error, protocol = spans["tools/call compose_rules"], spans["tools/call get_rule"], spans["resources/read"]
     assert ok.status.status_code is StatusCode.UNSET and "error.type" not in ok.attributes
     assert ok.attributes["network.transport"] == "pipe"
