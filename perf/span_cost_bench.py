@@ -129,11 +129,11 @@ def _logs(n: int) -> tuple[list[Any], dict[str, Callable[[], object]]]:
     def emit_direct() -> None:
         for _ in range(n):  # the same record, as PerfLog queues it when setup gives it a DirectLogger
             now = time.time_ns()
-            direct.emit_field(otlp_wire.log_record_field(
+            direct.emit_fields((otlp_wire.log_record_field(
                 now, now, SeverityNumber.INFO.value, "INFO", "tools/call compose_rules ok in 1.234 ms",
                 {"event": "request", "method": "tools/call", "duration_ms": 1.234, "outcome": "ok",
                  "transport": "tcp", "target": "compose_rules"},
-                0, int(span.trace_flags), span.trace_id, span.span_id, "otel_mcp.request"))
+                0, int(span.trace_flags), span.trace_id, span.span_id, "otel_mcp.request"),))
 
     emit()
     provider.force_flush()

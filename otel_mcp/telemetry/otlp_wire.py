@@ -411,9 +411,11 @@ class DirectLogger:
         self._resource = resource
         self._scope = scope
 
-    def emit_field(self, field: bytes) -> None:
-        """Queue a record framed by ``log_record_field`` (or ``_wire.request_record``)."""
-        self._queue(EncodedLogRecord(self._resource, self._scope, field))
+    def emit_fields(self, fields: Iterable[bytes]) -> None:
+        """Queue records framed by ``log_record_field`` (or ``_wire.request_record``), in order."""
+        queue, resource, scope = self._queue, self._resource, self._scope
+        for field in fields:
+            queue(EncodedLogRecord(resource, scope, field))
 
 
 def direct_queue(processor: Any) -> Callable[[EncodedLogRecord], None] | None:

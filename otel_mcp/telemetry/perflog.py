@@ -205,22 +205,36 @@ class PerfLog:
         """Write ``batch`` in order; markers (flush events) are set once what precedes them is written.
         False when it held ``_STOP``."""
         lines: list[str] = []
+        records: list[Any] = []  # the requests' OTel log records (bytes), for the DirectLogger
+        direct = self._direct if _wire is not None else None
         for item in batch:
-            if item is _STOP or isinstance(item, threading.Event):
-                self._write_lines(lines)
-                lines = []
+            if item.__class__ is not tuple:  # _STOP or a flush marker
+                self._write_lines(lines, records)
+                lines, records = [], []
                 if not isinstance(item, threading.Event):
                     return False
                 item.set()
                 continue
             try:
-                lines.append(self._line(item))
+                if direct is not None and item[0] == "request":  # the usual item: _request_record's C call, inlined
+                    _, ts, method, target, seconds, error_type, transport, trace_id, span_id, flags = item
+                    shape = _SHAPES.get((method, target, error_type, transport)) or _shape(method, target, error_type,
+                                                                                          transport)
+                    line, field = _wire.request_record(ts, shape, seconds * 1000, trace_id, span_id, flags,
+                                                       int(ts * 1e9), time.time_ns(), _INFO, "INFO", REQUEST_EVENT)
+                    records.append(field)
+                    lines.append(line)
+                else:
+                    lines.append(self._line(item))
             except Exception:
                 logger.debug("perf log line failed", exc_info=True)
-        self._write_lines(lines)
+        self._write_lines(lines, records)
         return True
 
-    def _write_lines(self, lines: list[str]) -> None:
+    def _write_lines(self, lines: list[str], records: list[bytes]) -> None:
+        if records:
+            assert self._direct is not None
+            self._direct.emit_fields(records)
         if not lines:
             return
         if self._file is not None:
@@ -237,7 +251,7 @@ class PerfLog:
             line, field = _request_record(item, shape, direct is not None)
             if direct is not None:
                 assert field is not None
-                direct.emit_field(field)
+                direct.emit_fields((field,))
             elif self.otel_logger is not None:
                 self._export_request(item)
             return line
