@@ -37,7 +37,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any, Final
 
 import wrapt
@@ -84,19 +84,6 @@ class ComposeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         step_span_names = {step: names.SPAN_COMPOSE_STEP_PREFIX + step for step in engine.STEPS}
         rules_by_outcome = {o: BoundHistogram(rules_histogram, {names.OUTCOME: o})
                             for o in ("selected", "included", "dropped", "stubbed")}
-
-        def service_wrapper(wrapped: Any, instance: Any, args: Any, kw: Any) -> Any:
-            state: list[Any] = [instance, False]
-            token = _composing.set(state)
-            try:
-                composition = wrapped(*args, **kw)
-            finally:
-                _composing.reset(token)
-            if not state[1]:  # served from the cache: no span of its own, a mark on the enclosing one
-                span = current_span()
-                if span.is_recording():
-                    span.set_attributes(_CACHE_HIT)
-            return composition
 
         def engine_wrapper(wrapped: Any, instance: Any, args: Any, kw: Any) -> Any:
             state = _composing.get()
@@ -157,18 +144,43 @@ class ComposeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             return step_wrapper
 
         if records_spans(kwargs.get("tracer_provider")):  # the mark needs a span: else no wrapper at all
-            wrapt.wrap_function_wrapper(service, "ComposeService.compose", service_wrapper)
+            service.ComposeService.compose = _marking_cache_hits(  # type: ignore[assignment,method-assign]
+                service.ComposeService.compose)
         # The service calls the engine through its own module global ``compose``.
         wrapt.wrap_function_wrapper(service, "compose", engine_wrapper)
         for step in engine.STEPS:
             wrapt.wrap_function_wrapper(engine, step, make_step_wrapper(step))
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        if hasattr(service.ComposeService.compose, "__wrapped__"):
-            unwrap(service.ComposeService, "compose")
+        original = getattr(service.ComposeService.compose, "__wrapped__", None)
+        if original is not None:
+            service.ComposeService.compose = original  # type: ignore[method-assign]
         unwrap(service, "compose")
         for step in engine.STEPS:
             unwrap(engine, step)
+
+
+def _marking_cache_hits(compose: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    """``ComposeService.compose`` marking the enclosing span when the cache served the composition.
+
+    A plain function in the class, not a ``wrapt`` wrapper: binding and calling that cost ~6 k instructions
+    a composition (callgrind: a cached composition's telemetry went from +17.6 k to +7.4 k)."""
+
+    def compose_marking_cache_hits(self: Any, request: Any) -> Any:
+        state: list[Any] = [self, False]
+        token = _composing.set(state)
+        try:
+            composition = compose(self, request)
+        finally:
+            _composing.reset(token)
+        if not state[1]:  # served from the cache: no span of its own, a mark on the enclosing one
+            span = current_span()
+            if span.is_recording():
+                span.set_attributes(_CACHE_HIT)
+        return composition
+
+    compose_marking_cache_hits.__wrapped__ = compose  # type: ignore[attr-defined]
+    return compose_marking_cache_hits
 
 
 def _describe(span: Any, service_instance: Any, args: Any, composition: Any) -> None:

@@ -489,16 +489,24 @@ _OTEL_SPAN_KWARGS: Final = frozenset({"name", "kind", "attributes", "context", "
                                       "set_status_on_exception"})
 
 
-def _wrap_otel_span(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
-    if kwargs.get("kind") is not SpanKind.SERVER:
-        return wrapped(*args, **kwargs)
-    proxy = getattr(sdk_shared_otel, "_tracer", None)
-    if proxy is None:  # an MCP SDK without that module tracer: its own otel_span, generator layers and all
-        return _ServerSpanContext(wrapped, args, kwargs)
-    tracer = getattr(proxy, "_tracer", proxy)  # ProxyTracer: the provider's tracer once there is one
-    if type(tracer) is LeanTracer and kwargs.keys() <= _OTEL_SPAN_KWARGS and len(args) + ("name" in kwargs) == 1:
-        return _LeanServerSpanContext(tracer, args[0] if args else kwargs["name"], kwargs)
-    return _ServerSpanContext(tracer.start_as_current_span, args, kwargs)
+def _server_otel_span(otel_span: Callable[..., Any]) -> Callable[..., Any]:
+    """The MCP SDK's ``otel_span``, making its SERVER span through ``_ServerSpanContext`` (or, on our own
+    tracer, ``_LeanServerSpanContext``); other kinds are its own. A plain function, not a ``wrapt`` wrapper:
+    ~5 k instructions a request less (callgrind, as for the composition service's cache-hit mark)."""
+
+    def server_otel_span(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("kind") is not SpanKind.SERVER:
+            return otel_span(*args, **kwargs)
+        proxy = getattr(sdk_shared_otel, "_tracer", None)
+        if proxy is None:  # an MCP SDK without that module tracer: its own otel_span, generator layers and all
+            return _ServerSpanContext(otel_span, args, kwargs)
+        tracer = getattr(proxy, "_tracer", proxy)  # ProxyTracer: the provider's tracer once there is one
+        if type(tracer) is LeanTracer and kwargs.keys() <= _OTEL_SPAN_KWARGS and len(args) + ("name" in kwargs) == 1:
+            return _LeanServerSpanContext(tracer, args[0] if args else kwargs["name"], kwargs)
+        return _ServerSpanContext(tracer.start_as_current_span, args, kwargs)
+
+    server_otel_span.__wrapped__ = otel_span  # type: ignore[attr-defined]
+    return server_otel_span
 
 
 def _arguments_json(arguments: Any) -> str:
@@ -655,8 +663,8 @@ class McpInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         wrapt.wrap_function_wrapper(lowlevel_server, "Server.streamable_http_app", _wrap_http_app)
         wrapped.append((lowlevel_server.Server, "streamable_http_app"))
         if records_spans(kwargs.get("tracer_provider")):
-            wrapt.wrap_function_wrapper(sdk_otel, "otel_span", _wrap_otel_span)
-            wrapped.append((sdk_otel, "otel_span"))
+            McpInstrumentor._replaced.append((sdk_otel, "otel_span", sdk_otel.otel_span))  # type: ignore[attr-defined]
+            sdk_otel.otel_span = _server_otel_span(sdk_otel.otel_span)  # type: ignore[attr-defined]
         limits = _stdio_limits()
         if limits is not None:
             McpInstrumentor._replaced += [(limits, "classify_line", limits.classify_line),

@@ -253,6 +253,22 @@ def test_mcp_span_wrapper_only_with_a_recording_provider(pipeline: Pipeline) -> 
         instrumentor.uninstrument()
 
 
+def test_compose_cache_hit_mark_only_with_a_recording_provider(pipeline: Pipeline) -> None:
+    """The composition service is replaced (for the cache-hit mark) only where a span can record it, and
+    restored by ``uninstrument``."""
+    from otel_mcp.compose.service import ComposeService
+
+    plain = ComposeService.compose
+    instrumentor = _instrument(ComposeInstrumentor, None, pipeline.meter_provider)  # global: the test SDK provider
+    assert ComposeService.compose is not plain and ComposeService.compose.__wrapped__ is plain
+    instrumentor.uninstrument()
+    assert ComposeService.compose is plain
+    with _global_tracer_provider_none():
+        instrumentor = _instrument(ComposeInstrumentor, None, pipeline.meter_provider)
+        assert ComposeService.compose is plain
+        instrumentor.uninstrument()
+
+
 @contextlib.contextmanager
 def _global_tracer_provider_none() -> Iterator[None]:
     from opentelemetry import trace
