@@ -163,8 +163,8 @@ class ComposeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 def _marking_cache_hits(compose: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
     """``ComposeService.compose`` marking the enclosing span when the cache served the composition.
 
-    A plain function in the class, not a ``wrapt`` wrapper: binding and calling that cost ~6 k instructions
-    a composition (callgrind: a cached composition's telemetry went from +17.6 k to +7.4 k)."""
+    A plain function in the class, not a ``wrapt`` wrapper, whose binding and call cost ~10 k instructions a
+    composition (callgrind, a cached composition in a lean server span: its telemetry +17.6 k -> +7.4 k)."""
 
     def compose_marking_cache_hits(self: Any, request: Any) -> Any:
         state: list[Any] = [self, False]

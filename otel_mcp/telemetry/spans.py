@@ -25,8 +25,8 @@ its tracers make ``LeanSpan``, the SDK's ``Span`` with these changes:
 - with one span processor (ours: the batch processor) the span calls it
   directly rather than through the provider's multi-processor loop (a
   processor added later sees the spans started after it, not those in flight),
-  and not at all for the hooks it leaves as ``SpanProcessor``'s no-ops (the
-  batch processor's ``on_start`` and ``_on_ending``); with the SDK's internal
+  and not at all for the hooks whose body does nothing (the batch
+  processor's ``on_start`` and ``_on_ending``); with the SDK's internal
   span metrics off (its default) no per-span metrics callback is made.
 
 Everything else (events, links, status, exceptions, sampling) is the SDK's
@@ -179,7 +179,8 @@ class LeanSpan(Span):
         self._on_ending_hook: Any = span_processor._on_ending  # LeanTracer sets None where it is a no-op
 
     def get_span_context(self) -> trace_api.SpanContext:
-        return self._context  # type: ignore[return-value]  # the SDK's, without its ``typing.cast`` call (a Python call per read)
+        # The SDK's, without its ``typing.cast`` (a Python call per read).
+        return self._context  # type: ignore[return-value]
 
     def _add_event(self, event: Any) -> None:
         if self._events is _NONE and self._end_time is None:
@@ -267,7 +268,7 @@ class LeanTracer(Tracer):
         end_on_exit: bool = True,
     ) -> CurrentSpan:
         return CurrentSpan(self, end_on_exit, (name, context, kind, attributes, links, start_time, record_exception,
-                                                set_status_on_exception))
+                                               set_status_on_exception))
 
     def start_span(  # pylint: disable=too-many-locals
         self,
@@ -318,8 +319,9 @@ class LeanTracer(Tracer):
                         route.processor, kind, links, self.instrumentation_info, record_exception,
                         set_status_on_exception, self._span_limits, self._instrumentation_scope, record_end_metrics)
         span._on_ending_hook = route.ending
-        span._start_time = start_time if start_time is not None else time_ns()  # Span.start(), minus the lock: a
-        if route.start is not None:  # span no other thread has seen yet
+        # Span.start(), minus the lock: a span no other thread has seen yet
+        span._start_time = start_time if start_time is not None else time_ns()
+        if route.start is not None:
             route.start(span, parent_context=context)
         return span
 
