@@ -411,8 +411,8 @@ class _ServerSpan(wrapt.ObjectProxy[Any]):
 
 
 class _LeanServerSpan(LeanSpan):
-    """``_ServerSpan``'s rules on our own ``LeanSpan``, by changing its class rather than wrapping it: a proxy
-    per request cost ~1.5 k instructions, where the MCP SDK touches the span only on errors. It sets
+    """``_ServerSpan``'s rules on our own ``LeanSpan``, made as this class from the start (our tracer's
+    ``span_class``) rather than wrapped: the MCP SDK touches the span only on errors, and it sets
     ``error.type`` before the status, so the status is where a protocol-level code is caught (and the
     attribute taken back); other calls are the span's own."""
 
@@ -426,16 +426,14 @@ class _LeanServerSpan(LeanSpan):
 
 
 def _server_span(span: Any, ambient: SpanContext | None) -> Any:
-    """The SDK's server span, just started, with the server-side error rules (and the link to the ambient
-    HTTP-level context when ``_meta`` chose another parent)."""
+    """The SDK's server span, just started, with the server-side error rules (``_LeanServerSpan`` has them;
+    any other span gets the ``_ServerSpan`` proxy), linked to the ambient HTTP-level context when ``_meta``
+    chose another parent."""
     if not span.is_recording():
         return span
     if ambient is not None and ambient.is_valid and ambient.trace_id != span.get_span_context().trace_id:
         span.add_link(ambient, {"otel_mcp.link": "http.server"})
-    if type(span) is LeanSpan:
-        span.__class__ = _LeanServerSpan
-        return span
-    return _ServerSpan(span)
+    return span if type(span) is _LeanServerSpan else _ServerSpan(span)
 
 
 def _ambient(kwargs: Mapping[str, Any]) -> SpanContext | None:
@@ -471,9 +469,11 @@ class _ServerSpanContext:
 
 
 class _LeanServerSpanContext(CurrentSpan):
-    """``_ServerSpanContext`` for a ``LeanTracer``: its own ``start_as_current_span`` object, entered directly."""
+    """``_ServerSpanContext`` for a ``LeanTracer``: its own ``start_as_current_span`` object, entered directly,
+    making a ``_LeanServerSpan``."""
 
     __slots__ = ("_ambient",)
+    span_class = _LeanServerSpan
 
     def __init__(self, tracer: LeanTracer, name: str, kwargs: dict[str, Any]) -> None:
         super().__init__(tracer, True, (name, kwargs.get("context"), kwargs["kind"], kwargs.get("attributes"), (),

@@ -206,7 +206,9 @@ class PerfLog:
         False when it held ``_STOP``."""
         lines: list[str] = []
         records: list[Any] = []  # the requests' OTel log records (bytes), for the DirectLogger
-        direct = self._direct if _wire is not None else None
+        direct = self._direct
+        # A request's line (and record) from the C call, inlined below; not where the SDK's Logger takes the record.
+        inline = _wire is not None and (direct is not None or self.otel_logger is None)
         for item in batch:
             if item.__class__ is not tuple:  # _STOP or a flush marker
                 self._write_lines(lines, records)
@@ -216,13 +218,16 @@ class PerfLog:
                 item.set()
                 continue
             try:
-                if direct is not None and item[0] == "request":  # the usual item: _request_record's C call, inlined
+                if inline and item[0] == "request":  # the usual item: _request_record's C call, inlined
                     _, ts, method, target, seconds, error_type, transport, trace_id, span_id, flags = item
                     shape = _SHAPES.get((method, target, error_type, transport)) or _shape(method, target, error_type,
                                                                                           transport)
                     line, field = _wire.request_record(ts, shape, seconds * 1000, trace_id, span_id, flags,
-                                                       int(ts * 1e9), time.time_ns(), _INFO, "INFO", REQUEST_EVENT)
-                    records.append(field)
+                                                       None if direct is None else int(ts * 1e9),
+                                                       0 if direct is None else time.time_ns(), _INFO, "INFO",
+                                                       REQUEST_EVENT)
+                    if field is not None:
+                        records.append(field)
                     lines.append(line)
                 else:
                     lines.append(self._line(item))
