@@ -112,7 +112,7 @@ async def test_server_error_rules_on_lean_spans(otel: Otel, monkeypatch: pytest.
             with pytest.raises(Exception):  # noqa: B017  (the SDK's MCPError for -32602)
                 await client.read_resource("rules://nope")
     spans = {s.name: s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER}
-    assert all(isinstance(s, LeanSpan) for s in spans.values())
+    assert all(type(s) is mcp_instrumentation._LeanServerSpan and isinstance(s, LeanSpan) for s in spans.values())
     assert set(spans) <= set(entered)  # each made by the lean tracer's own context manager, not the generic one
     ok, tool_error, protocol = spans["tools/call compose_rules"], spans["tools/call get_rule"], spans["resources/read"]
     assert ok.status.status_code is StatusCode.UNSET and "error.type" not in ok.attributes
