@@ -152,6 +152,7 @@ class LeanSpan(Span):
         limits: Any,
         instrumentation_scope: Any,
         record_end_metrics: Any,
+        on_ending: Any,
     ) -> None:
         # ReadableSpan's fields, then Span's (the field test keeps this list complete)
         self._name = name
@@ -176,7 +177,7 @@ class LeanSpan(Span):
         self._events = _NONE  # a list of its own on the first event (most spans have none)
         self._links = self._new_links(links) if links else _NONE
         self._record_end_metrics = record_end_metrics
-        self._on_ending_hook: Any = span_processor._on_ending  # LeanTracer sets None where it is a no-op
+        self._on_ending_hook = on_ending  # the processor's _on_ending, or None where it does nothing (_Route)
 
     def get_span_context(self) -> trace_api.SpanContext:
         # The SDK's, without its ``typing.cast`` (a Python call per read).
@@ -323,8 +324,8 @@ class LeanTracer(Tracer):
             route = self._lean_route = _Route(self.span_processor)  # first span, or a processor was added
         span = span_class(name, span_context, parent, sampler, self.resource, span_attributes,
                           route.processor, kind, links, self.instrumentation_info, record_exception,
-                          set_status_on_exception, self._span_limits, self._instrumentation_scope, record_end_metrics)
-        span._on_ending_hook = route.ending
+                          set_status_on_exception, self._span_limits, self._instrumentation_scope, record_end_metrics,
+                          route.ending)
         # Span.start(), minus the lock: a span no other thread has seen yet
         span._start_time = start_time if start_time is not None else time_ns()
         if route.start is not None:
