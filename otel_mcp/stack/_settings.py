@@ -16,7 +16,7 @@ import platformdirs
 BUILDER_VERSION = "v0.165.0"
 COLLECTOR_VERSION = "v0.165.0"
 JAEGER_MODULE = "github.com/jaegertracing/jaeger"
-JAEGER_VERSION = "v1.76.0"  # the Go module's tag; it is Jaeger v2.13
+JAEGER_VERSION = "v1.75.0"  # the Go module's tag; it is Jaeger v2.12
 PROMETHEUS_DEB = "prometheus"  # Debian bookworm ships 2.42 with promtool
 
 COLLECTOR_BINARY = "otelcol-otel-mcp"

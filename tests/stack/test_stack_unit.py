@@ -129,7 +129,7 @@ def test_config_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 def fake_go(tmp_path: Path) -> Path:
     """A `go` that fakes the three commands the installer runs, and logs its argv."""
-    source = tmp_path / "modcache" / "jaeger@v1.76.0"
+    source = tmp_path / "modcache" / "jaeger@v1.75.0"
     (source / "cmd" / "jaeger").mkdir(parents=True)
     (source / "go.mod").write_text("module github.com/jaegertracing/jaeger\n")
     (source / "go.mod").chmod(0o444)
@@ -182,7 +182,7 @@ def test_install_builds_collector_and_jaeger_with_go(isolated: Path, monkeypatch
     assert binaries.jaeger.read_text().endswith("echo jaeger\n")
     assert binaries.prometheus == prom_dir / "prometheus"
     assert binaries.otelcol.parent.name.startswith("otelcol-otel-mcp-v0.165.0-")
-    assert binaries.jaeger.parent.name == "jaeger-v1.76.0"
+    assert binaries.jaeger.parent.name == "jaeger-v1.75.0"
     log = (isolated / "go.log").read_text()
     assert "install -p 2 -trimpath -ldflags=-s -w go.opentelemetry.io/collector/cmd/builder@v0.165.0" in log
     assert log.count("build -p 2 -trimpath -ldflags=-s -w -v -o") == 2  # collector and jaeger, streamed
