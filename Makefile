@@ -11,4 +11,4 @@ bootstrap:
 	bash scripts/bootstrap.sh
 
 lint: bootstrap
-	.venv/bin/ruff check otel_mcp tests perf && .venv/bin/mypy
+	.venv/bin/ruff check otel_mcp tests && .venv/bin/mypy

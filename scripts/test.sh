@@ -7,7 +7,7 @@ bash scripts/bootstrap.sh
 export PATH="$PWD/.venv/bin:$PATH"
 
 echo "==> ruff"
-ruff check otel_mcp tests perf
+ruff check otel_mcp tests
 echo "==> mypy --strict otel_mcp"
 mypy
 echo "==> observability stack (built once from Go modules and Debian packages, then cached)"
@@ -19,5 +19,5 @@ coverage combine -q
 echo "==> coverage"
 coverage report --fail-under=80
 coverage xml -q -o coverage.xml
-echo "==> perf gate (short load profile; ratios vs same-run references, see perf/gate.py)"
-python -m perf.runner --profile ci --gate --quiet --out perf/results/load
+echo "==> perf gate (short load profile; ratios vs same-run references, see otel_mcp/loadtest/gate.py)"
+python -m otel_mcp.loadtest.runner --profile ci --gate --quiet --out perf/results/load

@@ -1,7 +1,7 @@
 """The two-tier composition cache.
 
 L1 is an in-process map of decoded ``Composition`` objects bounded by bytes,
-under the eviction policy measured best in ``perf/cache_sim.py``. L2 is a
+under the eviction policy measured best in ``otel_mcp/loadtest/cache_sim.py``. L2 is a
 ``diskcache.Cache`` shared by every process using the same directory; it
 survives restarts.
 

@@ -1,4 +1,4 @@
-"""Eviction policies bounded by weight (bytes), shared by L1 and ``perf/cache_sim.py``.
+"""Eviction policies bounded by weight (bytes), shared by L1 and ``otel_mcp/loadtest/cache_sim.py``.
 
 Each policy maps keys to values, each with a weight, and keeps the total
 weight at or under ``capacity`` by evicting. They are not thread-safe: the

@@ -31,7 +31,7 @@ its tracers make ``LeanSpan``, the SDK's ``Span`` with these changes:
 
 Everything else (events, links, status, exceptions, sampling) is the SDK's
 code. Making a span costs 43 k instructions over the no-op tracer's where the
-SDK's costs 195 k (callgrind, docs/performance.md); ``perf.span_cost_bench``
+SDK's costs 195 k (callgrind, docs/performance.md); ``otel_mcp.loadtest.span_cost_bench``
 compares them on every run. The output is the SDK's: ``tests/telemetry/test_spans.py``
 exports both side by side and compares, and checks that a ``LeanSpan`` has
 every field an SDK span has (an SDK upgrade adding one fails there first).

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from perf import gate, runner
-from perf.loadgen.hist import LatencyRecorder, summarize
-from perf.loadgen.wire import WireValidator, parse_body
-from perf.loadgen.zipf import Zipf
-from perf.scenarios.ramp import find_knee
-from perf.scenarios.soak import leak_checks, slope
+from otel_mcp.loadtest import gate, runner
+from otel_mcp.loadtest.loadgen.hist import LatencyRecorder, summarize
+from otel_mcp.loadtest.loadgen.wire import WireValidator, parse_body
+from otel_mcp.loadtest.loadgen.zipf import Zipf
+from otel_mcp.loadtest.scenarios.ramp import find_knee
+from otel_mcp.loadtest.scenarios.soak import leak_checks, slope
 
 
 def test_histogram_percentiles_are_within_hdr_precision() -> None:
@@ -182,7 +182,7 @@ def test_registry_lists_every_scenario() -> None:
 @pytest.mark.slow
 def test_runner_smoke_against_a_real_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A tiny real run: server process + SDK clients, concurrent-updates on 200 rules, report written."""
-    from perf.scenarios import common
+    from otel_mcp.loadtest.scenarios import common
 
     monkeypatch.setitem(common.PROFILES, "smoke", {**common.PROFILES["ci"], "rules": 200, "duration": 2.0,
                                                    "updaters": 4, "stdio_procs": 1, "update_rules": 2})
@@ -191,7 +191,7 @@ def test_runner_smoke_against_a_real_server(tmp_path: Path, monkeypatch: pytest.
     result = results["scenarios"]["concurrent-updates"]
     assert result["status"] == "pass", result
     assert result["writes"] > 0
-    from perf.report import write_report
+    from otel_mcp.loadtest.report import write_report
 
     report = write_report(results, tmp_path / "out")
     assert "concurrent-updates" in report.read_text()
@@ -202,7 +202,7 @@ def test_load_client_expires_idle_connections_before_the_server_drops_them() -> 
     """httpx2 and uvicorn both default to 5 s: a connection idle ~5 s raced the server's close (reference arms)."""
     import uvicorn
 
-    from perf.loadgen.engine import KEEPALIVE_EXPIRY_S, http_transport
+    from otel_mcp.loadtest.loadgen.engine import KEEPALIVE_EXPIRY_S, http_transport
 
     assert uvicorn.Config(app=None).timeout_keep_alive / 2 > KEEPALIVE_EXPIRY_S
     assert http_transport()._pool._keepalive_expiry == KEEPALIVE_EXPIRY_S
@@ -214,7 +214,7 @@ class _FailingPost:
     def __init__(self, fail_at: int) -> None:
         import httpx2
 
-        from perf.loadgen.engine import http_transport
+        from otel_mcp.loadtest.loadgen.engine import http_transport
 
         self.inner = http_transport()
         self.fail_at = fail_at
@@ -241,9 +241,9 @@ def test_a_failed_post_is_one_counted_error_not_a_crashed_run() -> None:
     import anyio
     import httpx2
 
-    from perf.loadgen.engine import PoolConfig, closed_loop, load_http_client, open_pool
-    from perf.loadgen.server import ServerProcess
-    from perf.scenarios.reference import _echo
+    from otel_mcp.loadtest.loadgen.engine import PoolConfig, closed_loop, load_http_client, open_pool
+    from otel_mcp.loadtest.loadgen.server import ServerProcess
+    from otel_mcp.loadtest.scenarios.reference import _echo
 
     failing: list[_FailingPost] = []
 

@@ -18,7 +18,7 @@ from 1.4 to 3.0 between two identical runs on that machine; the p99 check
 only catches gross tail regressions, the throughput ratio is the sharp one). The correctness scenarios in the gate
 (``concurrent-updates``, ``protocol-under-load``) must pass outright.
 
-``otel-mcp perf update-baselines`` (or ``python -m perf.gate --update``) runs
+``otel-mcp perf update-baselines`` (or ``python -m otel_mcp.loadtest.gate --update``) runs
 the gate scenarios and writes their ratios as the new baseline: do it
 deliberately, in the same commit as the change that moves them, and say why.
 """
@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-BASELINE_DIR = Path(__file__).resolve().parent / "baselines"
+from otel_mcp.loadtest import BASELINE_DIR, LOAD_RESULTS_DIR
+
 GATE_SCENARIOS = ("reference", "telemetry-overhead", "concurrent-updates", "protocol-under-load")
 # metric -> (scenario, key in its "ratios", direction)
 METRICS: dict[str, tuple[str, str, str]] = {
@@ -140,7 +141,7 @@ def update_baselines_cli(args: argparse.Namespace) -> int:
     if args.from_results is not None:
         results = json.loads(Path(args.from_results).read_text())
     else:
-        from perf.runner import run
+        from otel_mcp.loadtest.runner import run
 
         results = run(gate_scenarios(args.profile), args.profile, args.out, args.seed, progress=not args.quiet)
     path = write_baseline(results, args.profile)
@@ -150,11 +151,11 @@ def update_baselines_cli(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m perf.gate", description="perf baselines and gate")
+    parser = argparse.ArgumentParser(prog="python -m otel_mcp.loadtest.gate", description="perf baselines and gate")
     parser.add_argument("--update", action="store_true", help="run the gate scenarios and write the baselines")
     parser.add_argument("--check", type=Path, default=None, help="gate an existing results.json")
     parser.add_argument("--profile", choices=["ci", "full"], default="ci")
-    parser.add_argument("--out", type=Path, default=Path("perf/results/load"))
+    parser.add_argument("--out", type=Path, default=LOAD_RESULTS_DIR)
     parser.add_argument("--seed", type=int, default=20240601)
     parser.add_argument("--from-results", type=Path, default=None)
     parser.add_argument("--quiet", action="store_true")

@@ -20,10 +20,10 @@ from typing import Any
 import anyio
 from mcp import Client
 
-from perf.loadgen.engine import Op, OpError, PoolConfig, call, open_loop, open_pool, pick_weighted
-from perf.loadgen.server import IN_PROCESS_TELEMETRY, ProcessSampler, ServerProcess
-from perf.loadgen.zipf import Zipf
-from perf.scenarios.common import (
+from otel_mcp.loadtest.loadgen.engine import Op, OpError, PoolConfig, call, open_loop, open_pool, pick_weighted
+from otel_mcp.loadtest.loadgen.server import IN_PROCESS_TELEMETRY, ProcessSampler, ServerProcess
+from otel_mcp.loadtest.loadgen.zipf import Zipf
+from otel_mcp.loadtest.scenarios.common import (
     RunContext,
     check,
     cleanup_db,
@@ -34,7 +34,7 @@ from perf.scenarios.common import (
     verdict,
     workload_db,
 )
-from perf.scenarios.compose import HOT_DISTINCT, compose_args
+from otel_mcp.loadtest.scenarios.compose import HOT_DISTINCT, compose_args
 
 SEARCH_TERMS = ("typescript", "react hooks", "error handling", "testing", "performance", "security",
                 "python type hints", "database migrations", "accessibility", "state management", "docker",

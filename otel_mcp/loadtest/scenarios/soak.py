@@ -18,10 +18,18 @@ from typing import Any
 
 import anyio
 
-from perf.loadgen.engine import PoolConfig, open_loop, open_pool, pick_weighted
-from perf.loadgen.server import IN_PROCESS_TELEMETRY, ProcessSampler, ServerProcess
-from perf.scenarios.common import RunContext, check, cleanup_db, max_error_rate, resource_summary, verdict, workload_db
-from perf.scenarios.mixed import EXPECTED, build_ops, rule_ids
+from otel_mcp.loadtest.loadgen.engine import PoolConfig, open_loop, open_pool, pick_weighted
+from otel_mcp.loadtest.loadgen.server import IN_PROCESS_TELEMETRY, ProcessSampler, ServerProcess
+from otel_mcp.loadtest.scenarios.common import (
+    RunContext,
+    check,
+    cleanup_db,
+    max_error_rate,
+    resource_summary,
+    verdict,
+    workload_db,
+)
+from otel_mcp.loadtest.scenarios.mixed import EXPECTED, build_ops, rule_ids
 
 RSS_GROWTH_LIMIT = 0.20
 FD_GROWTH_LIMIT = 16

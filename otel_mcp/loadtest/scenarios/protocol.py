@@ -5,7 +5,7 @@ The mixed workload (see ``mixed``) plus ``tools/list``, ``resources/list``,
 rule, bad arguments, unknown resource: error paths must be well-formed too),
 open loop over HTTP sessions whose httpx transport captures the raw bodies.
 Each message is validated against the schema models of the negotiated protocol
-version, with JSON-RPC id matching per exchange (``perf.loadgen.wire``). Any
+version, with JSON-RPC id matching per exchange (``otel_mcp.loadtest.loadgen.wire``). Any
 violation fails the scenario; the offending messages are saved under
 ``protocol-under-load/violations/``.
 """
@@ -19,11 +19,19 @@ from typing import Any
 import anyio
 from mcp import Client
 
-from perf.loadgen.engine import Op, OpError, PoolConfig, call, open_loop, open_pool, pick_weighted
-from perf.loadgen.server import ProcessSampler, ServerProcess
-from perf.loadgen.wire import WireValidator, capturing_client_factory
-from perf.scenarios.common import RunContext, check, cleanup_db, max_error_rate, resource_summary, verdict, workload_db
-from perf.scenarios.mixed import build_ops, rule_ids
+from otel_mcp.loadtest.loadgen.engine import Op, OpError, PoolConfig, call, open_loop, open_pool, pick_weighted
+from otel_mcp.loadtest.loadgen.server import ProcessSampler, ServerProcess
+from otel_mcp.loadtest.loadgen.wire import WireValidator, capturing_client_factory
+from otel_mcp.loadtest.scenarios.common import (
+    RunContext,
+    check,
+    cleanup_db,
+    max_error_rate,
+    resource_summary,
+    verdict,
+    workload_db,
+)
+from otel_mcp.loadtest.scenarios.mixed import build_ops, rule_ids
 
 EXPECTED = ("conflict", "not_found", "tool_error", "mcp_error:-32602", "mcp_error:-32002", "mcp_error:-32601",
             "resource_error")

@@ -4,7 +4,7 @@ Plots: latency percentiles over time (one panel per scenario), ramp throughput
 and p99 vs offered rate with the knee, latency CDFs, server RSS over time,
 telemetry on vs off, and otel-mcp vs the raw SDK reference. Everything is
 written next to ``results.json``: ``report.html`` and ``plots/*.png|svg``.
-``python -m perf.report results.json`` re-renders a saved run.
+``python -m otel_mcp.loadtest.report results.json`` re-renders a saved run.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
+
+from otel_mcp.loadtest import LOAD_RESULTS_DIR
 
 COLORS = {"p50_ms": "#2b8cbe", "p90_ms": "#7bccc4", "p99_ms": "#e34a33", "p99.9_ms": "#7f0000"}
 
@@ -284,7 +286,7 @@ def write_report(results: dict[str, Any], out_dir: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = argv if argv is not None else sys.argv[1:]
-    source = Path(args[0]) if args else Path("perf/results/load/results.json")
+    source = Path(args[0]) if args else LOAD_RESULTS_DIR / "results.json"
     results = json.loads(source.read_text())
     print(write_report(results, source.parent))
     return 0

@@ -34,10 +34,10 @@ from typing import Any
 import anyio
 from mcp import Client
 
+from otel_mcp.loadtest.loadgen.engine import OpError, PoolConfig, call, closed_loop, open_pool
+from otel_mcp.loadtest.loadgen.server import ProcessSampler, ServerProcess
+from otel_mcp.loadtest.scenarios.common import RunContext, check, cleanup_db, resource_summary, verdict, workload_db
 from otel_mcp.store import RuleStore
-from perf.loadgen.engine import OpError, PoolConfig, call, closed_loop, open_pool
-from perf.loadgen.server import ProcessSampler, ServerProcess
-from perf.scenarios.common import RunContext, check, cleanup_db, resource_summary, verdict, workload_db
 
 CONFLICT = re.compile(r"expected version (\d+), current version is (\d+)")
 

@@ -1,6 +1,6 @@
-"""Brotli qualities vs no compression on real rule text (``python -m perf.compression_bench [--quick]``).
+"""Brotli qualities vs no compression on real rule text (``python -m otel_mcp.loadtest.compression_bench [--quick]``).
 
-Inputs come from the rule corpus (``perf/cache_corpus.py``): a small rule (the
+Inputs come from the rule corpus (``otel_mcp/loadtest/cache_corpus.py``): a small rule (the
 median corpus file, ~3 KiB), 100 KiB and 1 MiB made by concatenating distinct
 corpus rules in order (never a repeated string). For each size and quality:
 ratio, compress and decompress time (median of several runs), as a table.
@@ -16,14 +16,13 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import brotli
 
 from otel_mcp.cache.disk import DEFAULT_COMPRESS_QUALITY
-from perf.cache_corpus import corpus_available, load_corpus
+from otel_mcp.loadtest import RESULTS_DIR
+from otel_mcp.loadtest.cache_corpus import corpus_available, load_corpus
 
-RESULTS = Path(__file__).resolve().parent / "results"
 QUALITIES = (0, 1, 2, 3, 4, 5, 6, 7, 9, 11)
 BUDGET_PER_100K = 2e-3  # seconds to compress 100 KiB at the default quality
 
@@ -90,9 +89,9 @@ def main(argv: list[str] | None = None) -> int:
             )
     text = "\n".join(lines)
     print(text)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "compression_bench.txt").write_text(text + "\n")
-    (RESULTS / "compression_bench.json").write_text(json.dumps(results, indent=2))
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (RESULTS_DIR / "compression_bench.txt").write_text(text + "\n")
+    (RESULTS_DIR / "compression_bench.json").write_text(json.dumps(results, indent=2))
     chosen = results["100KiB"][str(DEFAULT_COMPRESS_QUALITY)]
     ok = chosen["compress_ms"] <= BUDGET_PER_100K * 1e3
     print(f"\ndefault quality {DEFAULT_COMPRESS_QUALITY}: {chosen['ratio']:.2f}x, {chosen['compress_ms']:.2f} ms"

@@ -43,7 +43,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import MCP_DEFAULT_SSE_READ_TIMEOUT, MCP_DEFAULT_TIMEOUT
 from mcp.shared.exceptions import MCPError
 
-from perf.loadgen.hist import LatencyRecorder, cdf, summarize
+from otel_mcp.loadtest.loadgen.hist import LatencyRecorder, cdf, summarize
 
 Op = Callable[[Client, random.Random], Awaitable[None]]
 Picker = Callable[[random.Random], tuple[str, Op]]

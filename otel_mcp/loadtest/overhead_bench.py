@@ -34,9 +34,9 @@ How it measures, so that a shared, noisy 2-core machine still gives usable ratio
 
 Usage::
 
-    python -m perf.overhead_bench                  # 10 rounds x 400 calls per mode and transport
-    python -m perf.overhead_bench --quick          # < 2 min, for CI
-    python -m perf.overhead_bench --instructions   # callgrind: instructions per call, per mode (~10 min)
+    python -m otel_mcp.loadtest.overhead_bench                  # 10 rounds x 400 calls per mode and transport
+    python -m otel_mcp.loadtest.overhead_bench --quick          # < 2 min, for CI
+    python -m otel_mcp.loadtest.overhead_bench --instructions   # callgrind: instructions per call, per mode (~10 min)
 
 Results: ``perf/results/overhead-<timestamp>.json`` (and printed as a table).
 """
@@ -64,9 +64,10 @@ import anyio.to_thread
 import psutil
 from mcp.shared.exceptions import MCPError
 
-from perf.loadgen.engine import TRANSPORT_ERROR_CODE, load_client
+from otel_mcp.loadtest import CHECKOUT
+from otel_mcp.loadtest.loadgen.engine import TRANSPORT_ERROR_CODE, load_client
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = CHECKOUT
 RESULTS = ROOT / "perf" / "results"
 MODES = ("off", "metrics", "traces", "all")
 TRANSPORTS = ("http", "stdio")

@@ -15,10 +15,10 @@ from typing import Any
 
 import anyio
 
-from perf.loadgen.engine import PoolConfig, call, open_loop, open_pool
-from perf.loadgen.server import IN_PROCESS_TELEMETRY, ProcessSampler, ServerProcess
-from perf.scenarios.common import RunContext, check, cleanup_db, resource_summary, verdict, workload_db
-from perf.scenarios.compose import ComposeWorkload, compose_args
+from otel_mcp.loadtest.loadgen.engine import PoolConfig, call, open_loop, open_pool
+from otel_mcp.loadtest.loadgen.server import IN_PROCESS_TELEMETRY, ProcessSampler, ServerProcess
+from otel_mcp.loadtest.scenarios.common import RunContext, check, cleanup_db, resource_summary, verdict, workload_db
+from otel_mcp.loadtest.scenarios.compose import ComposeWorkload, compose_args
 
 P99_TARGET_MS = 250.0
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from perf.loadgen import corpus
-from perf.loadgen.server import ProcessSampler, ServerProcess
+from otel_mcp.loadtest.loadgen import corpus
+from otel_mcp.loadtest.loadgen.server import ProcessSampler, ServerProcess
 
 # Knobs per profile. "ci" keeps the whole gate run around a minute on 2 busy cores;
 # "full" is what docs/performance.md figures come from.

@@ -1,7 +1,7 @@
 """The server under test, in its own process, and what the load generator watches of it.
 
 ``ServerProcess`` starts ``otel-mcp serve --transport http`` (or the raw-SDK echo
-reference, ``perf.loadgen.echo_server``) on a free loopback port, waits for
+reference, ``otel_mcp.loadtest.loadgen.echo_server``) on a free loopback port, waits for
 ``/healthz``, and stops it. ``ProcessSampler`` samples the RSS, CPU and open fds
 of a set of processes every ``interval`` seconds from a thread. ``OtlpSink`` is
 a loopback OTLP/HTTP endpoint that accepts and discards exports, so
@@ -82,7 +82,7 @@ class ServerProcess:
 
     def command(self) -> list[str]:
         if self.kind == "echo":
-            return [sys.executable, "-m", "perf.loadgen.echo_server", "--port", str(self.port)]
+            return [sys.executable, "-m", "otel_mcp.loadtest.loadgen.echo_server", "--port", str(self.port)]
         assert self.db is not None
         return [sys.executable, "-m", "otel_mcp.cli", "serve", "--transport", "http", "--host", LOOPBACK,
                 "--port", str(self.port), "--db", str(self.db), "--log-level", "WARNING"]

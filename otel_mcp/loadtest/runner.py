@@ -1,9 +1,9 @@
 """Run load scenarios and benchmarks, write ``results.json`` and the HTML report, and gate on baselines.
 
-``python -m perf.runner [SCENARIO ...] [--profile ci|full] [--out DIR] [--gate]``
+``python -m otel_mcp.loadtest.runner [SCENARIO ...] [--profile ci|full] [--out DIR] [--gate]``
 (the same as ``otel-mcp perf run``). With no scenario names it runs every
 scenario of the profile. ``--gate`` compares the run's ratios with
-``perf/baselines/<profile>.json`` and exits 1 on a regression (see ``perf.gate``).
+``perf/baselines/<profile>.json`` and exits 1 on a regression (see ``otel_mcp.loadtest.gate``).
 
 The registry maps a name to a callable ``(RunContext) -> dict``. The result dict
 has at least ``status`` (``pass``/``fail``/``skip``/``error``); load scenarios also
@@ -30,16 +30,18 @@ from typing import Any
 
 import psutil
 
-from perf.scenarios.common import PROFILES, RunContext, Scenario
+from otel_mcp.loadtest import LOAD_RESULTS_DIR
+from otel_mcp.loadtest.scenarios.common import PROFILES, RunContext, Scenario
 
 REGISTRY: dict[str, Scenario] = {}
 # Scenarios each profile runs by default, in order; plugins are added when present.
 DEFAULT_ORDER = ("reference", "telemetry-overhead", "compose-hot", "compose-cold", "mixed", "concurrent-updates",
                  "protocol-under-load", "soak", "ramp")
 PLUGIN_MODULES = (
-    "perf.overhead_bench", "perf.cache_bench", "perf.cache_sim", "perf.compression_bench", "perf.span_cost_bench",
+    "otel_mcp.loadtest.overhead_bench", "otel_mcp.loadtest.cache_bench", "otel_mcp.loadtest.cache_sim",
+    "otel_mcp.loadtest.compression_bench", "otel_mcp.loadtest.span_cost_bench",
 )
-DEFAULT_OUT = Path("perf/results/load")
+DEFAULT_OUT = LOAD_RESULTS_DIR
 
 
 def register(name: str, fn: Scenario) -> None:
@@ -47,15 +49,15 @@ def register(name: str, fn: Scenario) -> None:
 
 
 BUILTIN = (
-    ("reference", "perf.scenarios.reference", "reference"),
-    ("telemetry-overhead", "perf.scenarios.reference", "telemetry_overhead"),
-    ("compose-hot", "perf.scenarios.compose", "compose_hot"),
-    ("compose-cold", "perf.scenarios.compose", "compose_cold"),
-    ("mixed", "perf.scenarios.mixed", "mixed"),
-    ("concurrent-updates", "perf.scenarios.updates", "concurrent_updates"),
-    ("protocol-under-load", "perf.scenarios.protocol", "protocol_under_load"),
-    ("soak", "perf.scenarios.soak", "soak"),
-    ("ramp", "perf.scenarios.ramp", "ramp"),
+    ("reference", "otel_mcp.loadtest.scenarios.reference", "reference"),
+    ("telemetry-overhead", "otel_mcp.loadtest.scenarios.reference", "telemetry_overhead"),
+    ("compose-hot", "otel_mcp.loadtest.scenarios.compose", "compose_hot"),
+    ("compose-cold", "otel_mcp.loadtest.scenarios.compose", "compose_cold"),
+    ("mixed", "otel_mcp.loadtest.scenarios.mixed", "mixed"),
+    ("concurrent-updates", "otel_mcp.loadtest.scenarios.updates", "concurrent_updates"),
+    ("protocol-under-load", "otel_mcp.loadtest.scenarios.protocol", "protocol_under_load"),
+    ("soak", "otel_mcp.loadtest.scenarios.soak", "soak"),
+    ("ramp", "otel_mcp.loadtest.scenarios.ramp", "ramp"),
 )
 
 
@@ -176,7 +178,8 @@ def _headline(result: dict[str, Any]) -> str:
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(prog="python -m perf.runner", description=__doc__.splitlines()[0])
+    parser = parser or argparse.ArgumentParser(prog="python -m otel_mcp.loadtest.runner",
+                                               description=__doc__.splitlines()[0])
     parser.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="scenario names (default: all)")
     parser.add_argument("--profile", choices=sorted(PROFILES), default="ci", help="ci (short) or full")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (results.json, report.html)")
@@ -202,14 +205,14 @@ def run_cli(args: argparse.Namespace) -> int:
         return 0
     names = list(args.scenarios)
     if args.gate and not names:
-        from perf.gate import gate_scenarios
+        from otel_mcp.loadtest.gate import gate_scenarios
 
         names = gate_scenarios(args.profile)
     results = run(names or None, args.profile, args.out, args.seed, progress=not args.quiet)
     if args.gate:
         # A scenario whose harness crashed (status "error") measured nothing; run it once more. A failed
         # check is a result and is never retried. (A dropped HTTP connection is no longer such a crash: it
-        # is one transport:<type> error, see ContainedTransport in perf/loadgen/engine.py.)
+        # is one transport:<type> error, see ContainedTransport in otel_mcp/loadtest/loadgen/engine.py.)
         crashed = [n for n, r in results["scenarios"].items() if r.get("status") == "error"]
         if crashed:
             print(f"perf: retrying once after a harness error: {', '.join(crashed)}", file=sys.stderr)
@@ -218,7 +221,7 @@ def run_cli(args: argparse.Namespace) -> int:
                 results["scenarios"][name] = {**retry["scenarios"][name], "retried_after": results["scenarios"][name]}
     status = 0 if all(r.get("status") in ("pass", "skip") for r in results["scenarios"].values()) else 1
     if args.gate:
-        from perf.gate import evaluate, format_gate
+        from otel_mcp.loadtest.gate import evaluate, format_gate
 
         gate = evaluate(results, args.profile)
         results["gate"] = gate
@@ -226,7 +229,7 @@ def run_cli(args: argparse.Namespace) -> int:
         print(format_gate(gate), file=sys.stderr)
         status = status or (0 if gate["passed"] else 1)
     if not args.no_report:
-        from perf.report import write_report
+        from otel_mcp.loadtest.report import write_report
 
         path = write_report(results, args.out)
         print(f"perf: report {path}", file=sys.stderr)

@@ -9,13 +9,13 @@ concatenated with a second body for a larger size), never a repeated string.
 from __future__ import annotations
 
 import random
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-CORPUS_DIR = ROOT.parent / "shared" / "corpus" / "awesome-cursorrules" / "rules"
+from otel_mcp.loadtest import CHECKOUT
+
+CORPUS_DIR = CHECKOUT.parent / "shared" / "corpus" / "awesome-cursorrules" / "rules"
 EXTENSIONS = 40  # distinct auto globs; with 1,000 rules each selects ~25
 ALWAYS_RULES = 3
 

@@ -1,4 +1,4 @@
-"""Trace-driven cache simulator: L1 policies vs Belady's optimal (``python -m perf.cache_sim [--quick]``).
+"""Trace-driven cache simulator: L1 policies vs Belady's optimal (``python -m otel_mcp.loadtest.cache_sim [--quick]``).
 
 Replays each trace through every candidate policy at several cache sizes and
 prints hit ratios next to Belady's MIN (offline optimal, with bypass) and A0
@@ -19,7 +19,7 @@ ranking, so no A0.
 Traces: Zipf 0.7 / 0.9 / 1.1; Zipf 0.9 with one-off scans mixed in; Zipf 0.9
 whose ranking moves every fifth of the trace; and a recorded trace (one key per
 line, ``--trace FILE``) or, without one, bursty agent sessions over the
-composition requests of ``perf/cache_corpus.py``.
+composition requests of ``otel_mcp/loadtest/cache_corpus.py``.
 
 ``--long`` replays 5,000 keys with 400,000 requests (ten times ``--quick``), to
 show how much of the gap is compulsory misses. Also times L1 hits per policy (a
@@ -48,8 +48,8 @@ import numpy as np
 
 from otel_mcp.cache.core import DEFAULT_L1_POLICY
 from otel_mcp.cache.policy import AdaptiveTinyLFUPolicy, LRUPolicy, S3FIFOPolicy, TinyLFUPolicy
+from otel_mcp.loadtest import RESULTS_DIR
 
-RESULTS = Path(__file__).resolve().parent / "results"
 SIZES = (0.005, 0.01, 0.05, 0.10, 0.20)  # cache size as a fraction of the distinct keys
 MAX_GAP_TO_MIN = 0.05  # absolute hit ratio, on the Zipf traces
 LRU_NOISE = 0.005
@@ -353,14 +353,14 @@ def main(argv: list[str] | None = None) -> int:
     problems = verdict(results)
     costs = hit_cost()
     text += "\n\nL1 hit time vs LRU: " + ", ".join(f"{name} {ratio:.2f}x" for name, ratio in costs.items())
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{stem}.txt").write_text(text + "\n")
-    (RESULTS / f"{stem}.json").write_text(json.dumps({"results": results, "hit_cost_vs_lru": costs}, indent=2))
-    plot(results, RESULTS / f"{stem}.png")
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (RESULTS_DIR / f"{stem}.txt").write_text(text + "\n")
+    (RESULTS_DIR / f"{stem}.json").write_text(json.dumps({"results": results, "hit_cost_vs_lru": costs}, indent=2))
+    plot(results, RESULTS_DIR / f"{stem}.png")
     print(text)
     print(
         f"\n{n_keys} keys, {length} requests per trace, {time.monotonic() - start:.0f} s;"
-        f" plot in {RESULTS / f'{stem}.png'}"
+        f" plot in {RESULTS_DIR / f'{stem}.png'}"
     )
     for problem in problems:
         print("TARGET MISSED:", problem)

@@ -24,11 +24,11 @@ import anyio
 from mcp import Client
 
 from otel_mcp.compose.engine import ComposeRequest
-from perf.loadgen import corpus
-from perf.loadgen.engine import Op, PoolConfig, call, closed_loop, open_loop, open_pool
-from perf.loadgen.server import IN_PROCESS_TELEMETRY, ProcessSampler, ServerProcess
-from perf.loadgen.zipf import Zipf
-from perf.scenarios.common import (
+from otel_mcp.loadtest.loadgen import corpus
+from otel_mcp.loadtest.loadgen.engine import Op, PoolConfig, call, closed_loop, open_loop, open_pool
+from otel_mcp.loadtest.loadgen.server import IN_PROCESS_TELEMETRY, ProcessSampler, ServerProcess
+from otel_mcp.loadtest.loadgen.zipf import Zipf
+from otel_mcp.loadtest.scenarios.common import (
     RunContext,
     check,
     cleanup_db,

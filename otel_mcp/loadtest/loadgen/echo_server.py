@@ -3,7 +3,7 @@
 Served exactly like otel-mcp (same SDK, same uvicorn settings, same transport
 security), so the ratio otel-mcp / echo measured in one run cancels out the
 machine's speed and load: the CI gate compares that ratio, never absolute times.
-Run: ``python -m perf.loadgen.echo_server --port N``.
+Run: ``python -m otel_mcp.loadtest.loadgen.echo_server --port N``.
 """
 
 from __future__ import annotations

@@ -334,7 +334,7 @@ class CapturingTransport(httpx2.AsyncBaseTransport):
 
 def capturing_client_factory(validator: WireValidator) -> Any:
     """An ``http_client_factory`` for ``PoolConfig``: the engine's load client, capturing under its containment."""
-    from perf.loadgen.engine import http_transport, load_http_client
+    from otel_mcp.loadtest.loadgen.engine import http_transport, load_http_client
 
     def factory() -> httpx2.AsyncClient:
         return load_http_client(CapturingTransport(validator, inner=http_transport()))

@@ -1,7 +1,7 @@
 """Same-run references for the CI gate: ratios that cancel out the machine's speed and load.
 
 reference
-    The raw MCP SDK serving a trivial ``echo`` tool (``perf.loadgen.echo_server``)
+    The raw MCP SDK serving a trivial ``echo`` tool (``otel_mcp.loadtest.loadgen.echo_server``)
     and otel-mcp, both over streamable HTTP on loopback, loaded alternately in
     ``rounds`` short closed-loop rounds (same client count): echo, then
     otel-mcp ``get_rule`` (a small read: the cost of our stack around a tool),
@@ -27,11 +27,11 @@ from typing import Any
 import anyio
 from mcp import Client
 
-from perf.loadgen.engine import Op, PoolConfig, SessionPool, call, closed_loop, open_pool
-from perf.loadgen.server import ProcessSampler, ServerProcess, otlp_sink, sink_endpoint, telemetry_env
-from perf.scenarios.common import RunContext, check, cleanup_db, verdict, workload_db
-from perf.scenarios.compose import HOT_DISTINCT, ComposeWorkload, compose_args
-from perf.scenarios.mixed import rule_ids
+from otel_mcp.loadtest.loadgen.engine import Op, PoolConfig, SessionPool, call, closed_loop, open_pool
+from otel_mcp.loadtest.loadgen.server import ProcessSampler, ServerProcess, otlp_sink, sink_endpoint, telemetry_env
+from otel_mcp.loadtest.scenarios.common import RunContext, check, cleanup_db, verdict, workload_db
+from otel_mcp.loadtest.scenarios.compose import HOT_DISTINCT, ComposeWorkload, compose_args
+from otel_mcp.loadtest.scenarios.mixed import rule_ids
 
 
 async def _echo(client: Client, rng: random.Random) -> None:

@@ -1,4 +1,4 @@
-"""Cache speed and storage, as ratios measured in one run (``python -m perf.cache_bench [--quick]``).
+"""Cache speed and storage, as ratios measured in one run (``python -m otel_mcp.loadtest.cache_bench [--quick]``).
 
 - L1 hit vs cold compose, on 1,000 corpus rules with ~50 selected (target >= 20x);
 - L2 hit (L1 emptied before each lookup) vs cold compose (target >= 5x);
@@ -25,10 +25,10 @@ from otel_mcp.cache.core import TieredCache, encode_composition
 from otel_mcp.cache.disk import DEFAULT_COMPRESS_QUALITY, DEFAULT_COMPRESS_THRESHOLD, DEFAULT_MIN_SAVING, decode, encode
 from otel_mcp.compose.engine import ComposeRequest, Composition
 from otel_mcp.compose.service import ComposeService
+from otel_mcp.loadtest import RESULTS_DIR
+from otel_mcp.loadtest.cache_corpus import corpus_available, request_files, rule_specs
 from otel_mcp.store.sqlite import RuleStore
-from perf.cache_corpus import corpus_available, request_files, rule_specs
 
-RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_L1 = 20.0  # x faster than cold
 TARGET_L2 = 5.0
 TARGET_STORED = 8.0  # x fewer stored bytes than raw
@@ -152,9 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'  raw (KiB)':<44}{s['raw_bytes'] / 1024:>12.0f}")
         print(f"{'  brotli per entry (x)':<44}{s['per_entry_ratio']:>12.2f}")
         print(f"{'  content-addressed + brotli (x)':<44}{s['content_addressed_ratio']:>12.2f}{TARGET_STORED:>10.0f}")
-    RESULTS.mkdir(exist_ok=True)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     out = {"speed": speed, "storage_corpus": storage_real, "storage_1000": storage_1000}
-    (RESULTS / "cache_bench.json").write_text(json.dumps(out, indent=2))
+    (RESULTS_DIR / "cache_bench.json").write_text(json.dumps(out, indent=2))
     ok = (
         speed["l1_speedup"] >= TARGET_L1
         and speed["l2_speedup"] >= TARGET_L2

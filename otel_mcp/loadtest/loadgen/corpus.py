@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from otel_mcp.loadtest import CHECKOUT
 from otel_mcp.store import RuleStore
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = CHECKOUT
 CORPUS_DIRS = (
     REPO_ROOT.parent / "shared" / "corpus" / "awesome-cursorrules" / "rules",
     Path("/work/shared/corpus/awesome-cursorrules/rules"),

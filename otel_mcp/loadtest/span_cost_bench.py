@@ -1,4 +1,6 @@
-"""Where a traced request's telemetry cost goes, per span and per log record (``python -m perf.span_cost_bench``).
+"""Where a traced request's telemetry cost goes, per span and per log record.
+
+``python -m otel_mcp.loadtest.span_cost_bench``
 
 Side by side in one process, interleaved rounds, medians:
 
@@ -24,7 +26,6 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from opentelemetry import trace
@@ -38,10 +39,10 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
+from otel_mcp.loadtest import RESULTS_DIR
 from otel_mcp.telemetry import otlp_wire
 from otel_mcp.telemetry.spans import LeanTracerProvider
 
-RESULTS = Path(__file__).resolve().parent / "results"
 MIN_SPEEDUP = 2.0
 MIN_LEAN_SPEEDUP = 1.25
 BATCH = 64
@@ -183,8 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer rounds (CI)")
     args = parser.parse_args(argv)
     result = run(rounds=5 if args.quick else 15, n=1024 if args.quick else 4096)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "span_cost_bench.json").write_text(json.dumps(result, indent=2) + "\n")
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (RESULTS_DIR / "span_cost_bench.json").write_text(json.dumps(result, indent=2) + "\n")
     for name, value in result["us_per_item"].items():
         print(f"{name:18} {value:8.2f} us")
     print(f"span encoding: otlp_wire {result['span_encode_speedup']}x cheaper than the SDK encoder; "

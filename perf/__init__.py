@@ -1,1 +1,0 @@
-"""Benchmarks and simulators; run each as ``python -m perf.<name>``."""
