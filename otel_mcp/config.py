@@ -43,6 +43,12 @@ class Settings:
     max_imports: int = field(default=64, metadata=_doc("most imports one rule may declare"))
     max_import_depth: int = field(default=5, metadata=_doc("deepest import chain composed"))
     max_rules: int = field(default=500, metadata=_doc("most rules in one composition"))
+    glob_max_chars: int = field(default=512, metadata=_doc("characters in one glob pattern"))
+    glob_max_wildcards: int = field(
+        default=64, metadata=_doc("wildcards (*, **, ?, [...]) in one glob, counting every brace alternative")
+    )
+    glob_max_segments: int = field(default=32, metadata=_doc("'/'-separated segments in one glob"))
+    glob_max_alternatives: int = field(default=256, metadata=_doc("patterns one glob's {a,b} braces expand to"))
     max_request_bytes: int = field(default=4 * 1024 * 1024, metadata=_doc("largest HTTP request body"))
     max_sessions: int = field(default=1000, metadata=_doc("concurrent HTTP sessions"))
     auth_token: str = field(default="", metadata=_doc("bearer token required on HTTP (empty: no auth)"))
@@ -85,7 +91,8 @@ class Settings:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be between 0 and 65535, got {self.port}")
         for name in ("cache_memory_mb", "cache_disk_mb", "max_body_bytes", "max_imports", "max_import_depth",
-                     "max_rules", "max_request_bytes", "max_sessions", "perf_log_flush_ms"):
+                     "max_rules", "glob_max_chars", "glob_max_wildcards", "glob_max_segments",
+                     "glob_max_alternatives", "max_request_bytes", "max_sessions", "perf_log_flush_ms"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.gc_young_threshold < 0:
@@ -130,6 +137,11 @@ def _coerce(name: str, kind: Any, value: Any, source: str) -> Any:
         return str(value)
     except ValueError as exc:
         raise ConfigError(f"{name} (from {source}) has an invalid value {value!r}: {exc}") from None
+
+
+def default_setting(name: str) -> Any:
+    """The default of setting ``name``, for modules whose own defaults must agree with this table."""
+    return next(f.default for f in fields(Settings) if f.name == name)
 
 
 def setting_help() -> dict[str, str]:

@@ -223,7 +223,7 @@ def test_roundtrip_of_stubs_index_and_marker_lookalikes(cache: TieredCache) -> N
         Rule(id="c", body=_body("c", 900), **auto),  # type: ignore[arg-type]
         Rule(id="d", body="tiny", activation=Activation.AGENT_REQUESTED, description="ask"),
     ]
-    composition = compose(rules, ComposeRequest.from_args(context_files=["m.py"], token_budget=600))
+    composition = compose(rules, ComposeRequest.from_args(context_files=["m.py"], token_budget=700))
     assert " stub -->" in composition.markdown and "rules:index" in composition.markdown
     cache.put("k", composition)
     cache.clear_l1(bodies=True)

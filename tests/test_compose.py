@@ -175,31 +175,54 @@ def test_import_of_an_already_selected_rule_keeps_its_reason() -> None:
     assert why(run(rules)) == {"x": "always", "y": "always"}
 
 
-def test_import_cycle_is_an_error_naming_the_path() -> None:
+def problems(c: Composition) -> dict[str, str]:
+    return {p["id"]: p["problem"] for p in c.problems}
+
+
+def test_import_cycle_skips_its_members_and_names_the_path() -> None:
     rules = [
         rule("a", activation="always", imports=["b"]),
-        rule("b", imports=["c"]),
+        rule("b", activation="always", imports=["c"]),
         rule("c", imports=["a"]),
+        rule("fine", activation="always"),
     ]
-    with pytest.raises(CompositionError, match=r"^import cycle: a -> b -> c -> a$"):
-        run(rules)
+    c = run(rules)
+    assert ids(c) == ["fine"]
+    assert problems(c) == {"a": "import cycle: a -> b -> c -> a", "b": "import cycle: a -> b -> c -> a"}
+    assert c.manifest()["problems"] == [
+        {"id": "a", "version": 1, "kind": "import_cycle", "problem": "import cycle: a -> b -> c -> a"},
+        {"id": "b", "version": 1, "kind": "import_cycle", "problem": "import cycle: a -> b -> c -> a"},
+    ]
+    assert Composition.from_dict(c.to_dict()).problems == c.problems
 
 
-def test_import_cycle_not_through_the_root() -> None:
+def test_a_rule_importing_a_cycle_is_skipped_with_the_cause() -> None:
     rules = [rule("root", activation="always", imports=["x"]), rule("x", imports=["y"]), rule("y", imports=["x"])]
-    with pytest.raises(CompositionError, match=r"import cycle: x -> y -> x"):
-        run(rules)
+    c = run(rules)
+    assert ids(c) == []
+    assert problems(c) == {"root": "rule 'root' imports 'x', which cannot be composed: import cycle: x -> y -> x"}
 
 
 def test_cycle_in_unselected_rules_is_harmless() -> None:
     rules = [rule("ok", activation="always"), rule("p", imports=["q"]), rule("q", imports=["p"])]
-    assert ids(run(rules)) == ["ok"]
+    c = run(rules)
+    assert ids(c) == ["ok"] and c.problems == []
 
 
-def test_missing_import_is_an_error_naming_it() -> None:
-    rules = [rule("a", activation="always", imports=["b"]), rule("b", imports=["gone"])]
-    with pytest.raises(CompositionError, match="rule 'b' imports 'gone', which does not exist"):
-        run(rules)
+def test_missing_import_skips_the_rules_that_need_it() -> None:
+    rules = [rule("a", activation="always", imports=["b"]), rule("b", imports=["gone"]),
+             rule("c", activation="always", imports=["d"]), rule("d")]
+    c = run(rules)
+    assert ids(c) == ["c", "d"]
+    assert problems(c) == {
+        "a": "rule 'a' imports 'b', which cannot be composed: rule 'b' imports 'gone', which does not exist"
+    }
+
+
+def test_named_unknown_import_target_does_not_fail_the_others() -> None:
+    rules = [rule("broken", activation="manual", imports=["gone"]), rule("ok", activation="always")]
+    c = run(rules, rule_ids=["broken"])
+    assert ids(c) == ["ok"] and list(problems(c)) == ["broken"]
 
 
 def chain(length: int) -> list[Rule]:
@@ -214,14 +237,52 @@ def chain(length: int) -> list[Rule]:
 def test_import_depth_limit_allows_exactly_limit_steps(limit: int) -> None:
     c = run(chain(limit), ComposeOptions(max_import_depth=limit))
     assert len(c.included) == limit + 1
-    with pytest.raises(CompositionError, match=rf"import chain r0 -> .* -> r{limit + 1} is deeper than the limit of"):
-        run(chain(limit + 1), ComposeOptions(max_import_depth=limit))
+    c = run(chain(limit + 1), ComposeOptions(max_import_depth=limit))
+    assert c.included == []
+    assert re.fullmatch(rf"import chain r0 -> .* -> r{limit + 1} is deeper than the limit of {limit} "
+                        r"\(max_import_depth\)", problems(c)["r0"])
 
 
 def test_default_import_depth_is_five() -> None:
     assert len(run(chain(5)).included) == 6
-    with pytest.raises(CompositionError, match="deeper than the limit of 5"):
-        run(chain(6))
+    assert "deeper than the limit of 5" in problems(run(chain(6)))["r0"]
+
+
+def test_a_long_chain_needs_no_recursion() -> None:
+    c = run(chain(5000))
+    assert problems(c)["r0"].startswith("import chain r0 -> r1 -> r2 -> r3 -> r4 -> r5 -> r6 is deeper")
+
+
+class CountingRules(dict[str, Rule]):
+    """The rule set, counting how often the engine looks each rule up."""
+
+    def __init__(self, rules: list[Rule]) -> None:
+        super().__init__((r.id, r) for r in rules)
+        self.lookups: dict[str, int] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.lookups[key] = self.lookups.get(key, 0) + 1
+        return super().get(key, default)
+
+
+def diamond(layers: int, width: int) -> list[Rule]:
+    """``layers`` layers of ``width`` rules; each rule imports the whole next layer; layer 0 is ``always``."""
+    return [
+        rule(f"l{layer}-{i}", activation="always" if layer == 0 else "manual",
+             imports=[f"l{layer + 1}-{j}" for j in range(width)] if layer + 1 < layers else [])
+        for layer in range(layers) for i in range(width)
+    ]
+
+
+def test_diamond_dag_expands_each_rule_once_at_the_default_limits() -> None:
+    # 6 layers (5 import steps: the default max_import_depth); without a memo the walk takes
+    # width^5 paths per root (24^5 = 8 million here); with it each import is followed once.
+    layers, width = 6, 24
+    rules = CountingRules(diamond(layers, width))
+    c = compose(rules, ComposeRequest.from_args(), ComposeOptions())
+    assert len(c.included) == layers * width and c.problems == []
+    assert rules.lookups == {f"l{layer}-{i}": width for layer in range(1, layers) for i in range(width)}
+    assert why(c)["l1-0"] == "imported by l0-0" and why(c)["l5-3"] == "imported by l4-0"
 
 
 def test_disabled_import_is_dropped_with_reason() -> None:
@@ -417,11 +478,12 @@ def test_budget_never_cuts_always_or_named_rules() -> None:
         rule("named", big(300, "beta"), activation="manual"),
         rule("auto", big(300, "gamma"), activation="auto", globs=["*.py"], description="Python things"),
     ]
-    c = run(rules, context_files=["a.py"], rule_ids=["named"], token_budget=50)
+    c = run(rules, context_files=["a.py"], rule_ids=["named"], token_budget=680)
     stubbed = {i["id"]: i["stubbed"] for i in c.included}
     assert stubbed == {"always": False, "named": False, "auto": True}
     assert dropped(c) == {"auto": "stubbed: over token budget"}
     assert "- auto: Python things" in c.markdown
+    assert estimate_tokens(c.markdown) == c.token_estimate <= 680
     _check_never_cut(c, rules)
 
 
@@ -433,19 +495,45 @@ def test_budget_fills_optional_rules_by_priority_and_stubs_the_rest() -> None:
         rule("lo", big(100, "low"), activation="auto", globs=["*"], priority=1, description=""),
     ]
     cost = {r.id: estimate_tokens(r.body) for r in rules}
-    budget = cost["pinned"] + cost["hi"] + cost["mid"] + 20
+    budget = cost["pinned"] + cost["hi"] + cost["mid"] + 80  # room for markers, a stub and the summary line
     c = run(rules, context_files=["f"], token_budget=budget)
     assert {i["id"] for i in c.included if i["stubbed"]} == {"lo"}
     assert "- lo: (no description)" in c.markdown
     _check_never_cut(c, rules)
-    used = sum(i["tokens"] for i in c.included)
-    assert used <= budget
-    assert c.token_budget == budget and c.token_estimate == estimate_tokens(c.markdown)
-    # all fit: nothing stubbed; almost nothing fits: everything optional stubbed
+    assert c.token_budget == budget and c.token_estimate == estimate_tokens(c.markdown) <= budget
     assert not any(i["stubbed"] for i in run(rules, context_files=["f"], token_budget=10_000).included)
-    tight = run(rules, context_files=["f"], token_budget=1)
-    assert [i["id"] for i in tight.included if not i["stubbed"]] == ["pinned"]
-    _check_never_cut(tight, rules)
+
+
+def test_budget_covers_markers_and_summarises_stubs_that_do_not_fit() -> None:
+    rules = [rule("pinned", "Pinned.\n", activation="always")] + [
+        rule(f"opt-{i:03}", big(50), activation="auto", globs=["*"], priority=i % 7, description="x" * 60)
+        for i in range(300)
+    ]
+    for budget in (60, 100, 400, 1000, 5000, 20000):
+        c = run(rules, context_files=["f"], token_budget=budget)
+        assert estimate_tokens(c.markdown) <= budget, budget
+        left_out = [d for d in c.dropped if d["reason"] == "omitted: over token budget"]
+        assert len(c.included) + len(left_out) == 301
+        if left_out:
+            assert f"{len(left_out)} more matching rule" in c.markdown
+        # the strongest rules come first: nothing omitted is stronger than something stubbed or kept
+        kept = {i["id"] for i in c.included}
+        strongest_left_out = max((int(d["id"][4:]) % 7 for d in left_out), default=-1)
+        assert all(int(i[4:]) % 7 >= strongest_left_out for i in kept if i != "pinned"), budget
+
+
+def test_budget_too_small_for_the_pinned_rules_names_the_smallest_that_fits() -> None:
+    rules = [rule("pinned", big(100), activation="always"), rule("opt", big(100), activation="auto", globs=["*"]),
+             rule("ask", activation="agent_requested", description="ask me")]
+    with pytest.raises(LimitExceeded, match=r"token_budget 50 is too small: .* the smallest budget that fits is (\d+)"
+                       ) as refused:
+        run(rules, context_files=["f"], token_budget=50)
+    smallest = int(re.findall(r"\d+", str(refused.value))[-1])
+    c = run(rules, context_files=["f"], token_budget=smallest)
+    assert estimate_tokens(c.markdown) <= smallest and "1 more matching rule left out" in c.markdown
+    assert "- 1 more: see `list_rules`" in c.markdown
+    with pytest.raises(LimitExceeded):
+        run(rules, context_files=["f"], token_budget=smallest - 1)
 
 
 def test_budget_skips_a_big_rule_but_keeps_a_smaller_weaker_one() -> None:
@@ -460,7 +548,7 @@ def test_budget_skips_a_big_rule_but_keeps_a_smaller_weaker_one() -> None:
 
 def test_imported_rules_are_optional_under_budget() -> None:
     rules = [rule("root", "Root.\n", activation="always", imports=["dep"]), rule("dep", big(400))]
-    c = run(rules, token_budget=20)
+    c = run(rules, token_budget=50)
     assert {i["id"]: i["stubbed"] for i in c.included} == {"root": False, "dep": True}
 
 
@@ -483,7 +571,8 @@ def test_render_markers_manifest_and_round_trip() -> None:
     assert c.markdown == "<!-- rule:a@3 -->\nFirst.\n\n<!-- rule:b@12 -->\nSecond.\n"
     m = c.manifest()
     assert set(m) == {
-        "composition_hash", "token_estimate", "token_budget", "included", "dropped", "conflicts", "settings", "index"
+        "composition_hash", "token_estimate", "token_budget", "included", "dropped", "conflicts", "settings", "index",
+        "problems",
     }
     assert m["included"][0] == {"id": "a", "version": 3, "why": "always", "priority": 0, "stubbed": False,
                                 "tokens": estimate_tokens("First.")}
@@ -543,8 +632,7 @@ def test_service_without_cache_and_cache_key_shape(store: RuleStore) -> None:
     store.create({"id": "a", "body": "x", "activation": "always", "imports": ["b"]})
     store.create({"id": "b", "body": "y", "imports": ["c"]})
     store.create({"id": "c", "body": "z"})
-    with pytest.raises(CompositionError, match="deeper than the limit of 1"):
-        service.compose(ComposeRequest.from_args())
+    assert "deeper than the limit of 1" in service.compose(ComposeRequest.from_args()).problems[0]["problem"]
     ruleset = service.ruleset()
     key = service.cache_key(ComposeRequest.from_args(tags=["t"]), ruleset)
     assert key.startswith(f"c:{ruleset.fingerprint}:")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from otel_mcp.compose.globs import (
-    MAX_BRACE_EXPANSIONS,
+    GlobLimits,
     check_pattern,
     expand_braces,
     matches_any,
@@ -119,10 +119,10 @@ def test_expand_braces() -> None:
         ("src/{a,b", "unclosed '{'"),
         ("[abc", "unclosed '\\['"),
         ("[!", "unclosed '\\['"),
-        ("[]", "malformed"),
+        ("[]", "unclosed"),
         ("!*.py", "negation is not supported; put the pattern in exclude_globs"),
         ("x" * 513, "glob is 513 characters; the limit is 512"),
-        ("{a,b}" * 9, f"expands to more than {MAX_BRACE_EXPANSIONS} patterns"),
+        ("{a,b}" * 9, f"expands to more than {GlobLimits.max_alternatives} patterns"),
     ],
 )
 def test_bad_patterns(pattern: str, message: str) -> None:

@@ -69,7 +69,7 @@ def cmd_warm(args: argparse.Namespace) -> int:
     store = RuleStore(settings.db, read_only=settings.read_only)
     try:
         with TieredCache(settings.cache_dir) as cache:
-            options = ComposeOptions(settings.max_import_depth, settings.max_rules)
+            options = ComposeOptions.from_settings(settings)
             service = ComposeService(store, cache, options)
             progress = warm(service, cache, limit=args.limit)
             _print(progress.to_dict())

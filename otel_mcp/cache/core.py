@@ -12,9 +12,10 @@ so immutable and never stale) and the skeleton keeps its digest. Compositions
 of overlapping rule sets therefore share the bodies on disk, which is where
 most of the stored-bytes reduction comes from (``docs/cache.md``).
 
-Keys come from ``ComposeService.cache_key`` and carry the store generation,
-so a rule write in any process makes every older key unreachable: the cache
-never needs invalidating to stay fresh. Old generations age out of L2 by its
+Keys come from ``ComposeService.cache_key`` and carry a fingerprint of the rule
+set and the composing options, so a rule write in any process makes every older
+key unreachable, and servers with other limits never share entries: the cache
+never needs invalidating to stay fresh. Old rule sets age out of L2 by its
 size limit and out of L1 by its policy.
 
 Every L2 failure (corrupt or deleted files, a full disk, a lock timeout) is

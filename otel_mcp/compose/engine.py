@@ -9,6 +9,13 @@ who wins an ``overrides`` pair and a ``settings`` conflict (ties go to the
 newer ``updated_at``, then the smaller id), which optional rules are kept
 first under a token budget, and the output order: ascending, so the most
 important rule comes last, nearest the agent's task.
+
+A broken rule (an import that does not exist, an import cycle, an import chain
+deeper than ``max_import_depth``, a glob over the limits) does not fail the
+composition: it is skipped and listed in the manifest's ``problems``.
+
+A ``token_budget`` bounds the rendered markdown, everything in it, by
+``estimate_tokens``: see ``budget``.
 """
 
 from __future__ import annotations
@@ -16,17 +23,17 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from otel_mcp.compose.globs import normalize_path, path_selects
+from otel_mcp.compose.globs import GlobLimits, normalize_path, path_selects
 from otel_mcp.compose.tokens import estimate_tokens
+from otel_mcp.config import Settings, default_setting
 from otel_mcp.errors import CompositionError, InvalidRule, LimitExceeded
 from otel_mcp.store.model import Activation, Rule, check_rule_id
 
-DEFAULT_MAX_IMPORT_DEPTH = 5
-DEFAULT_MAX_RULES = 500
 MAX_CONTEXT_FILES = 1000
+PROBLEM_KINDS = ("missing_import", "import_cycle", "import_depth", "invalid_glob")
 AGENT_TAG_PREFIX = "agent:"
 
 
@@ -70,8 +77,28 @@ class ComposeRequest:
 
 @dataclass(frozen=True)
 class ComposeOptions:
-    max_import_depth: int = DEFAULT_MAX_IMPORT_DEPTH
-    max_rules: int = DEFAULT_MAX_RULES
+    """The settings that change what a composition contains (so they are part of its cache key)."""
+
+    max_import_depth: int = default_setting("max_import_depth")
+    max_rules: int = default_setting("max_rules")
+    globs: GlobLimits = field(default_factory=GlobLimits)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ComposeOptions:
+        return cls(
+            max_import_depth=settings.max_import_depth,
+            max_rules=settings.max_rules,
+            globs=GlobLimits(
+                max_chars=settings.glob_max_chars,
+                max_wildcards=settings.glob_max_wildcards,
+                max_segments=settings.glob_max_segments,
+                max_alternatives=settings.glob_max_alternatives,
+            ),
+        )
+
+    def key(self) -> str:
+        """A canonical string of every option (cache keys)."""
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
 
 
 @dataclass
@@ -109,6 +136,7 @@ class Composition:
     token_estimate: int
     token_budget: int | None
     composition_hash: str
+    problems: list[dict[str, Any]] = field(default_factory=list)
 
     def manifest(self) -> dict[str, Any]:
         return {
@@ -120,6 +148,7 @@ class Composition:
             "conflicts": [c.to_dict() for c in self.conflicts],
             "settings": self.settings,
             "index": self.index,
+            "problems": self.problems,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,6 +171,7 @@ class Composition:
             token_estimate=m["token_estimate"],
             token_budget=m["token_budget"],
             composition_hash=m["composition_hash"],
+            problems=m.get("problems", []),
         )
 
 
@@ -156,6 +186,14 @@ class _Work:
     settings: dict[str, Any] = field(default_factory=dict)
     ordered: list[Selection] = field(default_factory=list)
     stubbed: set[str] = field(default_factory=set)
+    omitted: set[str] = field(default_factory=set)  # left out for the budget, counted in one summary line
+    index_kept: int | None = None  # index entries that fit the budget (None: all)
+    problems: list[dict[str, Any]] = field(default_factory=list)
+
+    def skip(self, rule: Rule, kind: str, problem: str) -> None:
+        """Leave a broken rule out and say why in the manifest's ``problems`` (``kind``: one of ``PROBLEM_KINDS``)."""
+        self.selected.pop(rule.id, None)
+        self.problems.append({"id": rule.id, "version": rule.version, "kind": kind, "problem": problem})
 
 
 def _agent_allows(rule: Rule, agent: str | None) -> bool:
@@ -164,12 +202,14 @@ def _agent_allows(rule: Rule, agent: str | None) -> bool:
     return not wanted or (agent is not None and agent in wanted)
 
 
-def select(rules: Mapping[str, Rule], request: ComposeRequest, work: _Work) -> None:
+def select(rules: Mapping[str, Rule], request: ComposeRequest, work: _Work,
+           options: ComposeOptions = ComposeOptions()) -> None:
     """Step 1: pick the rules the request activates.
 
     - enabled ``always`` rules;
     - rules named in ``rule_ids`` (any activation; unknown ids are an error);
-    - enabled ``auto`` rules whose globs match a context file and no exclude glob;
+    - enabled ``auto`` rules whose globs match a context file and no exclude glob
+      (a glob over the limits makes its rule a problem, not an error);
     - ``agent_requested`` rules not named go to the index (id + description) instead.
     ``tags`` narrows the always/auto/index picks to rules carrying one of them;
     ``agent`` drops rules tagged ``agent:<other>``. Named rules are never filtered.
@@ -193,43 +233,147 @@ def select(rules: Mapping[str, Rule], request: ComposeRequest, work: _Work) -> N
         if rule.activation is Activation.ALWAYS:
             work.selected[rule.id] = Selection(rule, "always", pinned=True)
         elif rule.activation is Activation.AUTO:
-            hit = next(
-                (f for f in request.context_files if path_selects(f, rule.globs, rule.exclude_globs)), None
-            )
+            try:
+                hit = next((f for f in request.context_files
+                            if path_selects(f, rule.globs, rule.exclude_globs, options.globs)), None)
+            except InvalidRule as exc:
+                work.skip(rule, "invalid_glob", str(exc))
+                continue
             if hit is not None:
                 work.selected[rule.id] = Selection(rule, f"glob matched {hit}", pinned=False)
         else:
             work.index.append(rule)
 
 
-def expand_imports(rules: Mapping[str, Rule], options: ComposeOptions, work: _Work) -> None:
-    """Step 2: add imported rules, depth-first; a cycle or a missing import is an error."""
+class ImportGraph:
+    """Which rules can be expanded, each rule's imports walked once per composition.
 
-    def visit(rule: Rule, path: list[str]) -> None:
+    Without this memo, a DAG of layers that each import the whole next layer is walked once
+    per path, k^depth times. Here every edge is followed once: a rule's import height
+    (the longest chain below it) and whether it is broken are computed when its last import
+    is done, and reused by every rule that imports it.
+    """
+
+    def __init__(self, rules: Mapping[str, Rule], max_depth: int) -> None:
+        self.rules = rules
+        self.max_depth = max_depth
+        self.imports: dict[str, list[Rule]] = {}  # enabled imports, in declared order
+        self.disabled: dict[str, list[Rule]] = {}
+        self.height: dict[str, int] = {}
+        self.deepest: dict[str, str] = {}  # the import on the longest chain, for the depth error
+        self.broken: dict[str, tuple[str, str]] = {}  # id -> (kind, problem)
+        self._cause: dict[str, str] = {}  # the original problem a broken rule inherits
+
+    def problem(self, rule: Rule) -> tuple[str, str] | None:
+        """``(kind, why)`` ``rule`` cannot be composed (a missing import, a cycle, a chain too deep), or None."""
+        if rule.id not in self.height and rule.id not in self.broken:
+            self._walk(rule)
+        if rule.id in self.broken:
+            return self.broken[rule.id]
+        if self.height[rule.id] > self.max_depth:
+            chain = [rule.id]
+            while len(chain) <= self.max_depth + 1:
+                chain.append(self.deepest[chain[-1]])
+            return "import_depth", (f"import chain {' -> '.join(chain)} is deeper than the limit of {self.max_depth}"
+                                    " (max_import_depth)")
+        return None
+
+    def _resolve(self, rule: Rule) -> list[Rule]:
+        enabled, disabled = [], []
         for imported_id in rule.imports:
-            if imported_id in path:
-                cycle = " -> ".join([*path[path.index(imported_id) :], imported_id])
-                raise CompositionError(f"import cycle: {cycle}")
-            imported = rules.get(imported_id)
+            imported = self.rules.get(imported_id)
             if imported is None:
-                raise CompositionError(f"rule {rule.id!r} imports {imported_id!r}, which does not exist")
-            # ``path`` holds the root plus one id per import step taken so far: this is step len(path).
-            if len(path) > options.max_import_depth:
-                raise CompositionError(
-                    f"import chain {' -> '.join([*path, imported_id])} is deeper than the limit of "
-                    f"{options.max_import_depth} (max_import_depth)"
-                )
-            if not imported.enabled:
-                work.dropped.append(
-                    {"id": imported_id, "version": imported.version, "reason": f"disabled (imported by {rule.id})"}
-                )
-                continue
-            if imported_id not in work.selected:
-                work.selected[imported_id] = Selection(imported, f"imported by {rule.id}", pinned=False)
-            visit(imported, [*path, imported_id])
+                missing = f"rule {rule.id!r} imports {imported_id!r}, which does not exist"
+                self._break(rule.id, "missing_import", missing)
+            elif imported.enabled:
+                enabled.append(imported)
+            else:
+                disabled.append(imported)
+        self.imports[rule.id], self.disabled[rule.id] = enabled, disabled
+        return enabled
 
+    def _break(self, rule_id: str, kind: str, problem: str, cause: str | None = None) -> None:
+        if rule_id not in self.broken:
+            self.broken[rule_id] = (kind, problem)
+            self._cause[rule_id] = cause or problem
+
+    def _walk(self, root: Rule) -> None:
+        """Depth-first without recursion (a chain may be longer than Python's stack)."""
+        path = [root.id]
+        position = {root.id: 0}
+        stack = [iter(self._resolve(root))]
+        while stack:
+            rule_id = path[-1]
+            child = next(stack[-1], None)
+            if child is not None:
+                if child.id in position:
+                    cycle = path[position[child.id] :]
+                    problem = f"import cycle: {' -> '.join([*cycle, child.id])}"
+                    for member in cycle:
+                        self._break(member, "import_cycle", problem)
+                elif child.id in self.broken:
+                    self._inherit(rule_id, child.id)
+                elif child.id not in self.height:
+                    position[child.id] = len(path)
+                    path.append(child.id)
+                    stack.append(iter(self._resolve(child)))
+                continue
+            stack.pop()
+            path.pop()
+            del position[rule_id]
+            if rule_id not in self.broken:
+                self._measure(rule_id)
+            if path and rule_id in self.broken:
+                self._inherit(path[-1], rule_id)
+
+    def _inherit(self, rule_id: str, imported_id: str) -> None:
+        cause = self._cause[imported_id]
+        self._break(rule_id, self.broken[imported_id][0],
+                    f"rule {rule_id!r} imports {imported_id!r}, which cannot be composed: {cause}", cause)
+
+    def _measure(self, rule_id: str) -> None:
+        children = self.imports[rule_id]
+        if not children:
+            self.height[rule_id] = 0
+            return
+        deepest = max(children, key=lambda r: self.height[r.id])
+        self.height[rule_id] = 1 + self.height[deepest.id]
+        self.deepest[rule_id] = deepest.id
+
+
+def expand_imports(rules: Mapping[str, Rule], options: ComposeOptions, work: _Work) -> None:
+    """Step 2: skip broken rules (``ImportGraph``), then add imported rules, depth-first, each once."""
+    graph = ImportGraph(rules, options.max_import_depth)
     for selection in list(work.selected.values()):
-        visit(selection.rule, [selection.rule.id])
+        problem = graph.problem(selection.rule)
+        if problem is not None:
+            work.skip(selection.rule, *problem)
+    expanded: set[str] = set()
+    for root in list(work.selected.values()):
+        if root.rule.id in expanded:
+            continue
+        expanded.add(root.rule.id)
+        path = [root.rule]
+        stack = [iter(graph.imports[root.rule.id])]
+        for disabled in graph.disabled[root.rule.id]:
+            work.dropped.append(
+                {"id": disabled.id, "version": disabled.version, "reason": f"disabled (imported by {root.rule.id})"}
+            )
+        while stack:
+            imported = next(stack[-1], None)
+            if imported is None:
+                stack.pop()
+                path.pop()
+                continue
+            if imported.id not in work.selected:
+                work.selected[imported.id] = Selection(imported, f"imported by {path[-1].id}", pinned=False)
+            if imported.id not in expanded:
+                expanded.add(imported.id)
+                for disabled in graph.disabled[imported.id]:
+                    work.dropped.append({"id": disabled.id, "version": disabled.version,
+                                         "reason": f"disabled (imported by {imported.id})"})
+                path.append(imported)
+                stack.append(iter(graph.imports[imported.id]))
     work.index = [r for r in work.index if r.id not in work.selected]
     if len(work.selected) > options.max_rules:
         raise LimitExceeded(
@@ -280,23 +424,83 @@ def _stub(rule: Rule) -> str:
     return f"- {rule.id}: {rule.description or '(no description)'}"
 
 
+def _rule_part(rule: Rule, stub: bool) -> str:
+    marker = f"<!-- rule:{rule.id}@{rule.version}{' stub' if stub else ''} -->"
+    text = _stub(rule) if stub else rule.body.strip("\n")
+    return f"{marker}\n{text}\n"
+
+
+def _omitted_part(count: int) -> str:
+    rules = "rule" if count == 1 else "rules"
+    return f"<!-- rules:omitted -->\n{count} more matching {rules} left out for the token budget.\n"
+
+
+def _index_line(entry: Mapping[str, str]) -> str:
+    return f"- `{entry['id']}`: {entry['description'] or '(no description)'}"
+
+
+def _index_part(entries: list[dict[str, str]], left_out: int) -> str:
+    lines = [_index_line(e) for e in entries]
+    if left_out:
+        lines.append(f"- {left_out} more: see `list_rules`")
+    return "<!-- rules:index -->\n## Rules available on request\n" + "\n".join(lines) + "\n"
+
+
+def _cost(part: str) -> int:
+    """Tokens a part adds to the document, its joining newline included.
+
+    ``estimate_tokens`` is subadditive (a sum of rounded-up quarters plus line breaks), so the
+    document never costs more than the sum of its parts' costs: what the budget step adds up.
+    """
+    return estimate_tokens(part + "\n")
+
+
 def budget(token_budget: int | None, work: _Work) -> None:
-    """Step 5: under a budget, keep pinned rules whole, fill the rest by strength, stub the others."""
+    """Step 5: fit the whole rendered document within ``token_budget``.
+
+    Pinned rules (``always`` and named) stay whole; if they alone cannot fit, ``LimitExceeded``
+    names the smallest budget that does. Room is then held for one summary line of left-out
+    rules and one of left-out index entries. Optional rules, strongest first, are kept whole
+    while they fit, else as a one-line stub while that fits, else counted in the summary line.
+    Index entries fill what is left, in id order.
+    """
     if token_budget is None:
         return
-    used = sum(estimate_tokens(s.rule.body) for s in work.ordered if s.pinned)
     optional = sorted((s for s in work.ordered if not s.pinned), key=lambda s: _strength(s.rule))
-    stub_cost = sum(estimate_tokens(_stub(s.rule)) for s in optional)
+    index = _index_entries(work)
+    fixed = sum(_cost(_rule_part(s.rule, stub=False)) for s in work.ordered if s.pinned)
+    if optional:
+        fixed += _cost(_omitted_part(len(optional)))
+    if index:
+        fixed += _cost(_index_part([], len(index)))
+    if fixed > token_budget:
+        raise LimitExceeded(
+            f"token_budget {token_budget} is too small: the rules that are always included whole (activation "
+            f"'always' or named in rule_ids), with the document's summary lines, take {fixed} tokens; "
+            f"the smallest budget that fits is {fixed}"
+        )
+    used = fixed
     for selection in optional:
-        body_cost = estimate_tokens(selection.rule.body)
-        own_stub = estimate_tokens(_stub(selection.rule))
-        # Reserve room for the stubs of the rules still to come, so the total stays within budget.
-        if used + body_cost + (stub_cost - own_stub) <= token_budget:
-            used += body_cost
-        else:
+        whole, stub = _cost(_rule_part(selection.rule, False)), _cost(_rule_part(selection.rule, True))
+        if used + whole <= token_budget:
+            used += whole
+        elif used + stub <= token_budget:
+            used += stub
             work.stubbed.add(selection.rule.id)
-            used += own_stub
-        stub_cost -= own_stub
+        else:
+            work.omitted.add(selection.rule.id)
+    kept = 0
+    for entry in index:
+        line = estimate_tokens(_index_line(entry) + "\n")
+        if used + line > token_budget:
+            break
+        used += line
+        kept += 1
+    work.index_kept = kept
+
+
+def _index_entries(work: _Work) -> list[dict[str, str]]:
+    return [{"id": r.id, "description": r.description} for r in sorted(work.index, key=lambda r: r.id)]
 
 
 def render(work: _Work, request: ComposeRequest) -> Composition:
@@ -305,10 +509,11 @@ def render(work: _Work, request: ComposeRequest) -> Composition:
     included: list[dict[str, Any]] = []
     for selection in work.ordered:
         rule = selection.rule
+        if rule.id in work.omitted:
+            work.dropped.append({"id": rule.id, "version": rule.version, "reason": "omitted: over token budget"})
+            continue
         stub = rule.id in work.stubbed
-        marker = f"<!-- rule:{rule.id}@{rule.version}{' stub' if stub else ''} -->"
-        text = _stub(rule) if stub else rule.body.strip("\n")
-        parts.append(f"{marker}\n{text}\n")
+        parts.append(_rule_part(rule, stub))
         included.append(
             {
                 "id": rule.id,
@@ -316,15 +521,17 @@ def render(work: _Work, request: ComposeRequest) -> Composition:
                 "why": selection.why,
                 "priority": rule.priority,
                 "stubbed": stub,
-                "tokens": estimate_tokens(text),
+                "tokens": estimate_tokens(_stub(rule) if stub else rule.body.strip("\n")),
             }
         )
         if stub:
             work.dropped.append({"id": rule.id, "version": rule.version, "reason": "stubbed: over token budget"})
-    index = [{"id": r.id, "description": r.description} for r in sorted(work.index, key=lambda r: r.id)]
+    if work.omitted:
+        parts.append(_omitted_part(len(work.omitted)))
+    index = _index_entries(work)
     if index:
-        lines = "\n".join(f"- `{e['id']}`: {e['description'] or '(no description)'}" for e in index)
-        parts.append(f"<!-- rules:index -->\n## Rules available on request\n{lines}\n")
+        kept = len(index) if work.index_kept is None else work.index_kept
+        parts.append(_index_part(index[:kept], len(index) - kept))
     markdown = "\n".join(parts)
     digest = hashlib.sha256(markdown.encode())
     digest.update(json.dumps(work.settings, sort_keys=True, default=str).encode())
@@ -338,6 +545,7 @@ def render(work: _Work, request: ComposeRequest) -> Composition:
         token_estimate=estimate_tokens(markdown),
         token_budget=request.token_budget,
         composition_hash=digest.hexdigest(),
+        problems=sorted(work.problems, key=lambda p: (p["id"], p["problem"])),
     )
 
 
@@ -349,7 +557,7 @@ def compose(
     """Compose ``rules`` (by id) for ``request``; raises ``CompositionError`` or ``LimitExceeded``."""
     by_id = rules if isinstance(rules, Mapping) else {r.id: r for r in rules}
     work = _Work()
-    select(by_id, request, work)
+    select(by_id, request, work, options)
     expand_imports(by_id, options, work)
     resolve(work)
     order(work)

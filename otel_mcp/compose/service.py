@@ -121,14 +121,15 @@ class ComposeService:
                 self._ruleset = held.updated(self.store.changes_since(held.generation))
             return self._ruleset
 
-    @staticmethod
-    def cache_key(request: ComposeRequest, ruleset: RuleSet) -> str:
-        """``c:<rule set fingerprint>:<request digest>``: derived from everything a composition depends on.
+    def cache_key(self, request: ComposeRequest, ruleset: RuleSet) -> str:
+        """``c:<rule set fingerprint>:<digest of request and options>``: from everything a composition depends on.
 
         Not from the generation: a database restored from a backup, or copied from a template, repeats
         generation numbers with other contents, and a cache directory that outlived it would serve them.
+        The options (``max_import_depth``, ``max_rules``, glob limits) are in it because two servers with
+        different settings may share one cache directory.
         """
-        digest = hashlib.blake2b(request.key().encode(), digest_size=16).hexdigest()
+        digest = hashlib.blake2b(f"{request.key()}|{self.options.key()}".encode(), digest_size=16).hexdigest()
         return f"c:{ruleset.fingerprint}:{digest}"
 
     def compose(self, request: ComposeRequest) -> Composition:

@@ -29,12 +29,12 @@ class RulesContext:
 
         :param warm: start warming the cache in the background, hottest first (default False)
         """
+        options = ComposeOptions.from_settings(settings)
         store = RuleStore(
             settings.db,
-            RuleLimits(max_body_bytes=settings.max_body_bytes, max_imports=settings.max_imports),
+            RuleLimits(max_body_bytes=settings.max_body_bytes, max_imports=settings.max_imports, globs=options.globs),
             read_only=settings.read_only and settings.db.exists(),
         )
-        options = ComposeOptions(max_import_depth=settings.max_import_depth, max_rules=settings.max_rules)
         cache = None
         if settings.cache:
             from otel_mcp.cache import TieredCache

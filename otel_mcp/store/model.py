@@ -11,9 +11,12 @@ import json
 import re
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from otel_mcp.errors import InvalidRule
+
+if TYPE_CHECKING:  # imported late at run time: otel_mcp.compose imports this module
+    from otel_mcp.compose.globs import GlobLimits
 
 RULE_ID_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,126}[a-z0-9])?$")
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024  # 1 MiB
@@ -102,10 +105,31 @@ class Rule(RuleSpec):
         return data
 
 
+def _default_glob_limits() -> GlobLimits:
+    from otel_mcp.compose.globs import GlobLimits
+
+    return GlobLimits()
+
+
 @dataclass(frozen=True)
 class RuleLimits:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_imports: int = DEFAULT_MAX_IMPORTS
+    globs: GlobLimits = field(default_factory=_default_glob_limits)
+
+
+def _refuse_nul(name: str, value: Any) -> None:
+    """NUL cuts C strings short in every tool downstream (files, terminals, SQLite's FTS): refuse it anywhere."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise InvalidRule(f"{name} must not contain NUL characters")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_nul(f"{name} key", key)
+            _refuse_nul(f"{name}[{key!r}]", item)
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _refuse_nul(f"{name}[{i}]", item)
 
 
 def _string_list(name: str, value: Any) -> tuple[str, ...]:
@@ -138,6 +162,8 @@ def build_spec(data: dict[str, Any], limits: RuleLimits = RuleLimits()) -> RuleS
     unknown = set(data) - SPEC_FIELDS
     if unknown:
         raise InvalidRule(f"unknown rule field(s): {', '.join(sorted(unknown))}")
+    for name in sorted(data):
+        _refuse_nul(name, data[name])
     rule_id = check_rule_id(data.get("id"))
     body = data.get("body")
     if not isinstance(body, str):
@@ -145,8 +171,6 @@ def build_spec(data: dict[str, Any], limits: RuleLimits = RuleLimits()) -> RuleS
     size = len(body.encode("utf-8", errors="surrogatepass"))
     if size > limits.max_body_bytes:
         raise InvalidRule(f"body is {size} bytes; the limit is {limits.max_body_bytes} bytes (max_body_bytes)")
-    if "\x00" in body:
-        raise InvalidRule("body must not contain NUL characters")
     description = data.get("description", "")
     if not isinstance(description, str):
         raise InvalidRule("description must be a string")
@@ -184,7 +208,7 @@ def build_spec(data: dict[str, Any], limits: RuleLimits = RuleLimits()) -> RuleS
     from otel_mcp.compose.globs import check_pattern
 
     for pattern in (*globs, *exclude_globs):
-        check_pattern(pattern)
+        check_pattern(pattern, limits.globs)
     return RuleSpec(
         id=rule_id,
         body=body,

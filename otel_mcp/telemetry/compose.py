@@ -6,6 +6,9 @@ conflicts, output bytes and token estimate, the store generation; never a
 rule body or id), each engine step (``engine.STEPS``) a child span
 ``otel_mcp.compose.<step>`` and a record in ``otel_mcp.compose.duration{step}``;
 ``otel_mcp.compose.rules{outcome}`` counts the rules of each composition.
+Each broken rule a composition skips (its manifest's ``problems``) adds an
+``otel_mcp.compose.problem`` event to the span and one to
+``otel_mcp.compose.problems{error.type}``, ``error.type`` being the problem's kind.
 
 A cache hit composes nothing: it creates no span and records no metric; it
 only marks the enclosing span (the MCP server span) with
@@ -79,6 +82,10 @@ class ComposeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             names.COMPOSE_RULES, unit="{rule}", description="Rules per composition, by outcome",
             explicit_bucket_boundaries_advisory=list(names.COUNT_BUCKETS),
         )
+        problems_counter = meter.create_counter(
+            names.COMPOSE_PROBLEMS, unit="{rule}", description="Broken rules a composition skipped, by kind"
+        )
+        problem_attrs = {kind: {ERROR_TYPE: kind} for kind in engine.PROBLEM_KINDS}
         step_attrs = {step: {names.STEP: step} for step in engine.STEPS}
         step_durations = {step: BoundHistogram(step_duration, attrs) for step, attrs in step_attrs.items()}
         step_span_names = {step: names.SPAN_COMPOSE_STEP_PREFIX + step for step in engine.STEPS}
@@ -108,6 +115,11 @@ class ComposeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                     rules_by_outcome["included"].record(len(included))
                     rules_by_outcome["dropped"].record(len(composition.dropped))
                     rules_by_outcome["stubbed"].record(sum(1 for i in included if i.get("stubbed")))
+                    for problem in composition.problems:
+                        attrs = problem_attrs.get(problem["kind"], {ERROR_TYPE: names.OTHER})
+                        problems_counter.add(1, attrs)
+                        if span.is_recording():
+                            span.add_event(names.EVENT_COMPOSE_PROBLEM, attrs)
                 except Exception:
                     logger.debug("compose telemetry failed", exc_info=True)
                 return composition

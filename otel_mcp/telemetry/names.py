@@ -51,6 +51,7 @@ RESPONSE_SIZE: Final = "otel_mcp.mcp.response.size"
 TOOL_ERRORS: Final = "otel_mcp.tool.errors"
 COMPOSE_DURATION: Final = "otel_mcp.compose.duration"
 COMPOSE_RULES: Final = "otel_mcp.compose.rules"
+COMPOSE_PROBLEMS: Final = "otel_mcp.compose.problems"
 CACHE_REQUESTS: Final = "otel_mcp.cache.requests"
 CACHE_ERRORS: Final = "otel_mcp.cache.errors"
 CACHE_EVICTIONS: Final = "otel_mcp.cache.evictions"
@@ -88,6 +89,7 @@ COMPOSE_GENERATION: Final = "otel_mcp.compose.generation"
 # -- span names ----------------------------------------------------------------
 SPAN_COMPOSE: Final = "otel_mcp.compose"
 SPAN_COMPOSE_STEP_PREFIX: Final = "otel_mcp.compose."  # + step name
+EVENT_COMPOSE_PROBLEM: Final = "otel_mcp.compose.problem"  # an event on SPAN_COMPOSE per broken rule skipped
 
 # -- values ----------------------------------------------------------------------
 TOOL_ERROR: Final = "tool_error"
@@ -156,6 +158,10 @@ CATALOG: Final[tuple[Instrument, ...]] = (
                (STEP,), "ComposeInstrumentor"),
     Instrument(COMPOSE_RULES, "histogram", "{rule}", "Rules per composition, by outcome",
                (OUTCOME,), "ComposeInstrumentor"),
+    Instrument(COMPOSE_PROBLEMS, "counter", "{rule}",
+               "Broken rules a composition skipped (manifest `problems`), by error.type: missing_import, "
+               "import_cycle, import_depth or invalid_glob; also an otel_mcp.compose.problem span event each",
+               (ERROR_TYPE,), "ComposeInstrumentor"),
     Instrument(DB_CLIENT_OPERATION_DURATION, "histogram", "s", "Duration of one SQLite statement (semconv)",
                (DB_SYSTEM_NAME, DB_OPERATION_NAME, DB_COLLECTION_NAME, ERROR_TYPE), "StoreInstrumentor"),
     Instrument(DB_SLOW_QUERIES, "counter", "{query}", "SQLite statements slower than slow_query_ms",
@@ -216,7 +222,8 @@ SPANS: Final[tuple[SpanSpec, ...]] = (
               COMPOSE_RULES_INCLUDED, COMPOSE_RULES_DROPPED, COMPOSE_RULES_STUBBED, COMPOSE_CONFLICTS,
               COMPOSE_OUTPUT_BYTES, COMPOSE_TOKEN_ESTIMATE, ERROR_TYPE),
              "ComposeInstrumentor", "One per composition the engine runs (no cache or a cache miss; "
-             "a hit makes no span)"),
+             "a hit makes no span); an otel_mcp.compose.problem event (error.type = the kind) per broken rule "
+             "it skipped"),
     SpanSpec(SPAN_COMPOSE_STEP_PREFIX + "{step}", "INTERNAL", (STEP, COMPOSE_RULES_SELECTED, ERROR_TYPE),
              "ComposeInstrumentor", "Children of otel_mcp.compose, only when it composes (cache miss)"),
     SpanSpec("{db.operation.name} [{db.collection.name}]", "CLIENT",

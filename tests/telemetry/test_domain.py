@@ -81,6 +81,21 @@ def test_compose_error_status(otel: Otel) -> None:
     assert select.status.status_code is StatusCode.ERROR
 
 
+def test_a_skipped_broken_rule_is_a_span_event_and_counted(otel: Otel) -> None:
+    store = _store(otel)
+    store.create({"id": "loop-a", "body": "a", "activation": "always", "imports": ["loop-b"]})
+    store.create({"id": "loop-b", "body": "b", "imports": ["loop-a"]})
+    store.create({"id": "orphan", "body": "o", "activation": "always", "imports": ["gone"]})
+    composition = ComposeService(store).compose(ComposeRequest.from_args(["a.py"]))
+    store.close()
+    assert {p["id"]: p["kind"] for p in composition.problems} == {"loop-a": "import_cycle", "orphan": "missing_import"}
+    span = otel.finished(names.SPAN_COMPOSE)[-1]
+    events = [dict(e.attributes or {}) for e in span.events if e.name == names.EVENT_COMPOSE_PROBLEM]
+    assert sorted(e["error.type"] for e in events) == ["import_cycle", "missing_import"]
+    counted = {p.attributes["error.type"]: p.value for p in otel.points(names.COMPOSE_PROBLEMS)}
+    assert counted == {"import_cycle": 1, "missing_import": 1}
+
+
 def _db_spans(otel: Otel) -> list[Any]:
     return [s for s in otel.finished() if s.attributes and s.attributes.get("db.system.name") == "sqlite"]
 
