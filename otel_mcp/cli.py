@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 from otel_mcp import __version__
 from otel_mcp.config import Settings, setting_help
 from otel_mcp.errors import ConfigError, RuleError
+from otel_mcp.remote import RemoteError
 from otel_mcp.store.schema import SchemaTooNew
 
 SERVE_FLAGS = ("transport", "host", "port", "db", "cache_dir", "files_root", "read_only", "log_level")
@@ -134,11 +136,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"otel-mcp: configuration error: {exc}", file=sys.stderr)
         return 2
-    except (RuleError, SchemaTooNew) as exc:
+    except (RuleError, SchemaTooNew, RemoteError) as exc:
         print(f"otel-mcp: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader left (``otel-mcp stats | head``): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

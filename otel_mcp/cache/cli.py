@@ -2,7 +2,9 @@
 
 Each subcommand takes ``--db`` and ``--cache-dir``; unset, they come from
 ``otel_mcp.config.Settings`` (``OTEL_MCP_DB``, ``OTEL_MCP_CACHE_DIR``, then defaults).
-Output is JSON on stdout.
+Output is JSON on stdout. Hit and miss counters live in each server process, so ``cache stats --url``
+reads a running server's; without ``--url`` it describes the disk cache itself (entries, bytes, hot
+requests), and its ``source`` says so.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from otel_mcp.cache.warm import DEFAULT_WARM_LIMIT, warm
 from otel_mcp.compose.engine import ComposeOptions
 from otel_mcp.compose.service import ComposeService
 from otel_mcp.config import Settings
+from otel_mcp.remote import add_server_flags, mcp_endpoint
 from otel_mcp.store.sqlite import RuleStore
 
 
@@ -32,6 +35,9 @@ def register_cli(subparsers: Any) -> None:
         parser = sub.add_parser(name, help=text)
         parser.add_argument("--db", default=None, help="SQLite database file")
         parser.add_argument("--cache-dir", default=None, help="disk cache directory")
+        if name == "stats":
+            add_server_flags(parser, url_help="read the counters of the server at this base URL or MCP endpoint "
+                                              "(default: describe the disk cache)")
         if name == "warm":
             parser.add_argument("--limit", type=int, default=DEFAULT_WARM_LIMIT, help="requests to warm")
         parser.set_defaults(func=func)
@@ -47,13 +53,21 @@ def _print(data: Any) -> None:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
+    if args.url is not None:
+        from otel_mcp.telemetry.cli import fetch_stats
+
+        _print({"source": f"the server at {mcp_endpoint(args.url)} (its own counters since it started)",
+                **fetch_stats(args)["cache"]})
+        return 0
     settings = _settings(args)
     with TieredCache(settings.cache_dir) as cache:
-        stats = cache.stats().to_dict()
-        # A fresh process has no traffic of its own: show what the disk holds and who is hot.
-        stats["popular"] = [{"request": k, "score": round(s, 3)} for k, s in cache.popularity.top(10)]
-        stats["directory"] = str(settings.cache_dir)
-        _print(stats)
+        disk = cache.stats()
+        # This process serves no traffic: its hit/miss counters would be zeros, so only the disk is shown.
+        _print({"source": f"the disk cache in {settings.cache_dir} (hit and miss counters are kept by each server: "
+                          "add --url to read a running server's)",
+                "directory": str(settings.cache_dir), "l2_enabled": disk.l2_enabled, "l2_entries": disk.l2_entries,
+                "l2_bytes": disk.l2_bytes, "errors": disk.errors, "popularity_tracked": disk.popularity_tracked,
+                "popular": [{"request": k, "score": round(s, 3)} for k, s in cache.popularity.top(10)]})
     return 0
 
 

@@ -4,50 +4,34 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from typing import Any
 
-DEFAULT_URL = "http://127.0.0.1:8000/mcp"
+from otel_mcp.remote import add_server_flags, read_server_json
 
 
 def register_cli(sub: Any) -> None:
     stats = sub.add_parser("stats", help="show live request rates, latencies, cache and DB figures of a server")
-    stats.add_argument("--url", default=DEFAULT_URL, help=f"the server's MCP endpoint (default {DEFAULT_URL})")
-    stats.add_argument("--token", default=None, help="bearer token, if the server requires one")
+    add_server_flags(stats)
     stats.add_argument("--json", action="store_true", help="print the raw JSON snapshot")
     stats.add_argument("--watch", type=float, default=None, metavar="SECONDS", help="refresh every SECONDS")
     stats.add_argument("--count", type=int, default=None, help="with --watch: stop after this many refreshes")
     stats.set_defaults(func=cmd_stats)
 
 
-async def fetch_stats(url: str, token: str | None = None) -> dict[str, Any]:
-    import httpx2 as httpx
-    from mcp import Client
-    from mcp.client.streamable_http import streamable_http_client
+def fetch_stats(args: argparse.Namespace) -> dict[str, Any]:
+    """The stats snapshot of the server that ``--url``/``--token`` (or the settings) name."""
+    from otel_mcp.telemetry.stats import STATS_URI
 
-    headers = {"Authorization": f"Bearer {token}"} if token else None
-    async with httpx.AsyncClient(headers=headers, timeout=30) as http, Client(
-        streamable_http_client(url, http_client=http)
-    ) as client:
-        result = await client.read_resource("otel-mcp://stats")
-    text = "".join(getattr(c, "text", "") for c in result.contents)
-    data: dict[str, Any] = json.loads(text)
-    return data
+    return read_server_json(args, STATS_URI)
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    import anyio
-
     from otel_mcp.telemetry.stats import render_text
 
     shown = 0
     while True:
-        try:
-            data = anyio.run(fetch_stats, args.url, args.token)
-        except Exception as exc:
-            print(f"otel-mcp stats: cannot read {args.url}: {type(exc).__name__}: {exc}", file=sys.stderr)
-            return 1
+        data = fetch_stats(args)
         if args.json:
             print(json.dumps(data, indent=2, sort_keys=True))
         else:
