@@ -51,6 +51,12 @@ class Settings:
     glob_max_alternatives: int = field(default=256, metadata=_doc("patterns one glob's {a,b} braces expand to"))
     max_request_bytes: int = field(default=4 * 1024 * 1024, metadata=_doc("largest HTTP request body"))
     max_sessions: int = field(default=1000, metadata=_doc("concurrent HTTP sessions"))
+    max_subscriptions: int = field(
+        default=1024, metadata=_doc("resource URIs one handshake-era connection may subscribe to")
+    )
+    change_poll_ms: int = field(
+        default=1000, metadata=_doc("how often to look for other processes' writes to notify of (0: never)")
+    )
     auth_token: str = field(default="", metadata=_doc("bearer token required on HTTP (empty: no auth)"))
     auth_token_file: Path | None = field(default=None, metadata=_doc("file holding the bearer token"))
     log_level: str = field(default="INFO", metadata=_doc("DEBUG, INFO, WARNING or ERROR"))
@@ -92,11 +98,13 @@ class Settings:
             raise ConfigError(f"port must be between 0 and 65535, got {self.port}")
         for name in ("cache_memory_mb", "cache_disk_mb", "max_body_bytes", "max_imports", "max_import_depth",
                      "max_rules", "glob_max_chars", "glob_max_wildcards", "glob_max_segments",
-                     "glob_max_alternatives", "max_request_bytes", "max_sessions", "perf_log_flush_ms"):
+                     "glob_max_alternatives", "max_request_bytes", "max_sessions",
+                     "max_subscriptions", "perf_log_flush_ms"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.gc_young_threshold < 0:
-            raise ConfigError(f"gc_young_threshold must be 0 or more, got {self.gc_young_threshold}")
+        for name in ("gc_young_threshold", "change_poll_ms"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be 0 or more, got {getattr(self, name)}")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
 

@@ -6,6 +6,8 @@ The HTTP app adds the operator's endpoints next to ``/mcp``: ``/healthz``
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -21,9 +23,11 @@ from starlette.responses import JSONResponse, Response
 from otel_mcp import __version__
 from otel_mcp.errors import RuleError
 from otel_mcp.server.auth import BearerAuthMiddleware
+from otel_mcp.server.changes import ChangeAnnouncer
 from otel_mcp.server.context import RulesContext
 from otel_mcp.server.limits import JsonRpcErrorBodies
 from otel_mcp.server.resources import register_resources
+from otel_mcp.server.subscriptions import ChangeBus, serve_handshake_subscriptions
 from otel_mcp.server.tools import register_tools
 
 INSTRUCTIONS = (
@@ -34,13 +38,29 @@ INSTRUCTIONS = (
 
 
 def build_server(rules: RulesContext) -> MCPServer:
+    bus = ChangeBus()
+    changes = ChangeAnnouncer(rules.store, bus)
+    poll_seconds = rules.settings.change_poll_ms / 1000
+
+    @asynccontextmanager
+    async def watch_other_writers(_server: MCPServer) -> AsyncIterator[dict[str, Any]]:
+        # Entered once per HTTP app and once per stdio connection: one watcher per server process.
+        async with anyio.create_task_group() as group:
+            if poll_seconds > 0:
+                group.start_soon(changes.watch, poll_seconds)
+            yield {}
+            group.cancel_scope.cancel()
+
     server: MCPServer = MCPServer(
         "otel-mcp",
         version=__version__,
         instructions=INSTRUCTIONS,
         log_level=rules.settings.log_level.upper(),  # type: ignore[arg-type]
+        subscriptions=bus,
+        lifespan=watch_other_writers,
     )
-    register_tools(server, rules)
+    register_tools(server, rules, changes)
+    serve_handshake_subscriptions(server, bus, rules.settings.max_subscriptions)
     register_resources(server, rules)
     _prompt_errors_are_invalid_params(server)
     _register_logging_and_completion(server, rules)

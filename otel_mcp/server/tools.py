@@ -9,20 +9,24 @@ message, never a traceback, and the stored data is unchanged.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
 import anyio
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
 from otel_mcp.compose.engine import ComposeRequest
 from otel_mcp.errors import InvalidRule, RuleError
 from otel_mcp.interchange import export_directory, import_directory
+from otel_mcp.server.changes import ChangeAnnouncer
 from otel_mcp.server.context import RulesContext
 from otel_mcp.store.model import SPEC_FIELDS, build_spec
 from otel_mcp.store.sqlite import StoreBusy
+
+log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -66,7 +70,7 @@ def _domain_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     return wrapper
 
 
-def register_tools(server: MCPServer, rules: RulesContext) -> None:
+def register_tools(server: MCPServer, rules: RulesContext, changes: ChangeAnnouncer) -> None:
     store, composer, settings = rules.store, rules.composer, rules.settings
 
     def ensure_writable() -> None:
@@ -76,15 +80,12 @@ def register_tools(server: MCPServer, rules: RulesContext) -> None:
     async def run(fn: Callable[[], R]) -> R:
         return await anyio.to_thread.run_sync(fn)
 
-    async def changed(ctx: Context, *rule_ids: str) -> None:
+    async def changed() -> None:
         """Tell subscribers what changed (best effort: a notification never fails a write)."""
         try:
-            await ctx.notify_resources_changed()
-            await ctx.notify_resource_updated("rules://index")
-            for rule_id in rule_ids:
-                await ctx.notify_resource_updated(f"rules://{rule_id}")
+            await changes.announce()
         except Exception:
-            pass
+            log.warning("announcing a change to subscribers failed", exc_info=True)
 
     @server.tool()
     @_domain_errors
@@ -111,7 +112,6 @@ def register_tools(server: MCPServer, rules: RulesContext) -> None:
     @server.tool()
     @_domain_errors
     async def create_rule(
-        ctx: Context,
         id: RuleId,
         body: Annotated[str, Field(description="markdown instructions")],
         description: str = "",
@@ -129,13 +129,12 @@ def register_tools(server: MCPServer, rules: RulesContext) -> None:
         ensure_writable()
         fields = {k: v for k, v in locals().items() if k in SPEC_FIELDS}
         rule = await run(lambda: store.create(fields))
-        await changed(ctx, rule.id)
+        await changed()
         return rule.to_dict(with_body=False)
 
     @server.tool()
     @_domain_errors
     async def update_rule(
-        ctx: Context,
         id: RuleId,
         expected_version: Annotated[int, Field(ge=1, description="the version you read; stale -> conflict")],
         body: str | None = None,
@@ -154,16 +153,16 @@ def register_tools(server: MCPServer, rules: RulesContext) -> None:
         ensure_writable()
         changes = {k: v for k, v in locals().items() if k in SPEC_FIELDS and k != "id" and v is not None}
         rule = await run(lambda: store.update(id, expected_version, changes))
-        await changed(ctx, rule.id)
+        await changed()
         return rule.to_dict(with_body=False)
 
     @server.tool()
     @_domain_errors
-    async def delete_rule(ctx: Context, id: RuleId, expected_version: Annotated[int, Field(ge=1)]) -> dict[str, Any]:
+    async def delete_rule(id: RuleId, expected_version: Annotated[int, Field(ge=1)]) -> dict[str, Any]:
         """Delete a rule if it is still at `expected_version`. Its history is kept (see rollback_rule)."""
         ensure_writable()
         version = await run(lambda: store.delete(id, expected_version))
-        await changed(ctx, id)
+        await changed()
         return {"id": id, "deleted": True, "version": version}
 
     @server.tool()
@@ -201,7 +200,6 @@ def register_tools(server: MCPServer, rules: RulesContext) -> None:
     @server.tool()
     @_domain_errors
     async def rollback_rule(
-        ctx: Context,
         id: RuleId,
         to_version: Annotated[int, Field(ge=1)],
         expected_version: Annotated[int | None, Field(ge=1)] = None,
@@ -209,7 +207,7 @@ def register_tools(server: MCPServer, rules: RulesContext) -> None:
         """Restore the content of `to_version` as a new version (also revives a deleted rule)."""
         ensure_writable()
         rule = await run(lambda: store.rollback(id, to_version, expected_version))
-        await changed(ctx, rule.id)
+        await changed()
         return rule.to_dict(with_body=False)
 
     @server.tool()
@@ -243,7 +241,6 @@ def register_tools(server: MCPServer, rules: RulesContext) -> None:
     @server.tool()
     @_domain_errors
     async def import_rules(
-        ctx: Context,
         directory: Annotated[str, Field(description="folder relative to the server's files root")],
         format: Literal["auto", "cursor", "claude", "copilot", "agents"] = "auto",
     ) -> dict[str, Any]:
@@ -251,7 +248,7 @@ def register_tools(server: MCPServer, rules: RulesContext) -> None:
         Each file is reported on its own; a bad file does not stop the others."""
         ensure_writable()
         results = await run(lambda: import_directory(store, settings.files_root, directory, format))
-        await changed(ctx, *(r.rule_id for r in results if r.rule_id and r.status in ("created", "updated")))
+        await changed()
         counts: dict[str, int] = {}
         for r in results:
             counts[r.status] = counts.get(r.status, 0) + 1

@@ -1,0 +1,65 @@
+"""Announce every change to the rules on the subscription bus, whichever process wrote it.
+
+A write tool of this server announces its change at once (``announce``). Writes by other processes sharing
+the database (another server, ``otel-mcp import``, the server of another stdio client) are found by
+looking at the store's generation every ``change_poll_ms`` (``watch``). Both read what changed since the last
+announced generation, so every write is announced once: ``resources/list_changed``, ``rules://index`` and
+``rules://<id>`` of each rule written or deleted.
+
+Usage::
+
+    changes = ChangeAnnouncer(store, bus)
+    await changes.announce()          # after a write
+    await changes.watch(1.0)          # in a task, until cancelled
+"""
+
+from __future__ import annotations
+
+import anyio
+from mcp.server.subscriptions import SubscriptionBus
+from mcp.shared.subscriptions import ResourcesListChanged, ResourceUpdated
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+
+from otel_mcp.store.sqlite import RuleStore
+
+INDEX_URI = "rules://index"
+
+
+def rule_uri(rule_id: str) -> str:
+    return f"rules://{rule_id}"
+
+
+class ChangeAnnouncer:
+    """Publishes the store's changes on ``bus``, each once.
+
+    :param store: the rule store
+    :param bus: the server's subscription bus
+    """
+
+    def __init__(self, store: RuleStore, bus: SubscriptionBus) -> None:
+        self._store = store
+        self._bus = bus
+        self._generation = store.generation()
+        self._lock = anyio.Lock()
+
+    async def announce(self) -> None:
+        """Publish what changed since the last announcement (nothing if nothing did)."""
+        async with self._lock:
+            changes = await anyio.to_thread.run_sync(self._store.changes_since, self._generation)
+            if changes.generation == self._generation:
+                return
+            self._generation = changes.generation
+            await self._bus.publish(ResourcesListChanged())
+            await self._bus.publish(ResourceUpdated(uri=INDEX_URI))
+            for rule_id in sorted({rule.id for rule in changes.written} | changes.deleted):
+                await self._bus.publish(ResourceUpdated(uri=rule_uri(rule_id)))
+
+    async def watch(self, interval: float) -> None:
+        """Announce other processes' writes, looking every ``interval`` seconds, until cancelled."""
+        while True:
+            await anyio.sleep(interval)
+            # A probe a second is no operation of anyone's: no span, no DB metric point.
+            with suppress_instrumentation():
+                generation = await anyio.to_thread.run_sync(self._store.generation)
+            if generation != self._generation:
+                await self.announce()
