@@ -4,7 +4,9 @@ The JSON files are committed; edit the panel lists here and run
     python grafana/generate_dashboards.py
 Queries use the recording rules in prometheus/rules/ where one exists, so dashboards,
 alerts and the promtool tests agree on one definition. Every query is parsed by promtool
-and run against the real Prometheus in tests/stack/.
+and run against the real Prometheus in tests/stack/, after a workload of 2026-07-28
+(sessionless) clients only and after one of handshake clients only: a panel may be empty
+for one of them only if its description starts with that protocol's marker below.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Any
 OUT = Path(__file__).resolve().parent / "dashboards"
 DS = {"type": "prometheus", "uid": "prometheus"}
 J = 'job=~"$job"'
+# Sessions exist only for clients that connect with initialize (docs/telemetry.md).
+HANDSHAKE_ONLY = "Handshake clients only (protocol 2025-11-25 and earlier): "
 
 
 def panel(title: str, exprs: list[tuple[str, str]], unit: str = "short", kind: str = "timeseries",
@@ -72,10 +76,15 @@ def dashboard(uid: str, title: str, description: str, panels: list[dict[str, Any
 
 
 OVERVIEW = dashboard("otel-mcp-overview", "otel-mcp / MCP overview",
-                     "RED metrics per MCP method and tool, sessions, and firing alerts.", [
+                     "RED metrics per MCP method, tool and protocol version, sessions, and firing alerts.", [
     panel("Operations per second by method", [
         (f"job_mcp_method_name:mcp_server_operation_duration_seconds_count:rate5m{{{J}}}", "{{mcp_method_name}}")],
         unit="ops"),
+    panel("Operations per second by protocol version", [
+        (f"job_mcp_protocol_version:mcp_server_operation_duration_seconds_count:rate5m{{{J}}}",
+         "{{mcp_protocol_version}}")], unit="ops", width=24,
+        description="The version each client negotiated: 2026-07-28 clients are sessionless (server/discover), "
+                    "earlier ones connect with initialize and have a session."),
     panel("Error ratio by method", [
         (f"job_mcp_method_name:mcp_server_operation_errors_per_operations:ratio_rate5m{{{J}}}",
          "{{mcp_method_name}}")], unit="percentunit"),
@@ -91,12 +100,15 @@ OVERVIEW = dashboard("otel-mcp-overview", "otel-mcp / MCP overview",
         unit="ops", width=8),
     panel("Active sessions / requests in flight", [
         (f"sum(otel_mcp_mcp_active_sessions{{{J}}})", "sessions"),
-        (f"sum(otel_mcp_mcp_requests_in_flight{{{J}}})", "in flight")], width=8),
+        (f"sum(otel_mcp_mcp_requests_in_flight{{{J}}})", "in flight")], width=8,
+        description="Sessions count handshake clients only (2026-07-28 clients have none: 0 with only them); "
+                    "requests in flight count every client."),
     panel("Session duration p50 / p95", [
         (f"histogram_quantile(0.5, sum by (le) (rate(mcp_server_session_duration_seconds_bucket{{{J}}}[5m])))",
          "p50"),
         (f"histogram_quantile(0.95, sum by (le) (rate(mcp_server_session_duration_seconds_bucket{{{J}}}[5m])))",
-         "p95")], unit="s", width=8),
+         "p95")], unit="s", width=8,
+        description=HANDSHAKE_ONLY + "a session lasts from initialize to the end of the connection."),
     panel("Server spans per second (from traces)", [
         ('service_name_span_name:traces_span_metrics_calls:rate5m{service_name="otel-mcp", span_kind="SPAN_KIND_SERVER"}',
          "{{span_name}}")], unit="ops",

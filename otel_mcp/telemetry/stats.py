@@ -56,7 +56,7 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.metrics.view import DefaultAggregation, ExplicitBucketHistogramAggregation
 from opentelemetry.semconv._incubating.attributes.gen_ai_attributes import GEN_AI_PROMPT_NAME, GEN_AI_TOOL_NAME
-from opentelemetry.semconv._incubating.attributes.mcp_attributes import MCP_METHOD_NAME
+from opentelemetry.semconv._incubating.attributes.mcp_attributes import MCP_METHOD_NAME, MCP_PROTOCOL_VERSION
 from opentelemetry.semconv._incubating.metrics.mcp_metrics import MCP_SERVER_OPERATION_DURATION
 from opentelemetry.semconv.attributes.db_attributes import DB_COLLECTION_NAME, DB_OPERATION_NAME
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
@@ -217,6 +217,10 @@ def _method_key(attrs: Mapping[str, Any]) -> str:
     return f"{method} {target}" if target else method
 
 
+def _protocol_key(attrs: Mapping[str, Any]) -> str:
+    return str(attrs.get(MCP_PROTOCOL_VERSION, "?"))
+
+
 def _db_key(attrs: Mapping[str, Any]) -> str:
     return f"{attrs.get(DB_OPERATION_NAME, '?')} {attrs.get(DB_COLLECTION_NAME, '-')}"
 
@@ -229,6 +233,7 @@ def _step_key(attrs: Mapping[str, Any]) -> str:
 class _Reading:
     at: float
     methods: dict[str, _Hist]
+    protocols: dict[str, _Hist]
     db: dict[str, _Hist]
     steps: dict[str, _Hist]
     cache: dict[str, int]
@@ -251,6 +256,7 @@ class StatsReader:
         return _Reading(
             time.time(),
             _histograms(data, MCP_SERVER_OPERATION_DURATION, _method_key),
+            _histograms(data, MCP_SERVER_OPERATION_DURATION, _protocol_key),
             _histograms(data, DB_CLIENT_OPERATION_DURATION, _db_key),
             _histograms(data, names.COMPOSE_DURATION, _step_key),
             self._cache_counts(),
@@ -288,6 +294,8 @@ class StatsReader:
                 "dropped": DROPPED.snapshot(),
             },
             "methods": _table(now_reading.methods, baseline.methods if baseline else {}, window, errors=True),
+            # the version each client negotiated: 2026-07-28 is sessionless, earlier ones have sessions
+            "protocols": _table(now_reading.protocols, baseline.protocols if baseline else {}, window, errors=True),
             "db": _table(now_reading.db, baseline.db if baseline else {}, window),
             "compose_steps": _table(now_reading.steps, baseline.steps if baseline else {}, window),
             "cache": _cache(now_reading.cache, baseline.cache if baseline else None),
@@ -383,6 +391,7 @@ def render_text(stats: Mapping[str, Any]) -> str:
             lines.append(f"{key:<{width}}  " + "  ".join(f"{'-' if v is None else v:>10}" for v in cells))
 
     table("method", stats.get("methods", {}), ("count", "rate_per_s", "errors", "p50_ms", "p95_ms", "p99_ms"))
+    table("protocol version", stats.get("protocols", {}), ("count", "rate_per_s", "errors", "p50_ms", "p99_ms"))
     table("db statement", stats.get("db", {}), ("count", "rate_per_s", "p50_ms", "p99_ms"))
     table("compose step", stats.get("compose_steps", {}), ("count", "p50_ms", "p99_ms"))
     cache = stats.get("cache", {})

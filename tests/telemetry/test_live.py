@@ -202,7 +202,10 @@ async def test_metrics_endpoint_serves_prometheus_text(tmp_path: Path) -> None:
 async def test_stats_cli_against_a_live_server(tmp_path: Path) -> None:
     db = _seed(tmp_path / "rules.db")
     with live_server(tmp_path, db, NO_EXPORT) as server:
-        await _calls(server.url)
+        await _calls(server.url)  # a 2026-07-28 client (sessionless)
+        async with Client(server.url, mode="legacy") as handshake:  # and one that connects with initialize
+            await handshake.call_tool("list_rules", {})
+            negotiated = handshake.protocol_version
         text = subprocess.run([sys.executable, "-m", "otel_mcp.cli", "stats", "--url", server.url],
                               check=False, capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
         as_json = subprocess.run([sys.executable, "-m", "otel_mcp.cli", "stats", "--url", server.url, "--json"],
@@ -213,4 +216,10 @@ async def test_stats_cli_against_a_live_server(tmp_path: Path) -> None:
     assert as_json.returncode == 0, as_json.stderr
     stats = json.loads(as_json.stdout)
     assert any(key.startswith("tools/call") for key in stats["methods"])
+    # the versions the two clients negotiated, each with its requests (the handshake one: initialize, list_rules)
+    assert set(stats["protocols"]) == {"2026-07-28", negotiated}, stats["protocols"]
+    assert stats["protocols"]["2026-07-28"]["count"] >= 7 and stats["protocols"][negotiated]["count"] >= 2
+    protocol_rows = [line.split() for line in text.stdout.splitlines() if line.startswith(("protocol", "20"))]
+    assert protocol_rows[0][:2] == ["protocol", "version"]
+    assert {row[0] for row in protocol_rows[1:]} == {"2026-07-28", negotiated}
     assert stats["telemetry"]["otlp_encoder"] in ("c", "python")
