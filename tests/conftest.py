@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import mcp.client.session
 import pytest
 from mcp import Client, StdioServerParameters
 
@@ -282,6 +283,23 @@ def mcp_server(
 async def mcp_client(mcp_server: McpServer) -> AsyncIterator[Client]:
     async with mcp_server.client() as client:
         yield client
+
+
+@contextlib.contextmanager
+def _handshake_version(version: str) -> Iterator[None]:
+    latest = mcp.client.session.LATEST_HANDSHAKE_VERSION
+    mcp.client.session.LATEST_HANDSHAKE_VERSION = version  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        mcp.client.session.LATEST_HANDSHAKE_VERSION = latest  # type: ignore[misc]
+
+
+@pytest.fixture
+def handshake_version() -> Callable[[str], contextlib.AbstractContextManager[None]]:
+    """``with handshake_version("2025-06-18"):`` the SDK client offers that version in ``initialize``
+    (``mode="legacy"``); it always offers its latest handshake version otherwise."""
+    return _handshake_version
 
 
 # -- tool-call helpers (fixtures, so that no test module imports conftest) -------

@@ -9,11 +9,10 @@ process on the same database, so the watcher's server must notice a write it did
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
-import mcp.client.session
 import pytest
 from anyio.streams.memory import MemoryObjectReceiveStream
 from mcp import Client, StdioServerParameters, types
@@ -98,19 +97,10 @@ def pair(
     return Pair("http", server.client)
 
 
-@contextlib.contextmanager
-def handshake_version(version: str) -> Iterator[None]:
-    """Make the SDK client send ``version`` in ``initialize`` (it always offers its latest handshake version)."""
-    latest = mcp.client.session.LATEST_HANDSHAKE_VERSION
-    mcp.client.session.LATEST_HANDSHAKE_VERSION = version  # type: ignore[misc]
-    try:
-        yield
-    finally:
-        mcp.client.session.LATEST_HANDSHAKE_VERSION = latest  # type: ignore[misc]
-
-
 @contextlib.asynccontextmanager
-async def handshake_watcher(pair: Pair, version: str) -> AsyncIterator[tuple[Client, MemoryObjectReceiveStream[str]]]:
+async def handshake_watcher(
+    pair: Pair, version: str, pinned: Callable[[str], contextlib.AbstractContextManager[None]]
+) -> AsyncIterator[tuple[Client, MemoryObjectReceiveStream[str]]]:
     """A client connected with ``initialize`` at ``version``; the stream yields each change it is told of:
     the URI of a ``resources/updated``, or ``list_changed``."""
     send, receive = anyio.create_memory_object_stream[str](100)
@@ -121,7 +111,7 @@ async def handshake_watcher(pair: Pair, version: str) -> AsyncIterator[tuple[Cli
         elif isinstance(message, types.ResourceListChangedNotification):
             send.send_nowait("list_changed")
 
-    with handshake_version(version):
+    with pinned(version):
         async with pair.watcher(mode="legacy", message_handler=on_message) as watcher:
             yield watcher, receive
 
@@ -141,8 +131,10 @@ async def _write(writer: Client, name: str, arguments: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("version", HANDSHAKE_VERSIONS)
-async def test_a_handshake_client_hears_of_another_clients_write(pair: Pair, version: str) -> None:
-    async with handshake_watcher(pair, version) as (watcher, changes), pair.writer() as writer:
+async def test_a_handshake_client_hears_of_another_clients_write(
+    pair: Pair, version: str, handshake_version: Callable[[str], contextlib.AbstractContextManager[None]]
+) -> None:
+    async with handshake_watcher(pair, version, handshake_version) as (watcher, changes), pair.writer() as writer:
         assert watcher.protocol_version == version
         capabilities = watcher.session.initialize_result.capabilities  # type: ignore[union-attr]
         assert capabilities.resources is not None
@@ -179,10 +171,10 @@ async def test_a_listen_client_hears_of_another_clients_write(pair: Pair) -> Non
 
 
 async def test_subscriptions_are_capped_per_connection(
-    http_server_factory: Callable[..., Any],
+    http_server_factory: Callable[..., Any], handshake_version: Callable[[str], contextlib.AbstractContextManager[None]]
 ) -> None:
     server = http_server_factory(env={"OTEL_MCP_MAX_SUBSCRIPTIONS": "3"})
-    async with handshake_watcher(Pair("http", server.client), "2025-11-25") as (watcher, _changes):
+    async with handshake_watcher(Pair("http", server.client), "2025-11-25", handshake_version) as (watcher, _changes):
         for i in range(3):
             await watcher.subscribe_resource(f"rules://r{i}")
         await watcher.subscribe_resource("rules://r2")  # again: no new subscription

@@ -293,6 +293,7 @@ class TelemetryMiddleware:
         in_flight[key] += 1
         error_type: str | None = None
         status: str | None = None
+        protocol_version = ctx.protocol_version
         try:
             result = await call_next(ctx)
             if (
@@ -302,7 +303,10 @@ class TelemetryMiddleware:
             ):
                 error_type = names.TOOL_ERROR
             elif method == "initialize":
-                self._session_started(connection, transport, ctx.protocol_version)
+                # The connection commits the negotiated version only after this returns: read it from the result.
+                if isinstance(result, Mapping):
+                    protocol_version = str(result.get("protocolVersion") or protocol_version)
+                self._session_started(connection, transport, protocol_version)
             return result
         except MCPError as exc:
             code = exc.error.code
@@ -320,7 +324,7 @@ class TelemetryMiddleware:
             duration = perf_counter() - start
             in_flight[key] -= 1
             try:
-                self._record(ctx, method, duration, error_type, status, transport)
+                self._record(ctx, method, duration, error_type, status, transport, protocol_version)
             except Exception:
                 logger.debug("MCP telemetry failed after the call", exc_info=True)
 
@@ -347,7 +351,7 @@ class TelemetryMiddleware:
 
     def _record(
         self, ctx: ServerRequestContext[Any, Any], method: str, duration: float, error_type: str | None,
-        status: str | None, transport: _Transport,
+        status: str | None, transport: _Transport, protocol_version: str,
     ) -> None:
         tel = self.telemetry
         target: str | None = None
@@ -355,7 +359,6 @@ class TelemetryMiddleware:
             params = ctx.params
             name = params.get("name") if params else None
             target = name if type(name) is str else None
-        protocol_version = ctx.protocol_version
         bound = tel.durations.get((method, target, error_type, status, transport.key, protocol_version))
         if bound is None:
             bound = tel.bind_operation_duration(method, target, error_type, status, transport, protocol_version)

@@ -199,13 +199,15 @@ async def test_metrics_endpoint_serves_prometheus_text(tmp_path: Path) -> None:
     assert 'mcp_method_name="tools/call"' in body
 
 
-async def test_stats_cli_against_a_live_server(tmp_path: Path) -> None:
+async def test_stats_cli_against_a_live_server(tmp_path: Path, handshake_version: Any) -> None:
     db = _seed(tmp_path / "rules.db")
+    negotiated = "2025-06-18"
     with live_server(tmp_path, db, NO_EXPORT) as server:
         await _calls(server.url)  # a 2026-07-28 client (sessionless)
-        async with Client(server.url, mode="legacy") as handshake:  # and one that connects with initialize
-            await handshake.call_tool("list_rules", {})
-            negotiated = handshake.protocol_version
+        with handshake_version(negotiated):  # and one that connects with initialize, offering an older version
+            async with Client(server.url, mode="legacy") as handshake:
+                await handshake.call_tool("list_rules", {})
+                assert handshake.protocol_version == negotiated
         text = subprocess.run([sys.executable, "-m", "otel_mcp.cli", "stats", "--url", server.url],
                               check=False, capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
         as_json = subprocess.run([sys.executable, "-m", "otel_mcp.cli", "stats", "--url", server.url, "--json"],
