@@ -1,8 +1,35 @@
-"""The optional C extension (otlp_wire's C half); everything else is declared in pyproject.toml.
+"""The build steps pyproject.toml cannot declare: the optional C extension and the stack's config files.
 
 ``optional=True``: without a C compiler the install goes on and otlp_wire encodes in Python.
+The stack's folders (Collector, Jaeger, Prometheus, Grafana) stay at the repository's top level, their one
+editable source; setuptools ships only files inside a package, so the build copies them into
+``otel_mcp/stack/config/`` of the wheel, where ``otel_mcp.stack`` reads them through importlib.resources.
 """
 
-from setuptools import Extension, setup
+import shutil
+from pathlib import Path
 
-setup(ext_modules=[Extension("otel_mcp.telemetry._wire", ["otel_mcp/telemetry/_wire.c"], optional=True)])
+from setuptools import Extension, setup
+from setuptools.command.build_py import build_py
+
+STACK_DIRS = ("collector", "jaeger", "prometheus", "grafana")
+STACK_PACKAGE_DIR = Path("otel_mcp", "stack", "config")
+
+
+class BuildPyWithStackFiles(build_py):
+    """``build_py`` plus the stack's folders copied into the package (an editable install reads the checkout's)."""
+
+    def run(self) -> None:
+        super().run()
+        if getattr(self, "editable_mode", False):
+            return
+        root = Path(__file__).resolve().parent
+        for name in STACK_DIRS:
+            shutil.copytree(root / name, Path(self.build_lib) / STACK_PACKAGE_DIR / name, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+
+
+setup(
+    ext_modules=[Extension("otel_mcp.telemetry._wire", ["otel_mcp/telemetry/_wire.c"], optional=True)],
+    cmdclass={"build_py": BuildPyWithStackFiles},
+)

@@ -23,7 +23,8 @@ Configuration
 
 - ``OTEL_MCP_CACHE_DIR``: binary cache (default ``~/.cache/otel-mcp/bin``)
 - ``OTEL_MCP_STATE_DIR``: logs, data, pid files (default ``~/.local/state/otel-mcp/stack``)
-- ``OTEL_MCP_STACK_CONFIG_DIR``: folder holding ``collector/``, ``jaeger/``, ``prometheus/``
+- ``OTEL_MCP_STACK_CONFIG_DIR``: folder holding ``collector/``, ``jaeger/``, ``prometheus/`` (default: the
+  wheel's copy in ``otel_mcp/stack/config/``, else the checkout's top-level folders)
 - ``OTEL_MCP_PROMETHEUS_BIN_DIR``: folder with ``prometheus`` and ``promtool`` to use
 - ``OTELCOL_*``, ``JAEGER_*``, ``OTEL_MCP_PROMETHEUS_ADDRESS``: endpoints (see docs/stack.md)
 """

@@ -7,6 +7,7 @@ Every port binds 127.0.0.1. The environment variables are the ones the config fi
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
 
 import platformdirs
@@ -103,15 +104,19 @@ def default_state_dir() -> Path:
 
 
 def config_root() -> Path:
-    """The folder holding ``collector/``, ``jaeger/`` and ``prometheus/``.
+    """The folder holding ``collector/``, ``jaeger/``, ``prometheus/`` and ``grafana/``.
 
-    ``$OTEL_MCP_STACK_CONFIG_DIR`` if set; otherwise the source checkout this package was
-    imported from (an editable install), then the current directory.
+    ``$OTEL_MCP_STACK_CONFIG_DIR`` if set; otherwise the copy an installed wheel carries in this package
+    (``config/``, copied in by setup.py at build time), then the source checkout this package was imported
+    from (an editable install), then the current directory.
 
     :raises FileNotFoundError: when no candidate holds ``collector/otelcol-config.yaml``
     """
     override = os.environ.get("OTEL_MCP_STACK_CONFIG_DIR")
     candidates = [Path(override).expanduser()] if override else []
+    packaged = resources.files("otel_mcp.stack") / "config"
+    if isinstance(packaged, Path):  # on disk, as pip installs it: the stack's processes are given its paths
+        candidates.append(packaged)
     candidates += [Path(__file__).resolve().parents[2], Path.cwd()]
     for root in candidates:
         if (root / "collector" / "otelcol-config.yaml").is_file():
@@ -119,5 +124,5 @@ def config_root() -> Path:
     tried = ", ".join(str(c) for c in candidates)
     raise FileNotFoundError(
         f"stack config files (collector/otelcol-config.yaml) not found in: {tried}; "
-        "set OTEL_MCP_STACK_CONFIG_DIR to the otel-mcp checkout"
+        "set OTEL_MCP_STACK_CONFIG_DIR to a folder holding collector/, jaeger/ and prometheus/"
     )
