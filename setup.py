@@ -1,6 +1,5 @@
-"""The build steps pyproject.toml cannot declare: the optional C extension and the stack's config files.
+"""The build step pyproject.toml cannot declare: the stack's config files.
 
-``optional=True``: without a C compiler the install goes on and otlp_wire encodes in Python.
 The stack's folders (Collector, Jaeger, Prometheus, Grafana) stay at the repository's top level, their one
 editable source; setuptools ships only files inside a package, so the build copies them into
 ``otel_mcp/stack/config/`` of the wheel, where ``otel_mcp.stack`` reads them through importlib.resources.
@@ -9,7 +8,7 @@ editable source; setuptools ships only files inside a package, so the build copi
 import shutil
 from pathlib import Path
 
-from setuptools import Extension, setup
+from setuptools import setup
 from setuptools.command.build_py import build_py
 
 STACK_DIRS = ("collector", "jaeger", "prometheus", "grafana")
@@ -29,7 +28,4 @@ class BuildPyWithStackFiles(build_py):
                             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
 
 
-setup(
-    ext_modules=[Extension("otel_mcp.telemetry._wire", ["otel_mcp/telemetry/_wire.c"], optional=True)],
-    cmdclass={"build_py": BuildPyWithStackFiles},
-)
+setup(cmdclass={"build_py": BuildPyWithStackFiles})

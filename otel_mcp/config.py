@@ -20,6 +20,7 @@ from otel_mcp.errors import ConfigError
 
 ENV_PREFIX = "OTEL_MCP_"
 APP = "otel-mcp"
+FASTPATH_DEFAULT = "auto"  # telemetry/sdk_internals.py reads OTEL_MCP_FASTPATH before the settings exist
 
 
 def _doc(text: str) -> dict[str, str]:
@@ -64,6 +65,9 @@ class Settings:
         default=10_000, metadata=_doc("allocations between young-generation GC passes (0: Python's 700)")
     )
     # Telemetry extras (OpenTelemetry itself is configured by the standard OTEL_* variables only).
+    fastpath: str = field(
+        default=FASTPATH_DEFAULT, metadata=_doc("telemetry fast paths over SDK internals: auto, on or off")
+    )
     perf_log: Path | None = field(default=None, metadata=_doc("JSON performance log (default state_dir/perf.log; off)"))
     perf_log_max_bytes: int = field(default=10_000_000, metadata=_doc("rotate the performance log at this size"))
     perf_log_backups: int = field(default=5, metadata=_doc("rotated performance logs kept"))
@@ -105,6 +109,8 @@ class Settings:
         for name in ("gc_young_threshold", "change_poll_ms"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        if self.fastpath not in ("auto", "on", "off"):
+            raise ConfigError(f"fastpath must be auto, on or off, got {self.fastpath!r}")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
 

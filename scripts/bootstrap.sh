@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
 # Create .venv and install otel-mcp with its dev extras. Re-runs only when
-# pyproject.toml or the C extension source changes (a stamp file records their hash), so later calls are
-# instant.
+# pyproject.toml or setup.py changes (a stamp file records their hash), so later calls are instant.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 stamp=.venv/.bootstrap-stamp
-want=$(cat pyproject.toml setup.py otel_mcp/telemetry/_wire.c | sha256sum | cut -d" " -f1)  # the C extension is built at install
+want=$(cat pyproject.toml setup.py | sha256sum | cut -d" " -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi

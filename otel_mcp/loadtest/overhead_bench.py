@@ -105,6 +105,63 @@ def start_sink() -> tuple[Any, int]:
     return server, port
 
 
+COLLECTOR_CONFIG = """
+receivers:
+  otlp:
+    protocols:
+      grpc: {endpoint: "127.0.0.1:%(grpc)d"}
+      http: {endpoint: "127.0.0.1:%(http)d"}
+exporters:
+  debug: {verbosity: basic, sampling_initial: 1, sampling_thereafter: 1000}
+service:
+  telemetry: {metrics: {level: none}, logs: {level: warn}}
+  pipelines:
+    traces: {receivers: [otlp], exporters: [debug]}
+    metrics: {receivers: [otlp], exporters: [debug]}
+    logs: {receivers: [otlp], exporters: [debug]}
+"""
+HTTP_SINK_PORT = 0  # the receiver's OTLP/HTTP port (set by start_receiver)
+
+
+def start_receiver(tmp: Path) -> tuple[Any, int]:
+    """The project's Collector build (``otel-mcp stack install``) receiving OTLP on both protocols, pinned to
+    the clients' core; without the build, the in-process gRPC sink (HTTP modes then need the Collector)."""
+    global HTTP_SINK_PORT
+    from otel_mcp.stack.installer import collector_path
+
+    binary = collector_path()
+    if not binary.exists():
+        print(f"no Collector at {binary}: in-process gRPC sink", file=sys.stderr)
+        return start_sink()
+    grpc_port, HTTP_SINK_PORT = free_port(), free_port()
+    config = tmp / "collector.yaml"
+    config.write_text(COLLECTOR_CONFIG % {"grpc": grpc_port, "http": HTTP_SINK_PORT})
+    pin = ["taskset", "-c", str(1 - SERVER_CORE)] if shutil.which("taskset") else []
+    proc = subprocess.Popen([*pin, str(binary), "--config", str(config)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not _accepts(grpc_port) or not _accepts(HTTP_SINK_PORT):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the Collector did not start")
+        time.sleep(0.1)
+
+    class Stop:
+        def stop(self, _grace: int) -> None:
+            _stop(proc)
+
+    return Stop(), grpc_port
+
+
+def _accepts(port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 # -- servers ---------------------------------------------------------------------------
 
 
@@ -123,11 +180,32 @@ def seed(db: Path, n: int = 30) -> None:
         store.close()
 
 
+# Variants of a mode: ``<mode>+<variant>`` adds the variant's settings to the mode's (e.g. ``all+gc700``).
+VARIANTS: dict[str, dict[str, str]] = {
+    "gc700": {"OTEL_MCP_GC_YOUNG_THRESHOLD": "0"},  # Python's own young-generation threshold
+    "fast": {"OTEL_MCP_FASTPATH": "on"},
+    "stock": {"OTEL_MCP_FASTPATH": "off"},
+    "http": {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"},
+}
+BASE_CODE: list[Path] = []  # --base: the ``@base`` modes run the otel_mcp package found there
+
+
 def mode_env(mode: str, sink_port: int, tmp: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "COVERAGE"))}
+    label = mode
+    if mode.endswith("@base"):
+        assert BASE_CODE, "--base DIR is needed for @base modes"
+        env["PYTHONPATH"] = str(BASE_CODE[0])
+        mode = mode.removesuffix("@base")
+    mode, *variants = mode.split("+")
+    for variant in variants:
+        env.update(VARIANTS[variant])
+    tmp = tmp / label.replace("@", "-").replace("+", "-")
     env.update(OTEL_MCP_STATE_DIR=str(tmp / f"state-{mode}"), OTEL_MCP_CACHE_DIR=str(tmp / f"cache-{mode}"),
                PYTHONUNBUFFERED="1")
     endpoint = f"http://127.0.0.1:{sink_port}"
+    if "http" in variants:
+        endpoint = f"http://127.0.0.1:{HTTP_SINK_PORT}"
     if mode == "off":
         env["OTEL_SDK_DISABLED"] = "true"
     elif mode in ("metrics", "metrics-bare"):
@@ -153,8 +231,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+SERVER_CORE = 1  # the server runs here; this process (clients) and the OTLP receiver on the other core
+
+
 def serve_args(db: Path, transport: str, port: int | None = None) -> list[str]:
-    args = [sys.executable, "-m", "otel_mcp.cli", "serve", "--db", str(db), "--files-root", str(db.parent)]
+    pin = ["taskset", "-c", str(SERVER_CORE)] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
+    args = [*pin, sys.executable, "-m", "otel_mcp.cli", "serve", "--db", str(db), "--files-root", str(db.parent)]
     if transport == "http":
         args += ["--transport", "http", "--host", "127.0.0.1", "--port", str(port)]
     return args
@@ -224,8 +306,8 @@ async def _open_targets(stack: AsyncExitStack, transport: str, modes: list[str],
         env = mode_env(mode, sink_port, tmp)
         if transport == "http":
             port = free_port()
-            proc = subprocess.Popen(serve_args(db, "http", port), env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL)
+            proc = subprocess.Popen(serve_args(db, "http", port), env=env, cwd=env.get("PYTHONPATH", ROOT),
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             procs.append(proc)
             await anyio.to_thread.run_sync(_wait_http, port, proc)
             clients = [await stack.enter_async_context(load_client(f"http://127.0.0.1:{port}/mcp", stack))
@@ -234,7 +316,8 @@ async def _open_targets(stack: AsyncExitStack, transport: str, modes: list[str],
         else:
             before = {c.pid for c in me.children(recursive=True)}
             args = serve_args(db, "stdio")
-            params = StdioServerParameters(command=args[0], args=args[1:], env=env, cwd=str(ROOT))
+            params = StdioServerParameters(command=args[0], args=args[1:], env=env,
+                                           cwd=env.get("PYTHONPATH", str(ROOT)))
             client = await stack.enter_async_context(Client(params))
             new = [c for c in me.children(recursive=True)
                    if c.pid not in before and "otel_mcp.cli" in " ".join(c.cmdline())]
@@ -284,6 +367,14 @@ def _quantile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q))]
 
 
+def iqr(values: list[float]) -> tuple[float, float]:
+    """The 25th and 75th percentiles (inclusive method; the values themselves when fewer than 2)."""
+    if len(values) < 2:
+        return (values[0], values[0]) if values else (0.0, 0.0)
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q3
+
+
 def summarize(targets: list[Target]) -> dict[str, Any]:
     """Per mode: totals over all turns; ``ratios_vs_off``: the median over rounds of the per-round ratio."""
     rows: dict[str, Any] = {}
@@ -321,9 +412,22 @@ def summarize(targets: list[Target]) -> dict[str, Any]:
                           if per_round["off"].get(n, {}).get(key)]
                 if values:
                     ratios[key] = round(statistics.median(values), 3)
-                    ratios[key + "_spread"] = [round(min(values), 3), round(max(values), 3)]
+                    ratios[key + "_iqr"] = [round(q, 3) for q in iqr(values)]
             row["ratios_vs_off"] = ratios
+            row["rounds_vs_off"] = {key: [round(r[key] / per_round["off"][n][key], 4) for n, r in
+                                          sorted(per_round[mode].items()) if per_round["off"].get(n, {}).get(key)]
+                                    for key in keys}
     return rows
+
+
+def paired_saving(rows: dict[str, Any], slow: str, fast: str, key: str = "server_cpu_us_per_call") -> dict[str, Any]:
+    """What ``fast`` saves over ``slow``, in points of the off mode's figure, round by round (paired): the
+    median and interquartile range of ``slow/off - fast/off`` (positive: ``fast`` is cheaper)."""
+    a, b = rows[slow]["rounds_vs_off"][key], rows[fast]["rounds_vs_off"][key]
+    points = [(x - y) * 100 for x, y in zip(a, b, strict=True)]
+    low, high = iqr(points)
+    return {"median_points": round(statistics.median(points), 2), "iqr_points": [round(low, 2), round(high, 2)],
+            "rounds": len(points)}
 
 
 # -- instructions (callgrind) ----------------------------------------------------------
@@ -446,6 +550,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--instructions", action="store_true", help="callgrind instruction counts instead")
     parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--compare", action="append", default=[], metavar="SLOW:FAST",
+                        help="report the paired CPU saving of mode FAST over mode SLOW (repeatable)")
+    parser.add_argument("--base", type=Path, default=None, metavar="DIR",
+                        help="a checkout whose otel_mcp the MODE@base modes run (to compare two versions)")
     parser.add_argument("--keep-profiles", type=Path, default=None, metavar="DIR",
                         help="with --instructions: copy the callgrind profiles to DIR (for callgrind_annotate)")
     args = parser.parse_args(argv)
@@ -453,8 +561,12 @@ def main(argv: list[str] | None = None) -> int:
     calls = args.calls or (150 if args.quick else 400)
     transports = [t for t in args.transports.split(",") if t]
     modes = [m for m in args.modes.split(",") if m]
+    BASE_CODE[:] = [args.base.resolve()] if args.base else []
 
-    sink, sink_port = start_sink()
+    if (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {1 - SERVER_CORE})  # clients here, the server alone on SERVER_CORE
+    receiver_dir = tempfile.TemporaryDirectory(prefix="otel-mcp-receiver-")
+    sink, sink_port = start_receiver(Path(receiver_dir.name))
     report: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
@@ -494,8 +606,17 @@ def main(argv: list[str] | None = None) -> int:
                     summary[transport] = summarize(targets)
                 report["summary"] = summary
                 print_table(summary)
+                report["paired_savings"] = {}
+                for pair in args.compare:
+                    slow, fast = pair.split(":")
+                    for transport, rows in summary.items():
+                        saving = paired_saving(rows, slow, fast)
+                        report["paired_savings"][f"{transport} {slow} -> {fast}"] = saving
+                        print(f"{transport:5} {fast} saves over {slow}: {saving['median_points']:+.2f} points of "
+                              f"server CPU per call (IQR {saving['iqr_points']})")
     finally:
         sink.stop(0)
+        receiver_dir.cleanup()
     report["machine"]["load_average_after"] = list(os.getloadavg())
     report["transport_errors"] = len(TRANSPORT_ERRORS)
     output = args.output or RESULTS / f"overhead-{time.strftime('%Y%m%d-%H%M%S')}.json"

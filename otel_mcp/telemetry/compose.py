@@ -54,7 +54,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from otel_mcp.compose import engine, service
 from otel_mcp.telemetry import names
-from otel_mcp.telemetry.bound import BoundHistogram
+from otel_mcp.telemetry.bound import bind
 from otel_mcp.telemetry.package import _otel_mcp_instruments
 from otel_mcp.telemetry.state import current_span, instrumentation_enabled, records_spans
 from otel_mcp.telemetry.version import __version__
@@ -87,9 +87,9 @@ class ComposeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         )
         problem_attrs = {kind: {ERROR_TYPE: kind} for kind in engine.PROBLEM_KINDS}
         step_attrs = {step: {names.STEP: step} for step in engine.STEPS}
-        step_durations = {step: BoundHistogram(step_duration, attrs) for step, attrs in step_attrs.items()}
+        step_durations = {step: bind(step_duration, attrs) for step, attrs in step_attrs.items()}
         step_span_names = {step: names.SPAN_COMPOSE_STEP_PREFIX + step for step in engine.STEPS}
-        rules_by_outcome = {o: BoundHistogram(rules_histogram, {names.OUTCOME: o})
+        rules_by_outcome = {o: bind(rules_histogram, {names.OUTCOME: o})
                             for o in ("selected", "included", "dropped", "stubbed")}
 
         def engine_wrapper(wrapped: Any, instance: Any, args: Any, kw: Any) -> Any:

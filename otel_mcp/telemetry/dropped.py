@@ -35,7 +35,6 @@ from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult,
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
-from opentelemetry.trace import TraceFlags
 
 from otel_mcp.telemetry import names
 
@@ -144,22 +143,16 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
     def __init__(self, exporter: SpanExporter, *args: Any, counts: DropCounts = DROPPED, **kwargs: Any) -> None:
         super().__init__(exporter, *args, **kwargs)
         self._drop_counts = counts
-        processor = getattr(self, "_batch_processor", None)
-        queue = getattr(processor, "_queue", None)
-        self._queue = queue if queue is not None and getattr(queue, "maxlen", None) else None
-        self._emit = getattr(processor, "emit", None)
+        from otel_mcp.telemetry import sdk_internals
+
+        self._queue = sdk_internals.batch_queue(self)  # None on the stock SDK: full-queue drops go uncounted
 
     def on_end(self, span: ReadableSpan) -> None:
-        context = span.context  # a SpanContext: the tuple (trace_id, span_id, is_remote, trace_flags, ...)
-        if not (context and context[3] & TraceFlags.SAMPLED):
-            return  # as BatchSpanProcessor.on_end (``trace_flags.sampled``, without its two property calls)
         queue = self._queue
-        if queue is not None and len(queue) >= (queue.maxlen or 0):
+        sampled = span.context is not None and span.context.trace_flags.sampled
+        if queue is not None and sampled and len(queue) >= (queue.maxlen or 0):
             self._drop_counts.add("traces", QUEUE_FULL, 1)
-        if self._emit is not None:
-            self._emit(span)  # BatchSpanProcessor.on_end's queueing, without reading the span's context again
-        else:
-            super().on_end(span)
+        super().on_end(span)
 
 
 class CountingLogExporter(LogRecordExporter):

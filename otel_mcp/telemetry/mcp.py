@@ -62,10 +62,8 @@ from time import perf_counter
 from typing import Any, Final
 
 import wrapt
-from mcp.server import _otel as sdk_otel
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.lowlevel import server as lowlevel_server
-from mcp.shared import _otel as sdk_shared_otel
 from mcp.shared.exceptions import MCPError
 from opentelemetry import propagate, trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
@@ -95,14 +93,13 @@ from opentelemetry.semconv.attributes.network_attributes import (
     NETWORK_TRANSPORT,
 )
 from opentelemetry.semconv.schemas import Schemas
-from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanContext, SpanKind, StatusCode
 from opentelemetry.util.types import AttributeValue
 from pydantic import ValidationError
 
-from otel_mcp.telemetry import names
-from otel_mcp.telemetry.bound import BoundHistogram
+from otel_mcp.telemetry import mcp_internals, names
+from otel_mcp.telemetry.bound import BoundHistogram, bind
 from otel_mcp.telemetry.package import _mcp_instruments
-from otel_mcp.telemetry.spans import CurrentSpan, LeanSpan, LeanTracer
 from otel_mcp.telemetry.state import current_span, instrumentation_enabled, records_spans
 from otel_mcp.telemetry.version import __version__
 
@@ -161,8 +158,8 @@ class McpTelemetry:
         transport_sets: dict[str, dict[str, AttributeValue]] = {
             _STDIO: {NETWORK_TRANSPORT: _STDIO}, _TCP: {NETWORK_TRANSPORT: _TCP, NETWORK_PROTOCOL_NAME: "http"}
         }
-        self.request_sizes = {t: BoundHistogram(self.request_size, a) for t, a in transport_sets.items()}
-        self.response_sizes = {t: BoundHistogram(self.response_size, a) for t, a in transport_sets.items()}
+        self.request_sizes = {t: bind(self.request_size, a) for t, a in transport_sets.items()}
+        self.response_sizes = {t: bind(self.response_size, a) for t, a in transport_sets.items()}
         meter.create_observable_up_down_counter(
             names.ACTIVE_SESSIONS, [self._observe_sessions], unit="{session}", description="Open MCP sessions"
         )
@@ -190,7 +187,7 @@ class McpTelemetry:
     ) -> BoundHistogram:
         """``mcp.server.operation.duration`` bound to a request shape not in ``durations`` yet (kept there)."""
         key = (method, target, error_type, status, transport.key, protocol_version)
-        bound = BoundHistogram(
+        bound = bind(
             self.operation_duration, self.operation_attributes(method, target, error_type, status, transport,
                                                                protocol_version)
         )
@@ -277,7 +274,7 @@ class TelemetryMiddleware:
         tel = self.telemetry
         start = perf_counter()
         method = ctx.method
-        connection = getattr(ctx.session, "_connection", None)
+        connection = mcp_internals.connection(ctx.session)
         try:
             state = getattr(connection, "state", None)
             transport = state.get(_TRANSPORT_STATE) if state is not None else None
@@ -413,30 +410,14 @@ class _ServerSpan(wrapt.ObjectProxy[Any]):
         self.__wrapped__.set_status(status, description)
 
 
-class _LeanServerSpan(LeanSpan):
-    """``_ServerSpan``'s rules on our own ``LeanSpan``, made as this class from the start (our tracer's
-    ``span_class``) rather than wrapped: the MCP SDK touches the span only on errors, and it sets
-    ``error.type`` before the status, so the status is where a protocol-level code is caught (and the
-    attribute taken back); other calls are the span's own."""
-
-    def set_status(self, status: Any, description: str | None = None) -> None:
-        code = status.status_code if isinstance(status, Status) else status
-        if code is StatusCode.ERROR and self._end_time is None and _is_protocol_error(self._attributes):
-            with self._lock:
-                del self._attributes[ERROR_TYPE]
-            return
-        super().set_status(status, description)
-
-
 def _server_span(span: Any, ambient: SpanContext | None) -> Any:
-    """The SDK's server span, just started, with the server-side error rules (``_LeanServerSpan`` has them;
-    any other span gets the ``_ServerSpan`` proxy), linked to the ambient HTTP-level context when ``_meta``
-    chose another parent."""
+    """The SDK's server span, just started, with the server-side error rules (the ``_ServerSpan`` proxy),
+    linked to the ambient HTTP-level context when ``_meta`` chose another parent."""
     if not span.is_recording():
         return span
     if ambient is not None and ambient.is_valid and ambient.trace_id != span.get_span_context().trace_id:
-        span.add_link(ambient, {"otel_mcp.link": "http.server"})
-    return span if type(span) is _LeanServerSpan else _ServerSpan(span)
+        span.add_link(ambient, {names.LINK: names.LINK_HTTP_SERVER})
+    return _ServerSpan(span)
 
 
 def _ambient(kwargs: Mapping[str, Any]) -> SpanContext | None:
@@ -445,68 +426,29 @@ def _ambient(kwargs: Mapping[str, Any]) -> SpanContext | None:
 
 
 class _ServerSpanContext:
-    """``otel_span(...)`` for the server span: the SDK's tracer called directly.
+    """``otel_span(...)`` for the server span: the SDK's context manager, its span given the server rules."""
 
-    The SDK's ``otel_span`` is a generator-based context manager around its module tracer's (a
-    ``ProxyTracer``) ``start_as_current_span``, itself a generator-based context manager around the real
-    tracer's: two generator layers entered and left per request that add nothing to the span. This calls
-    the tracer the proxy resolves to with ``otel_span``'s arguments (a ``LeanTracer``'s context manager is
-    ``_LeanServerSpanContext``, one object).
-    """
+    __slots__ = ("_ambient", "_cm")
 
-    __slots__ = ("_ambient", "_args", "_cm", "_kwargs", "_start")
-
-    def __init__(self, start: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        self._start = start
-        self._args = args
-        self._kwargs = kwargs
-        self._cm: Any = None
+    def __init__(self, otel_span: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self._ambient = _ambient(kwargs)
+        self._cm = otel_span(*args, **kwargs)
 
     def __enter__(self) -> Any:
-        self._cm = self._start(*self._args, **self._kwargs)
         return _server_span(self._cm.__enter__(), self._ambient)
 
     def __exit__(self, *exc: Any) -> Any:
         return self._cm.__exit__(*exc)
 
 
-class _LeanServerSpanContext(CurrentSpan):
-    """``_ServerSpanContext`` for a ``LeanTracer``: its own ``start_as_current_span`` object, entered directly,
-    making a ``_LeanServerSpan``."""
-
-    __slots__ = ("_ambient",)
-    span_class = _LeanServerSpan
-
-    def __init__(self, tracer: LeanTracer, name: str, kwargs: dict[str, Any]) -> None:
-        super().__init__(tracer, True, (name, kwargs.get("context"), kwargs["kind"], kwargs.get("attributes"), (),
-                                        None, kwargs.get("record_exception", True),
-                                        kwargs.get("set_status_on_exception", True)))
-        self._ambient = _ambient(kwargs)
-
-    def __enter__(self) -> Any:
-        return _server_span(super().__enter__(), self._ambient)
-
-
-_OTEL_SPAN_KWARGS: Final = frozenset({"name", "kind", "attributes", "context", "record_exception",
-                                      "set_status_on_exception"})
-
-
 def _server_otel_span(otel_span: Callable[..., Any]) -> Callable[..., Any]:
-    """The MCP SDK's ``otel_span``, making its SERVER span through ``_ServerSpanContext`` (or, on our own
-    tracer, ``_LeanServerSpanContext``); other kinds are its own. A plain function, not a ``wrapt`` wrapper:
-    ~5 k instructions a request less (callgrind, as for the composition service's cache-hit mark)."""
+    """The MCP SDK's ``otel_span``, its SERVER span made through ``_ServerSpanContext``; other kinds are its own.
+    A plain function with ``__wrapped__``: the SDK calls it by module attribute, once per request."""
 
     def server_otel_span(*args: Any, **kwargs: Any) -> Any:
         if kwargs.get("kind") is not SpanKind.SERVER:
             return otel_span(*args, **kwargs)
-        proxy = getattr(sdk_shared_otel, "_tracer", None)
-        if proxy is None:  # an MCP SDK without that module tracer: its own otel_span, generator layers and all
-            return _ServerSpanContext(otel_span, args, kwargs)
-        tracer = getattr(proxy, "_tracer", proxy)  # ProxyTracer: the provider's tracer once there is one
-        if type(tracer) is LeanTracer and kwargs.keys() <= _OTEL_SPAN_KWARGS and len(args) + ("name" in kwargs) == 1:
-            return _LeanServerSpanContext(tracer, args[0] if args else kwargs["name"], kwargs)
-        return _ServerSpanContext(tracer.start_as_current_span, args, kwargs)
+        return _ServerSpanContext(otel_span, args, kwargs)
 
     server_otel_span.__wrapped__ = otel_span  # type: ignore[attr-defined]
     return server_otel_span
@@ -526,7 +468,7 @@ def _link_http_context(span: Any, request: Any) -> None:
     linked = trace.get_current_span(propagate.extract({"traceparent": header})).get_span_context()
     own = span.get_span_context()
     if linked.is_valid and linked.trace_id != own.trace_id:
-        span.add_link(linked, {"otel_mcp.link": "http.request"})
+        span.add_link(linked, {names.LINK: names.LINK_HTTP_REQUEST})
 
 
 # -- payload sizes where the bytes are -----------------------------------------------------
@@ -665,9 +607,10 @@ class McpInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         wrapped.append((lowlevel_server.Server, "__init__"))
         wrapt.wrap_function_wrapper(lowlevel_server, "Server.streamable_http_app", _wrap_http_app)
         wrapped.append((lowlevel_server.Server, "streamable_http_app"))
-        if records_spans(kwargs.get("tracer_provider")):
-            McpInstrumentor._replaced.append((sdk_otel, "otel_span", sdk_otel.otel_span))  # type: ignore[attr-defined]
-            sdk_otel.otel_span = _server_otel_span(sdk_otel.otel_span)  # type: ignore[attr-defined]
+        sdk_otel = mcp_internals.otel_module()
+        if records_spans(kwargs.get("tracer_provider")) and sdk_otel is not None:
+            McpInstrumentor._replaced.append((sdk_otel, "otel_span", sdk_otel.otel_span))
+            sdk_otel.otel_span = _server_otel_span(sdk_otel.otel_span)
         limits = _stdio_limits()
         if limits is not None:
             McpInstrumentor._replaced += [(limits, "classify_line", limits.classify_line),
@@ -696,9 +639,9 @@ class McpInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         chain: list[Any] = server.middleware
         if not any(isinstance(m, TelemetryMiddleware) for m in chain):
             # Right after the SDK's OpenTelemetryMiddleware: inside its span, outside everything else.
-            position = next((i + 1 for i, m in enumerate(chain) if isinstance(m, sdk_otel.OpenTelemetryMiddleware)), 0)
+            position = next((i + 1 for i, m in enumerate(chain) if mcp_internals.is_sdk_otel_middleware(m)), 0)
             chain.insert(position, middleware)
-            McpInstrumentor._servers.add(getattr(server, "_lowlevel_server", server))
+            McpInstrumentor._servers.add(mcp_internals.lowlevel_server(server))
 
     @staticmethod
     def uninstrument_server(server: Any) -> None:

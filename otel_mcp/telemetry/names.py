@@ -198,14 +198,20 @@ CATALOG: Final[tuple[Instrument, ...]] = (
                ("type", "name", "state"), "NamedAsyncioInstrumentor"),
 )
 
-SYSTEM_METRICS: Final[tuple[str, ...]] = (
-    "process.cpu.time", "process.cpu.utilization", "process.memory.usage", "process.memory.virtual",
-    "process.open_file_descriptor.count", "process.thread.count", "process.context_switches", "process.disk.io",
-    "cpython.gc.collections", "cpython.gc.collected_objects", "cpython.gc.uncollectable_objects",
-    "system.cpu.utilization", "system.memory.usage", "system.memory.utilization", "system.disk.io",
-    "system.network.io",
-)
-"""Metrics asked of ``opentelemetry-instrumentation-system-metrics`` (its names, semconv)."""
+LINK: Final = "otel_mcp.link"  # on a server span's link: which context it points to
+LINK_HTTP_SERVER: Final = "http.server"  # the ambient HTTP-level span when ``_meta`` chose the parent
+LINK_HTTP_REQUEST: Final = "http.request"  # the request's ``traceparent`` header when it is not the parent
+
+SYSTEM_METRICS: Final[dict[str, tuple[str, ...] | None]] = {
+    "process.cpu.time": ("user", "system"), "process.cpu.utilization": ("user", "system"),
+    "process.memory.usage": None, "process.memory.virtual": None, "process.open_file_descriptor.count": None,
+    "process.thread.count": None, "process.context_switches": ("involuntary", "voluntary"),
+    "process.disk.io": ("read", "write"), "cpython.gc.collections": None, "cpython.gc.collected_objects": None,
+    "cpython.gc.uncollectable_objects": None, "system.cpu.utilization": ("idle", "user", "system", "irq"),
+    "system.memory.usage": ("used", "free", "cached"), "system.memory.utilization": ("used", "free", "cached"),
+    "system.disk.io": ("read", "write"), "system.network.io": ("transmit", "receive"),
+}
+"""Metrics asked of ``opentelemetry-instrumentation-system-metrics`` (its names and config values, semconv)."""
 
 SPANS: Final[tuple[SpanSpec, ...]] = (
     SpanSpec("{mcp.method.name} [{target}]", "SERVER",

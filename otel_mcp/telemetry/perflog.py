@@ -56,14 +56,8 @@ from opentelemetry.metrics import get_meter
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from otel_mcp.telemetry import names
-from otel_mcp.telemetry.otlp_wire import DirectLogger, log_attributes, log_double_head, log_record_field, pack_double
 from otel_mcp.telemetry.state import current_span
 from otel_mcp.telemetry.version import __version__
-
-try:
-    from otel_mcp.telemetry import _wire  # a request's line and record in C (otlp_wire's C half)
-except ImportError:  # built without a C compiler
-    _wire = None  # type: ignore[assignment]
 
 logger = logging.getLogger("otel_mcp.perf")
 alert_log = logging.getLogger("otel_mcp.perf.alerts")
@@ -95,8 +89,7 @@ class PerfLog:
     """:param path: JSON-lines file (None: no file)
     :param max_bytes: rotate when the file reaches this size (default 10 MB)
     :param backup_count: rotated files kept (default 5)
-    :param otel_logger: OTel logger to emit records to as well (default none); a ``DirectLogger`` encodes
-        them at once (``setup.py`` gives one where the SDK's logger would only add cost)
+    :param otel_logger: OTel logger to emit records to as well (default none)
     :param log_requests: write a line per request (default True; slow ones are always written); off when
         there is neither a file nor an OTel logger
     :param flush_interval: longest wait, in seconds, before queued lines are written (default ``WRITE_INTERVAL``)
@@ -107,14 +100,13 @@ class PerfLog:
         path: Path | None,
         max_bytes: int = 10_000_000,
         backup_count: int = 5,
-        otel_logger: OtelLogger | DirectLogger | None = None,
+        otel_logger: OtelLogger | None = None,
         log_requests: bool = True,
         flush_interval: float = WRITE_INTERVAL,
     ) -> None:
         self.path = path
         self.flush_interval = flush_interval
         self.otel_logger = otel_logger
-        self._direct = otel_logger if isinstance(otel_logger, DirectLogger) else None
         # Without a file or an exporter a request line would be formatted for nobody.
         self.log_requests = log_requests and (path is not None or otel_logger is not None)
         self.dropped = 0
@@ -205,41 +197,22 @@ class PerfLog:
         """Write ``batch`` in order; markers (flush events) are set once what precedes them is written.
         False when it held ``_STOP``."""
         lines: list[str] = []
-        records: list[Any] = []  # the requests' OTel log records (bytes), for the DirectLogger
-        direct = self._direct
-        # A request's line (and record) from the C call, inlined below; not where the SDK's Logger takes the record.
-        inline = _wire is not None and (direct is not None or self.otel_logger is None)
         for item in batch:
             if item.__class__ is not tuple:  # _STOP or a flush marker
-                self._write_lines(lines, records)
-                lines, records = [], []
+                self._write_lines(lines)
+                lines = []
                 if not isinstance(item, threading.Event):
                     return False
                 item.set()
                 continue
             try:
-                if inline and item[0] == "request":  # the usual item: _request_record's C call, inlined
-                    _, ts, method, target, seconds, error_type, transport, trace_id, span_id, flags = item
-                    shape = _SHAPES.get((method, target, error_type, transport)) or _shape(method, target, error_type,
-                                                                                          transport)
-                    line, field = _wire.request_record(ts, shape, seconds * 1000, trace_id, span_id, flags,
-                                                       None if direct is None else int(ts * 1e9),
-                                                       0 if direct is None else time.time_ns(), _INFO, "INFO",
-                                                       REQUEST_EVENT)
-                    if field is not None:
-                        records.append(field)
-                    lines.append(line)
-                else:
-                    lines.append(self._line(item))
+                lines.append(self._line(item))
             except Exception:
                 logger.debug("perf log line failed", exc_info=True)
-        self._write_lines(lines, records)
+        self._write_lines(lines)
         return True
 
-    def _write_lines(self, lines: list[str], records: list[bytes]) -> None:
-        if records:
-            assert self._direct is not None
-            self._direct.emit_fields(records)
+    def _write_lines(self, lines: list[str]) -> None:
         if not lines:
             return
         if self._file is not None:
@@ -251,21 +224,15 @@ class PerfLog:
 
     def _line(self, item: tuple[Any, ...]) -> str:
         if item[0] == "request":
-            shape = _request_shape(item)  # one lookup for the line and the record
-            direct = self._direct
-            line, field = _request_record(item, shape, direct is not None)
-            if direct is not None:
-                assert field is not None
-                direct.emit_fields((field,))
-            elif self.otel_logger is not None:
+            if self.otel_logger is not None:
                 self._export_request(item)
-            return line
+            return _request_line(item, _request_shape(item))
         # Events (slow queries, alerts) are logging records: the OTel LoggingHandler exports those.
         record, *_ = _to_record(item)
         return json.dumps(record, separators=(",", ":"), default=str)
 
     def _export_request(self, item: tuple[Any, ...]) -> None:
-        """A request's record through the SDK's ``Logger`` (where ``setup`` gives no ``DirectLogger``)."""
+        """A request's record through the SDK's ``Logger``."""
         _, ts, method, target, seconds, error_type, transport, trace_id, span_id, flags = item
         duration_ms = round(seconds * 1000, 3)
         attributes = _record_attributes(method, target, duration_ms, error_type, transport)
@@ -274,12 +241,9 @@ class PerfLog:
         if trace_id:
             context = trace.set_span_in_context(NonRecordingSpan(SpanContext(trace_id, span_id, False,
                                                                              TraceFlags(flags))))
-        assert self.otel_logger is not None and not isinstance(self.otel_logger, DirectLogger)
+        assert self.otel_logger is not None
         self.otel_logger.emit(timestamp=int(ts * 1e9), context=context, severity_number=SeverityNumber.INFO,
                               severity_text="INFO", body=body, attributes=attributes, event_name=REQUEST_EVENT)
-
-
-_INFO = SeverityNumber.INFO.value
 
 
 def _record_attributes(method: str, target: str | None, duration_ms: float | None, error_type: str | None,
@@ -338,14 +302,11 @@ def _iso(ts: float) -> str:
 
 
 class _Shape(NamedTuple):
-    """What a request's line and OTel log record share with every request of its shape (method x target x
-    outcome x transport: few), worked out once: the text and encoded attributes around the duration."""
+    """What a request's line shares with every request of its shape (method x target x outcome x transport:
+    few), worked out once: the text around the duration."""
 
     line_before: str  # the JSON line from after the timestamp up to the duration
     line_after: str  # from after the duration up to the trace id
-    body_head: str  # the log record's body up to the duration
-    attrs_head: bytes  # the log record's attributes, encoded, up to the duration's 8 value bytes
-    attrs_tail: bytes  # and after them
 
 
 _SHAPES: dict[tuple[str, str | None, str | None, str], _Shape] = {}
@@ -353,15 +314,10 @@ _SHAPES: dict[tuple[str, str | None, str | None, str], _Shape] = {}
 
 def _shape(method: str, target: str | None, error_type: str | None, transport: str) -> _Shape:
     dumps = json.dumps
-    attributes = _record_attributes(method, target, None, error_type, transport)
-    keys = list(attributes)  # "event", "method", then (after where "duration_ms" goes) the rest
     shape = _Shape(
         f'","level":"INFO","event":"request","method":{dumps(method)},"target":{dumps(target)},"duration_ms":',
         f',"outcome":"{"error" if error_type else "ok"}","error_type":{dumps(error_type)},'
         f'"transport":{dumps(transport)},"trace_id":',
-        _record_body(method, target, error_type),
-        log_attributes({k: attributes[k] for k in keys[:2]}) + log_double_head("duration_ms"),
-        log_attributes({k: attributes[k] for k in keys[2:]}),
     )
     if len(_SHAPES) < 4096:
         _SHAPES[method, target, error_type, transport] = shape
@@ -374,25 +330,13 @@ def _request_shape(item: tuple[Any, ...]) -> _Shape:
     return _SHAPES.get(key) or _shape(*key)
 
 
-def _request_record(item: tuple[Any, ...], shape: _Shape, with_record: bool) -> tuple[str, bytes | None]:
-    """A request event's JSON line (same keys, order and values as ``_to_record``) and, ``with_record``, its
-    OTel log record (``_export_request``'s, as a ``DirectLogger`` queues it: framed, ``log_record_field``);
-    without building a dict: the text and bytes around the duration are the request's ``shape``'s."""
-    _, ts, _, _, seconds, _, _, trace_id, span_id, flags = item
-    timestamp, observed = (int(ts * 1e9), time.time_ns()) if with_record else (None, 0)
-    if _wire is not None:  # both in one C call (~1/3 of the instructions)
-        return _wire.request_record(ts, shape, seconds * 1000, trace_id, span_id, flags, timestamp, observed,
-                                    _INFO, "INFO", REQUEST_EVENT)
+def _request_line(item: tuple[Any, ...], shape: _Shape) -> str:
+    """A request event's JSON line (same keys, order and values as ``_to_record``), without building a dict."""
+    _, ts, _, _, seconds, _, _, trace_id, span_id, _ = item
     trace_hex = f'"{trace_id.to_bytes(16, "big").hex()}"' if trace_id else "null"
     span_hex = f'"{span_id.to_bytes(8, "big").hex()}"' if span_id else "null"
-    line = (f'{{"ts":"{_iso(ts)}{shape.line_before}{seconds * 1000:.3f}{shape.line_after}{trace_hex},'
+    return (f'{{"ts":"{_iso(ts)}{shape.line_before}{seconds * 1000:.3f}{shape.line_after}{trace_hex},'
             f'"span_id":{span_hex}}}')
-    if timestamp is None:
-        return line, None
-    duration_ms = round(seconds * 1000, 3)
-    return line, log_record_field(timestamp, observed, _INFO, "INFO", f"{shape.body_head}{duration_ms} ms",
-                                  shape.attrs_head + pack_double(duration_ms) + shape.attrs_tail, 0, flags, trace_id,
-                                  span_id, REQUEST_EVENT)
 
 
 class _RotatingFile:

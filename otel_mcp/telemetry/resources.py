@@ -16,7 +16,8 @@ Usage
 
     from otel_mcp.telemetry.resources import ResourceInstrumentor
 
-    ResourceInstrumentor().instrument(meter_provider=mp, db_path=path, cache_dir=directory)
+    ResourceInstrumentor().instrument(meter_provider=mp)
+    ResourceInstrumentor.track_paths(db_path, cache_dir)   # once the server knows them
 
 Configuration
 -------------
@@ -49,16 +50,14 @@ _TRANSMIT: Final = {names.NETWORK_IO_DIRECTION: "transmit"}
 
 
 def system_metrics_config() -> dict[str, list[str] | None]:
-    """Our subset of the system-metrics defaults, minus ``OTEL_PYTHON_SYSTEM_METRICS_EXCLUDED_METRICS``."""
+    """``names.SYSTEM_METRICS`` minus ``OTEL_PYTHON_SYSTEM_METRICS_EXCLUDED_METRICS`` (its own variable)."""
     import fnmatch
-
-    from opentelemetry.instrumentation.system_metrics import _DEFAULT_CONFIG
 
     excluded = [p.strip() for p in os.environ.get("OTEL_PYTHON_SYSTEM_METRICS_EXCLUDED_METRICS", "").split(",")]
     return {
-        name: _DEFAULT_CONFIG.get(name)
-        for name in names.SYSTEM_METRICS
-        if name in _DEFAULT_CONFIG and not any(p and fnmatch.fnmatch(name, p) for p in excluded)
+        name: list(values) if values is not None else None
+        for name, values in names.SYSTEM_METRICS.items()
+        if not any(p and fnmatch.fnmatch(name, p) for p in excluded)
     }
 
 
@@ -98,6 +97,7 @@ class ResourceInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """System metrics (delegated) and the two metrics they lack."""
 
     _system: SystemMetricsInstrumentor | None = None
+    _paths: dict[str, Path] = {}  # noqa: RUF012  (component -> path, read by the storage-size callback)
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _psutil_instruments
@@ -109,15 +109,11 @@ class ResourceInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             system.instrument(meter_provider=meter_provider)
             ResourceInstrumentor._system = system
         meter = get_meter(__name__, __version__, meter_provider, schema_url=SCHEMA_URL)
-        paths: dict[str, Path] = {}
-        if kwargs.get("db_path"):
-            paths["database"] = Path(kwargs["db_path"])
-        if kwargs.get("cache_dir"):
-            paths["cache"] = Path(kwargs["cache_dir"])
-        attrs = {component: {names.COMPONENT: component} for component in paths}
+        ResourceInstrumentor.track_paths(kwargs.get("db_path"), kwargs.get("cache_dir"))
+        attrs = {component: {names.COMPONENT: component} for component in ("database", "cache")}
 
         def storage(_: CallbackOptions) -> Iterable[Observation]:
-            return [Observation(path_size(p), attrs[c]) for c, p in paths.items()]
+            return [Observation(path_size(p), attrs[c]) for c, p in ResourceInstrumentor._paths.items()]
 
         def network(_: CallbackOptions) -> Iterable[Observation]:
             counts = read_net_dev()
@@ -125,13 +121,19 @@ class ResourceInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 return []
             return [Observation(counts[0], _RECEIVE), Observation(counts[1], _TRANSMIT)]
 
-        if paths:
-            meter.create_observable_gauge(names.STORAGE_SIZE, [storage], unit="By", description="Bytes on disk")
+        meter.create_observable_gauge(names.STORAGE_SIZE, [storage], unit="By", description="Bytes on disk")
         meter.create_observable_counter(
             names.PROCESS_NETWORK_IO, [network], unit="By", description="Network bytes of the process's namespace"
         )
 
+    @staticmethod
+    def track_paths(db_path: Path | str | None, cache_dir: Path | str | None) -> None:
+        """Report the size of these (the server knows them once its settings are read)."""
+        paths = {"database": db_path, "cache": cache_dir}
+        ResourceInstrumentor._paths = {component: Path(p) for component, p in paths.items() if p}
+
     def _uninstrument(self, **kwargs: Any) -> None:
+        ResourceInstrumentor._paths = {}
         if ResourceInstrumentor._system is not None:
             ResourceInstrumentor._system.uninstrument()
             ResourceInstrumentor._system = None

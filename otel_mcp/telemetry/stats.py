@@ -11,9 +11,9 @@ Where the figures come from (``Telemetry.stats_reader``): when a metric
 exporter is configured, the exporter's own periodic reader, through
 ``MetricsTap`` (one reader, so every histogram record is aggregated once, not
 twice -- a second reader doubled the cost of every record); otherwise an
-``InMemoryMetricReader`` (a pull reader: it costs nothing until asked). The
-tap collects that reader without exporting: a stats read neither sends an
-extra export nor waits for one in progress (or for a Collector that is down).
+``InMemoryMetricReader`` (a pull reader: it costs nothing until asked). A
+stats read collects the tap's reader without sending what it collected (it
+waits for an export in progress, at most the exporter's timeout).
 It is only used when the reader is cumulative with explicit-bucket histograms
 (the defaults), which the rates and percentiles below need. With telemetry disabled, the resource still
 answers (process figures and the cache's own counters), so the MCP surface
@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import os
 import threading
 import time
 from collections import deque
@@ -44,17 +45,15 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import psutil
-from opentelemetry.sdk.metrics import Histogram as SdkHistogram
 from opentelemetry.sdk.metrics.export import (
-    AggregationTemporality,
     HistogramDataPoint,
     MetricExporter,
     MetricExportResult,
     MetricReader,
     MetricsData,
     NumberDataPoint,
+    PeriodicExportingMetricReader,
 )
-from opentelemetry.sdk.metrics.view import DefaultAggregation, ExplicitBucketHistogramAggregation
 from opentelemetry.semconv._incubating.attributes.gen_ai_attributes import GEN_AI_PROMPT_NAME, GEN_AI_TOOL_NAME
 from opentelemetry.semconv._incubating.attributes.mcp_attributes import MCP_METHOD_NAME, MCP_PROTOCOL_VERSION
 from opentelemetry.semconv._incubating.metrics.mcp_metrics import MCP_SERVER_OPERATION_DURATION
@@ -62,7 +61,7 @@ from opentelemetry.semconv.attributes.db_attributes import DB_COLLECTION_NAME, D
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.semconv.metrics.db_metrics import DB_CLIENT_OPERATION_DURATION
 
-from otel_mcp.telemetry import names, otlp_wire
+from otel_mcp.telemetry import names
 from otel_mcp.telemetry.dropped import DROPPED, DelegatingMetricExporter
 
 STATS_URI = "otel-mcp://stats"
@@ -82,9 +81,9 @@ class MetricsTap:
     """The stats view's window on an exporting reader, so that no second reader aggregates every record.
 
     ``wrap`` the exporter before building the ``PeriodicExportingMetricReader``, then set ``reader``.
-    ``get_metrics_data`` collects that reader without exporting (the SDK's collect callback; if the
-    SDK has none, a ``collect()`` whose export the wrapper keeps instead of sending). Skipping an export
-    is harmless only because the reader is cumulative: ``shares`` checks it.
+    ``get_metrics_data`` has that reader ``collect()``: the export it makes on the reading thread is kept
+    by the wrapper instead of sent. Skipping an export is harmless only because the reader is cumulative:
+    ``shares`` checks it.
     """
 
     def __init__(self) -> None:
@@ -92,14 +91,13 @@ class MetricsTap:
         self._local = threading.local()
 
     @staticmethod
-    def shares(exporter: MetricExporter) -> bool:
-        """Whether the stats view can read ``exporter``'s reader: cumulative, explicit-bucket histograms."""
-        temporality = getattr(exporter, "_preferred_temporality", None) or {}
-        aggregation = getattr(exporter, "_preferred_aggregation", None) or {}
-        if any(t is not AggregationTemporality.CUMULATIVE for t in temporality.values()):
-            return False
-        histogram = aggregation.get(SdkHistogram)
-        return histogram is None or isinstance(histogram, DefaultAggregation | ExplicitBucketHistogramAggregation)
+    def shares(exporter: MetricExporter, env: Mapping[str, str] | None = None) -> bool:
+        """Whether the stats view can read ``exporter``'s reader: cumulative, explicit-bucket histograms
+        (what the OTLP and console exporters do unless their two variables ask otherwise)."""
+        env = os.environ if env is None else env
+        temporality = env.get("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "cumulative").strip().lower()
+        histogram = env.get("OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION", "explicit_bucket_histogram")
+        return temporality == "cumulative" and histogram.strip().lower() == "explicit_bucket_histogram"
 
     def wrap(self, exporter: MetricExporter) -> MetricExporter:
         return _TapExporter(exporter, self)
@@ -108,10 +106,6 @@ class MetricsTap:
         reader = self.reader
         if reader is None:
             return None
-        collect = getattr(reader, "_collect", None)
-        if callable(collect):
-            data: MetricsData | None = collect(reader, timeout_millis=COLLECT_TIMEOUT_MS)
-            return data
         local = self._local
         local.kept = None
         local.keeping = True
@@ -125,6 +119,15 @@ class MetricsTap:
 
     def keeping(self) -> bool:
         return bool(getattr(self._local, "keeping", False))
+
+
+def stats_reader_for(exporter: MetricExporter) -> tuple[MetricReader | None, MetricsSource | None]:
+    """(the periodic reader for ``exporter``, what the stats view reads) when they can be one reader."""
+    if not MetricsTap.shares(exporter):
+        return None, None
+    tap = MetricsTap()
+    tap.reader = PeriodicExportingMetricReader(tap.wrap(exporter))
+    return tap.reader, tap
 
 
 class _TapExporter(DelegatingMetricExporter):
@@ -290,7 +293,7 @@ class StatsReader:
                 "enabled": bool(getattr(self.telemetry, "enabled", False)),
                 "exporting": getattr(self.telemetry, "exporting", {}),
                 "in_process_metrics": getattr(self.telemetry, "stats_reader", None) is not None,
-                "otlp_encoder": "c" if otlp_wire.SPEEDUPS else "python",  # the C half built at install, or not
+                "fastpath": "on" if _fastpath() else "off",
                 "dropped": DROPPED.snapshot(),
             },
             "methods": _table(now_reading.methods, baseline.methods if baseline else {}, window, errors=True),
@@ -352,6 +355,12 @@ def _cache(now: dict[str, int], before: dict[str, int] | None) -> dict[str, Any]
     return out
 
 
+def _fastpath() -> bool:
+    from otel_mcp.telemetry import sdk_internals
+
+    return sdk_internals.enabled()
+
+
 def register_stats(server: Any, telemetry: Any, rules: Any = None) -> StatsReader:
     """The ``otel-mcp://stats`` resource, and ``GET /metrics`` when the Prometheus reader is on."""
     reader = StatsReader(telemetry, rules)
@@ -378,7 +387,7 @@ def render_text(stats: Mapping[str, Any]) -> str:
     """The snapshot as aligned tables (for ``otel-mcp stats``)."""
     lines = [f"otel-mcp: up {stats.get('uptime_s', 0):.0f}s, window {stats.get('window_s', 0):.0f}s, "
              f"telemetry {'on' if stats.get('telemetry', {}).get('enabled') else 'off'}"
-             f" (OTLP encoder: {stats.get('telemetry', {}).get('otlp_encoder', '-')})"]
+             f" (SDK fast paths: {stats.get('telemetry', {}).get('fastpath', '-')})"]
 
     def table(title: str, rows: Mapping[str, Mapping[str, Any]], columns: Sequence[str]) -> None:
         if not rows:

@@ -68,7 +68,7 @@ from opentelemetry.util.types import AttributeValue
 
 from otel_mcp.store import sqlite as store_sqlite
 from otel_mcp.telemetry import names
-from otel_mcp.telemetry.bound import BoundHistogram
+from otel_mcp.telemetry.bound import BoundHistogram, bind
 from otel_mcp.telemetry.package import _otel_mcp_instruments
 from otel_mcp.telemetry.state import instrumentation_enabled
 from otel_mcp.telemetry.version import __version__
@@ -141,7 +141,7 @@ class DbTelemetry:
         attrs: dict[str, AttributeValue] = {DB_SYSTEM_NAME: "sqlite", DB_OPERATION_NAME: verb}
         if table is not None:
             attrs[DB_COLLECTION_NAME] = table
-        stmt = Statement(attrs, BoundHistogram(self.duration, attrs), self.trace_reads or verb not in READ_VERBS)
+        stmt = Statement(attrs, bind(self.duration, attrs), self.trace_reads or verb not in READ_VERBS)
         if len(self._statements) < MAX_STATEMENTS:
             self._statements[sql] = stmt
         return stmt

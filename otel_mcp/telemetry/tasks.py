@@ -35,13 +35,22 @@ Configuration
 from __future__ import annotations
 
 import asyncio
+import functools
 from asyncio import futures
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from opentelemetry.instrumentation.asyncio import AsyncioInstrumentor, _get_func_name
+from opentelemetry.instrumentation.asyncio import AsyncioInstrumentor
 
 R = TypeVar("R")
+
+
+def _func_name(func: object) -> str | None:
+    """The name the contrib instrumentation matches ``OTEL_PYTHON_ASYNCIO_TO_THREAD_FUNCTION_NAMES_TO_TRACE`` with."""
+    name = getattr(func, "__name__", None)
+    if name is None and isinstance(func, functools.partial):
+        name = getattr(func.func, "__name__", None)
+    return name
 
 
 class NamedAsyncioInstrumentor(AsyncioInstrumentor):
@@ -84,7 +93,7 @@ class NamedAsyncioInstrumentor(AsyncioInstrumentor):
         return super().trace_coroutine(coro)  # type: ignore[no-untyped-call]
 
     def wrap_to_thread_func(self, func: Callable[..., R]) -> Callable[..., R]:
-        if _get_func_name(func) not in self._to_thread_name_to_trace:
+        if _func_name(func) not in self._to_thread_name_to_trace:
             return func
         wrapped: Callable[..., R] = super().wrap_to_thread_func(func)
         return wrapped

@@ -152,7 +152,7 @@ def test_the_clients_trace_holds_server_composition_and_sqlite_spans(
     f'sum(otel_mcp_compose_duration_seconds_count{{service_name="{SERVICE}"}})',
     f'max(process_memory_usage_bytes{{service_name="{SERVICE}"}})',
     f'sum(traces_span_metrics_calls_total{{service_name="{SERVICE}"}})',
-    # the per-request OTel log records (encoded by otlp_wire.DirectLogger) got through the real Collector's
+    # the per-request OTel log records got through the real Collector's
     # OTLP receiver (its own metrics, scraped by Prometheus; the server is the only log source here)
     'sum({__name__=~"otelcol_receiver_accepted_log_records(_total)?",receiver="otlp"})',
 ])

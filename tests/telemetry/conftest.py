@@ -11,7 +11,8 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from telemetry_support import _EXPORTER, _PROVIDER, NO_EXPORT, Otel, make_settings, uninstrument_all
 
-from otel_mcp.telemetry.setup import TelemetryOptions, operation_duration_view, setup_telemetry
+from otel_mcp.telemetry.configurator import operation_duration_view
+from otel_mcp.telemetry.setup import TelemetryOptions, setup_telemetry
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from otel_mcp.compose.service import ComposeService
 from otel_mcp.errors import CompositionError
 from otel_mcp.store import RuleStore
 from otel_mcp.telemetry import docs, names
-from otel_mcp.telemetry.otlp_wire import DirectLogger
 from otel_mcp.telemetry.perflog import PerfLog
 from otel_mcp.telemetry.setup import setup_telemetry
 from otel_mcp.telemetry.store import parse_statement
@@ -262,7 +261,9 @@ def test_perf_log_writes_at_its_interval_or_when_a_batch_waits(tmp_path: Path) -
 def test_perf_log_without_file_or_exporter_queues_no_request_lines() -> None:
     """No file and no OTel logger: a request line would be formatted for nobody, so none is queued;
     events (slow operations, alerts) still are, for the logging handler."""
-    quiet, exported = PerfLog(None), PerfLog(None, otel_logger=DirectLogger(lambda record: None, None, None))
+    from opentelemetry.sdk._logs import LoggerProvider
+
+    quiet, exported = PerfLog(None), PerfLog(None, otel_logger=LoggerProvider().get_logger("t"))
     for perf in (quiet, exported):
         perf.request("tools/call", "get_rule", 0.001, None, "tcp")
         perf.event("WARNING", "alert", "slow", {})
@@ -275,18 +276,12 @@ def test_perf_log_without_file_or_exporter_queues_no_request_lines() -> None:
     ("request", 1_700_000_001.9996, "tools/call", "règle \"x\"", 12.3456789, "tool_error", "tcp", 2**127 + 5, 7, 1),
     ("request", 1_700_000_002.5, "initialize", None, 0.0000004, "-32602", "tcp", 1, 2**64 - 1, 1),
 ])
-@pytest.mark.parametrize("writer", ["c", "python"])
-def test_perf_log_request_line_is_the_record(item: tuple[Any, ...], writer: str, monkeypatch: Any) -> None:
-    """The request line written from cached pieces (in C, or in Python without the C extension) parses to the
-    dict the other lines are made from."""
+def test_perf_log_request_line_is_the_record(item: tuple[Any, ...]) -> None:
+    """The request line written from cached pieces parses to the dict the other lines are made from."""
     from otel_mcp.telemetry import perflog
 
-    if writer == "python":
-        monkeypatch.setattr(perflog, "_wire", None)
-    elif perflog._wire is None:
-        pytest.skip("the C extension is not built")
     for _ in range(2):  # the second time from the cached shape
-        line, _ = perflog._request_record(item, perflog._request_shape(item), False)
+        line = perflog._request_line(item, perflog._request_shape(item))
         assert json.loads(line) == perflog._to_record(item)[0]
 
 
@@ -313,8 +308,8 @@ def test_perf_log_export_all_or_slow(tmp_path: Path, monkeypatch: Any) -> None:
         exporter = InMemoryLogRecordExporter()
         provider = LoggerProvider()
         provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
-        telemetry = setup_telemetry(None, env=NO_EXPORT, options=TelemetryOptions(perf_log=tmp_path / f"{mode}.log"),
-                                    logger_provider=provider, set_global=False)
+        options = TelemetryOptions.from_settings(perf_log=tmp_path / f"{mode}.log")
+        telemetry = setup_telemetry(None, env=NO_EXPORT, options=options, logger_provider=provider, set_global=False)
         try:
             assert telemetry.perf is not None
             telemetry.perf.request("tools/call", "compose_rules", 0.002, None, "tcp")

@@ -213,7 +213,7 @@ async def test_stats_cli_against_a_live_server(tmp_path: Path, handshake_version
         as_json = subprocess.run([sys.executable, "-m", "otel_mcp.cli", "stats", "--url", server.url, "--json"],
                                  check=False, capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
     assert text.returncode == 0, text.stderr
-    assert "telemetry on (OTLP encoder: " in text.stdout and "tools/call" in text.stdout
+    assert "telemetry on (SDK fast paths: " in text.stdout and "tools/call" in text.stdout
     assert "cache:" in text.stdout and "process: RSS" in text.stdout
     assert as_json.returncode == 0, as_json.stderr
     stats = json.loads(as_json.stdout)
@@ -224,4 +224,4 @@ async def test_stats_cli_against_a_live_server(tmp_path: Path, handshake_version
     protocol_rows = [line.split() for line in text.stdout.splitlines() if line.startswith(("protocol", "20"))]
     assert protocol_rows[0][:2] == ["protocol", "version"]
     assert {row[0] for row in protocol_rows[1:]} == {"2026-07-28", negotiated}
-    assert stats["telemetry"]["otlp_encoder"] in ("c", "python")
+    assert stats["telemetry"]["fastpath"] in ("on", "off")

@@ -82,58 +82,9 @@ async def test_protocol_errors_are_not_server_errors(otel: Otel) -> None:
             assert span.status.status_code is StatusCode.UNSET
 
 
-async def test_server_error_rules_on_lean_spans(otel: Otel, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Where the server span is our ``LeanSpan`` (``setup_telemetry``'s provider) the rules hold without a
-    proxy: a protocol-level code keeps ``rpc.response.status_code`` and loses ``error.type`` and the ERROR
-    status; a tool error and a server-side failure keep both; the span is exported as the others are."""
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-    from otel_mcp.telemetry import mcp as mcp_instrumentation
-    from otel_mcp.telemetry.spans import LeanSpan, LeanTracerProvider
-
-    exporter = InMemorySpanExporter()
-    provider = LeanTracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    monkeypatch.setattr(mcp_instrumentation.sdk_shared_otel, "_tracer", provider.get_tracer("mcp-python-sdk"))
-    entered: list[str] = []
-    enter = mcp_instrumentation._LeanServerSpanContext.__enter__
-
-    def counted_enter(self: Any) -> Any:
-        span = enter(self)
-        entered.append(span.name)
-        return span
-
-    monkeypatch.setattr(mcp_instrumentation._LeanServerSpanContext, "__enter__", counted_enter)
-    with instrumented_server(otel) as (server, _):
-        async with Client(server) as client:
-            await client.call_tool("compose_rules", {"context_files": ["a.py"]})
-            assert (await client.call_tool("get_rule", {"rule_id": "missing"})).is_error
-            with pytest.raises(Exception):  # noqa: B017  (the SDK's MCPError for -32602)
-                await client.read_resource("rules://nope")
-    spans = {s.name: s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER}
-    assert all(type(s) is mcp_instrumentation._LeanServerSpan and isinstance(s, LeanSpan) for s in spans.values())
-    assert set(spans) <= set(entered)  # each made by the lean tracer's own context manager, not the generic one
-    ok, tool_error, protocol = spans["tools/call compose_rules"], spans["tools/call get_rule"], spans["resources/read"]
-    assert ok.status.status_code is StatusCode.UNSET and "error.type" not in ok.attributes
-    assert ok.attributes["network.transport"] == "pipe"
-    assert tool_error.attributes["error.type"] == names.TOOL_ERROR
-    assert tool_error.status.status_code is StatusCode.ERROR
-    assert int(str(protocol.attributes["rpc.response.status_code"])) in names.PROTOCOL_ERROR_CODES
-    assert "error.type" not in protocol.attributes and protocol.status.status_code is StatusCode.UNSET
-
-
-@pytest.mark.parametrize("sdk_tracer", ["called directly", "absent: the SDK's otel_span"])
-async def test_the_server_span_is_the_sdks_either_way(otel: Otel, sdk_tracer: str,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """Our stand-in for ``otel_span`` calls the SDK module's tracer directly, or, where the MCP SDK has no
-    such module tracer, the SDK's own ``otel_span``: the same one span, with the server-side error rules."""
-    import types
-
-    from otel_mcp.telemetry import mcp as mcp_instrumentation
-
-    if sdk_tracer != "called directly":  # as an MCP SDK laid out otherwise would look to the wrapper
-        monkeypatch.setattr(mcp_instrumentation, "sdk_shared_otel", types.SimpleNamespace())
+async def test_the_server_span_is_the_sdks(otel: Otel) -> None:
+    """Our stand-in for ``otel_span`` enters the SDK's own: one span, the SDK's scope, the server-side error
+    rules."""
     with instrumented_server(otel) as (server, _):
         async with Client(server) as client:
             await client.call_tool("compose_rules", {"context_files": ["a.py"]})

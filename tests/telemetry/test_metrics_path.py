@@ -1,5 +1,6 @@
-"""The cheap metrics path: bound histograms queue their values and fold them into the SDK's aggregations when
-a reader collects, and the stats view reads the exporter's own reader (``MetricsTap``) instead of aggregating
+"""The metrics path: the fast bound histograms (``sdk_internals.FastBoundHistogram``) queue their values and fold
+them into the SDK's aggregations when a reader collects, giving the SDK's own points; the stock ``BoundHistogram``
+is ``Histogram.record``; the stats view reads the exporter's own reader (``MetricsTap``) instead of aggregating
 every record a second time."""
 
 from __future__ import annotations
@@ -8,7 +9,6 @@ import math
 import random
 import threading
 from collections.abc import Sequence
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -28,7 +28,8 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
 from telemetry_support import NO_EXPORT, uninstrument_all
 
-from otel_mcp.telemetry.bound import PENDING_LIMIT, BoundHistogram
+from otel_mcp.telemetry.bound import BoundHistogram
+from otel_mcp.telemetry.sdk_internals import PENDING_LIMIT, FastBoundHistogram
 from otel_mcp.telemetry.setup import TelemetryOptions, setup_telemetry
 from otel_mcp.telemetry.stats import MetricsTap, StatsReader
 
@@ -78,7 +79,7 @@ def _pair(views: Sequence[View] = (), readers: int = 1,
     bound_readers = [InMemoryMetricReader(preferred_temporality=preferred) for _ in range(readers)]
     sdk = MeterProvider(metric_readers=[sdk_reader], views=list(views)).get_meter("t").create_histogram("h")
     ours = MeterProvider(metric_readers=bound_readers, views=list(views)).get_meter("t").create_histogram("h")
-    return [sdk_reader, *bound_readers], sdk, BoundHistogram(ours, ATTRS)
+    return [sdk_reader, *bound_readers], sdk, FastBoundHistogram(ours, ATTRS)
 
 
 @pytest.mark.parametrize("readers", [1, 2])
@@ -170,19 +171,17 @@ def test_bound_other_aggregations_take_the_aggregate_path() -> None:
 
 
 def test_tap_shares_only_cumulative_explicit_bucket_readers() -> None:
-    assert MetricsTap.shares(ConsoleMetricExporter())
-    assert MetricsTap.shares(OTLPMetricExporter(endpoint="http://127.0.0.1:1", insecure=True))
-    delta = {SdkHistogram: AggregationTemporality.DELTA}
-    assert not MetricsTap.shares(ConsoleMetricExporter(preferred_temporality=delta))
-    exponential = {SdkHistogram: ExponentialBucketHistogramAggregation()}
-    assert not MetricsTap.shares(ConsoleMetricExporter(preferred_aggregation=exponential))
+    assert MetricsTap.shares(ConsoleMetricExporter(), env={})
+    assert MetricsTap.shares(OTLPMetricExporter(endpoint="http://127.0.0.1:1", insecure=True), env={})
+    delta = {"OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": "delta"}
+    assert not MetricsTap.shares(ConsoleMetricExporter(), env=delta)
+    exponential = {"OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION": "base2_exponential_bucket_histogram"}
+    assert not MetricsTap.shares(ConsoleMetricExporter(), env=exponential)
 
 
-@pytest.mark.parametrize("callback", [True, False])
-def test_tap_reads_the_exporting_reader_without_exporting(callback: bool) -> None:
+def test_tap_reads_the_exporting_reader_without_exporting() -> None:
     """A stats read collects the exporter's reader; nothing reaches the exporter, and the next periodic
-    export still carries everything (cumulative). ``callback=False``: the SDK's collect callback is
-    not used (an SDK without it), the wrapper keeps the export instead of sending it."""
+    export still carries everything (cumulative)."""
     inner = _Recording()
     tap = MetricsTap()
     reader = PeriodicExportingMetricReader(tap.wrap(inner), export_interval_millis=math.inf)
@@ -191,8 +190,6 @@ def test_tap_reads_the_exporting_reader_without_exporting(callback: bool) -> Non
     bound = BoundHistogram(provider.get_meter("t").create_histogram("h"), ATTRS)
     for value in VALUES:
         bound.record(value)
-    if not callback:
-        tap.reader = SimpleNamespace(collect=reader.collect)  # type: ignore[assignment]
     first = _points(tap.get_metrics_data())
     bound.record(1.0)
     second = _points(tap.get_metrics_data())
@@ -208,7 +205,8 @@ def test_setup_uses_one_reader_when_an_exporter_allows(tmp_path: Any) -> None:
     in-memory reader of its own. Either way the stats view has the request figures."""
     for kinds, tapped in (("console", True), ("none", False)):
         env = {**NO_EXPORT, "OTEL_METRICS_EXPORTER": kinds, "OTEL_METRIC_EXPORT_INTERVAL": "3600000"}
-        telemetry = setup_telemetry(None, env=env, options=TelemetryOptions(perf_log=None), set_global=False)
+        options = TelemetryOptions.from_settings(perf_log=None)
+        telemetry = setup_telemetry(None, env=env, options=options, set_global=False)
         try:
             readers = list(telemetry.meter_provider._measurement_consumer._reader_storages)
             assert isinstance(telemetry.stats_reader, MetricsTap) is tapped

@@ -1,0 +1,80 @@
+"""The one place that reaches private parts of the MCP SDK (``mcp``), for the MCP instrumentation.
+
+The SDK opens its SERVER span in ``mcp.server._otel`` (``otel_span``, ``OpenTelemetryMiddleware``) and keeps
+a request's connection in ``ServerSession._connection``; neither has a public name. Each access below is
+imported lazily and checked against ``TESTED_MCP`` (the exact version ``tests/telemetry/test_boundaries.py``
+runs against, and pyproject's pin): with another version, or when a name is gone, the instrumentation does
+without it (no error-rule proxy on the server span, no transport attributes) and says so once at INFO.
+
+Usage
+-----
+.. code-block:: python
+
+    module = otel_module()          # mcp.server._otel, or None
+    connection(ctx.session)         # the request's Connection, or None
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from importlib.metadata import PackageNotFoundError, version
+from types import ModuleType
+from typing import Any, Final
+
+logger = logging.getLogger("otel_mcp.telemetry")
+
+TESTED_MCP: Final = "2.3.0"
+OTEL_MODULE: Final = "mcp.server._otel"
+_reported: set[str] = set()
+
+
+def _report(what: str, why: str) -> None:
+    if what not in _reported:
+        _reported.add(what)
+        logger.info("MCP telemetry: %s unavailable (%s); the telemetry goes on without it", what, why)
+
+
+def mcp_version() -> str | None:
+    try:
+        return version("mcp")
+    except PackageNotFoundError:
+        return None
+
+
+def otel_module() -> Any:
+    """``mcp.server._otel`` when it has ``otel_span`` and ``OpenTelemetryMiddleware`` and the SDK is the
+    tested version; None otherwise."""
+    installed = mcp_version()
+    if installed != TESTED_MCP:
+        _report("the server span's error rules", f"mcp {installed} is not the tested {TESTED_MCP}")
+        return None
+    try:
+        module: ModuleType = importlib.import_module(OTEL_MODULE)
+    except ImportError as exc:
+        _report("the server span's error rules", str(exc))
+        return None
+    if not (callable(getattr(module, "otel_span", None)) and isinstance(getattr(module, "OpenTelemetryMiddleware",
+                                                                                 None), type)):
+        _report("the server span's error rules", f"{OTEL_MODULE} lacks otel_span or OpenTelemetryMiddleware")
+        return None
+    return module
+
+
+def is_sdk_otel_middleware(middleware: Any) -> bool:
+    """Whether ``middleware`` is the SDK's span middleware (ours goes right after it, inside its span)."""
+    module = otel_module()
+    return module is not None and isinstance(middleware, module.OpenTelemetryMiddleware)
+
+
+def connection(session: Any) -> Any:
+    """The request's ``Connection`` (its ``state`` and ``session_id``), or None."""
+    return getattr(session, "_connection", None)
+
+
+def lowlevel_server(server: Any) -> Any:
+    """The lowlevel ``Server`` behind an ``MCPServer`` (or ``server`` itself)."""
+    return getattr(server, "_lowlevel_server", server)
+
+
+__all__ = ["TESTED_MCP", "connection", "is_sdk_otel_middleware", "lowlevel_server", "otel_module"]
