@@ -1,7 +1,8 @@
 """The one place that reaches private parts of the MCP SDK (``mcp``), for the MCP instrumentation.
 
-The SDK opens its SERVER span in ``mcp.server._otel`` (``otel_span``, ``OpenTelemetryMiddleware``) and keeps
-a request's connection in ``ServerSession._connection``; neither has a public name. Each access below is
+The SDK opens its SERVER span in ``mcp.server._otel`` (``otel_span``, ``OpenTelemetryMiddleware``), keeps
+a request's connection in ``ServerSession._connection`` and its HTTP client timeouts in
+``mcp.shared._httpx_utils``; none has a public name. Each access below is
 imported lazily and checked against ``TESTED_MCP`` (the exact version ``tests/telemetry/test_boundaries.py``
 runs against, and pyproject's pin): with another version, or when a name is gone, the instrumentation does
 without it (no error-rule proxy on the server span, no transport attributes) and says so once at INFO.
@@ -77,4 +78,15 @@ def lowlevel_server(server: Any) -> Any:
     return getattr(server, "_lowlevel_server", server)
 
 
-__all__ = ["TESTED_MCP", "connection", "is_sdk_otel_middleware", "lowlevel_server", "otel_module"]
+def http_client_timeouts() -> tuple[float, float]:
+    """(timeout, SSE read timeout) in seconds, as the MCP SDK's own HTTP client uses them
+    (``mcp.shared._httpx_utils``; its values of ``TESTED_MCP`` when the module is not there)."""
+    try:
+        module = importlib.import_module("mcp.shared._httpx_utils")
+        return float(module.MCP_DEFAULT_TIMEOUT), float(module.MCP_DEFAULT_SSE_READ_TIMEOUT)
+    except (ImportError, AttributeError):
+        return 30.0, 300.0
+
+
+__all__ = ["TESTED_MCP", "connection", "http_client_timeouts", "is_sdk_otel_middleware", "lowlevel_server",
+           "otel_module"]

@@ -28,9 +28,11 @@ from test_live import _calls, _seed, live_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
-# Exported quickly, so that a short run has everything at shutdown; semantics are unchanged.
+# Exported quickly, so that a short run has everything at shutdown; no alert or slow-query record that a
+# loaded machine could add to one run and not the other.
 FAST_EXPORT = {"OTEL_METRIC_EXPORT_INTERVAL": "500", "OTEL_BSP_SCHEDULE_DELAY": "100",
-               "OTEL_BLRP_SCHEDULE_DELAY": "100", "OTEL_SERVICE_NAME": "otel-mcp-launch"}
+               "OTEL_BLRP_SCHEDULE_DELAY": "100", "OTEL_SERVICE_NAME": "otel-mcp-launch",
+               "OTEL_MCP_ALERT_SLOW_QUERY_MS": "600000", "OTEL_MCP_ALERT_SLOW_REQUEST_MS": "600000"}
 
 
 class Received:

@@ -40,12 +40,18 @@ import httpx2
 import psutil
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import MCP_DEFAULT_SSE_READ_TIMEOUT, MCP_DEFAULT_TIMEOUT
 from mcp.shared.exceptions import MCPError
 
 from otel_mcp.loadtest.loadgen.hist import LatencyRecorder, cdf, summarize
+from otel_mcp.telemetry import mcp_internals
 
 Op = Callable[[Client, random.Random], Awaitable[None]]
+
+
+def _client_timeout() -> httpx2.Timeout:
+    """The MCP SDK client's own timeouts (a request, and a read on the SSE stream)."""
+    timeout, sse_read = mcp_internals.http_client_timeouts()
+    return httpx2.Timeout(timeout, read=sse_read)
 Picker = Callable[[random.Random], tuple[str, Op]]
 HttpClientFactory = Callable[[], httpx2.AsyncClient]
 
@@ -177,7 +183,7 @@ def http_transport() -> httpx2.AsyncHTTPTransport:
 def load_http_client(inner: httpx2.AsyncBaseTransport | None = None) -> httpx2.AsyncClient:
     """The HTTP client of one load session: the SDK's default timeouts, ``ContainedTransport`` over ``inner``."""
     return httpx2.AsyncClient(transport=ContainedTransport(inner or http_transport()),
-                              timeout=httpx2.Timeout(MCP_DEFAULT_TIMEOUT, read=MCP_DEFAULT_SSE_READ_TIMEOUT))
+                              timeout=_client_timeout())
 
 
 def load_client(url: str, stack: AsyncExitStack, factory: HttpClientFactory | None = None) -> Client:
