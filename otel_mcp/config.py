@@ -77,6 +77,10 @@ class Settings:
     alert_slow_query_ms: int = field(default=100, metadata=_doc("alert and log when a DB statement takes longer"))
     alert_min_cache_hit_percent: int = field(default=50, metadata=_doc("alert when the cache hit rate is lower"))
     alert_max_rss_mb: int = field(default=1024, metadata=_doc("alert when resident memory exceeds this"))
+    # The load suite (otel-mcp perf).
+    corpus_dir: Path | None = field(default=None, metadata=_doc(
+        "rule corpus (.mdc files) the load suite builds workloads from (default ../shared/corpus next to the checkout)"
+    ))
 
     @classmethod
     def load(cls, flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Settings:

@@ -1,7 +1,7 @@
 """Realistic rules and requests for the cache benchmarks and tests, built from the real corpus.
 
-The corpus is ``../shared/corpus/awesome-cursorrules/rules/*.mdc`` relative to
-the repository root (257 Cursor rules). Larger rule sets reuse its bodies
+The corpus is the load suite's (``otel_mcp.loadtest.loadgen.corpus``: the ``corpus_dir`` setting, else
+``../shared/corpus/awesome-cursorrules/rules`` beside the checkout, 257 Cursor rules). Larger rule sets reuse its bodies
 under new ids, each copy made distinct (its own heading, and every fourth one
 concatenated with a second body for a larger size), never a repeated string.
 """
@@ -13,22 +13,20 @@ from typing import Any
 
 import yaml
 
-from otel_mcp.loadtest import CHECKOUT
+from otel_mcp.loadtest.loadgen.corpus import corpus_dir, corpus_texts
 
-CORPUS_DIR = CHECKOUT.parent / "shared" / "corpus" / "awesome-cursorrules" / "rules"
 EXTENSIONS = 40  # distinct auto globs; with 1,000 rules each selects ~25
 ALWAYS_RULES = 3
 
 
 def corpus_available() -> bool:
-    return CORPUS_DIR.is_dir() and any(CORPUS_DIR.glob("*.mdc"))
+    return corpus_dir() is not None
 
 
 def load_corpus() -> list[tuple[str, str, str]]:
     """(stem, description, body) of every corpus file, sorted by name."""
     out = []
-    for path in sorted(CORPUS_DIR.glob("*.mdc")):
-        text = path.read_text(encoding="utf-8", errors="replace")
+    for stem, text in corpus_texts():
         description, body = "", text
         if text.startswith("---"):
             _, front, rest = [*text.split("---", 2), "", ""][:3]
@@ -39,7 +37,7 @@ def load_corpus() -> list[tuple[str, str, str]]:
                     description = str(meta.get("description") or "")[:1000]
             except yaml.YAMLError:
                 pass
-        out.append((path.stem, description, body or text))
+        out.append((stem, description, body or text))
     return out
 
 

@@ -263,3 +263,30 @@ def test_a_failed_post_is_one_counted_error_not_a_crashed_run() -> None:
         result = anyio.run(main, echo.url)
     assert result["errors"] == {"transport:RemoteProtocolError": 2}, result["errors"]
     assert result["ok"] == 18 and result["sent"] == 20
+
+
+def test_the_corpus_is_found_beside_the_checkout_or_by_setting_and_a_fallback_is_said(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from otel_mcp.loadtest.loadgen import corpus
+
+    monkeypatch.delenv("OTEL_MCP_CORPUS_DIR", raising=False)
+    checkout = Path(__file__).resolve().parents[2]
+    assert corpus.corpus_folder() == checkout.parent / "shared" / "corpus" / "awesome-cursorrules" / "rules"
+
+    chosen = tmp_path / "my-rules"
+    chosen.mkdir()
+    for name in ("alpha", "beta"):
+        (chosen / f"{name}.mdc").write_text(f"---\ndescription: {name} rule\n---\n# {name}\n\nUse {name}.\n")
+    monkeypatch.setenv("OTEL_MCP_CORPUS_DIR", str(chosen))
+    assert [(d.stem, d.description) for d in corpus.load_corpus()] == [("alpha", "alpha rule"), ("beta", "beta rule")]
+    assert capsys.readouterr().err == ""
+
+    corpus._say_fallback.cache_clear()
+    monkeypatch.setenv("OTEL_MCP_CORPUS_DIR", str(tmp_path / "absent"))
+    docs = corpus.load_corpus()
+    assert len(corpus.build_rules(20, seed=1)) == 20  # the workload still builds, from the shipped samples
+    assert [d.stem for d in docs] == sorted(p.stem for p in (checkout / "otel_mcp" / "samples").glob("*.mdc"))
+    assert capsys.readouterr().err.splitlines() == [  # once per run, however often the corpus is read
+        f"otel-mcp perf: no .mdc rules in {tmp_path / 'absent'} (set OTEL_MCP_CORPUS_DIR to the corpus); "
+        "workloads are built from the sample rules shipped with otel-mcp"]

@@ -10,27 +10,28 @@ folders, the rest ``agent_requested``/``manual``. ``request_files(rank)`` gives
 the context files of request number ``rank`` (a folder and two languages), so a
 composition selects a few dozen rules out of 1,000.
 
-When the corpus is missing (a checkout without ``shared/``), a small built-in
-text made of the repository's own docs is used so the suite still runs.
+The corpus folder is the ``corpus_dir`` setting (``OTEL_MCP_CORPUS_DIR``), else
+``../shared/corpus/awesome-cursorrules/rules`` next to the checkout. Without ``.mdc`` files there, the
+sample rules shipped in ``otel_mcp/samples`` are the text, and one line on stderr says so.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import re
+import sys
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from otel_mcp.config import Settings
 from otel_mcp.loadtest import CHECKOUT
 from otel_mcp.store import RuleStore
 
-REPO_ROOT = CHECKOUT
-CORPUS_DIRS = (
-    REPO_ROOT.parent / "shared" / "corpus" / "awesome-cursorrules" / "rules",
-    Path("/work/shared/corpus/awesome-cursorrules/rules"),
-)
+DEFAULT_CORPUS_DIR = CHECKOUT.parent / "shared" / "corpus" / "awesome-cursorrules" / "rules"  # beside the checkout
 MIN_BYTES = 1024
 MAX_BYTES = 1024 * 1024 - 4096  # below the server's 1 MiB body limit, with room for the header
 SERVICES = 24
@@ -59,11 +60,33 @@ class CorpusDoc:
     paragraphs: tuple[str, ...]
 
 
+def corpus_folder() -> Path:
+    """Where the corpus is looked for: the ``corpus_dir`` setting, else next to the checkout."""
+    return Settings.load().corpus_dir or DEFAULT_CORPUS_DIR
+
+
 def corpus_dir() -> Path | None:
-    for candidate in CORPUS_DIRS:
-        if candidate.is_dir() and any(candidate.glob("*.mdc")):
-            return candidate
-    return None
+    """The corpus folder when it holds ``.mdc`` rules, else None."""
+    folder = corpus_folder()
+    return folder if folder.is_dir() and any(folder.glob("*.mdc")) else None
+
+
+@functools.cache
+def _say_fallback(folder: Path) -> None:
+    print(f"otel-mcp perf: no .mdc rules in {folder} (set OTEL_MCP_CORPUS_DIR to the corpus); "
+          "workloads are built from the sample rules shipped with otel-mcp", file=sys.stderr, flush=True)
+
+
+def corpus_texts() -> list[tuple[str, str]]:
+    """(stem, text) of every corpus rule, or of the shipped sample rules when there is no corpus."""
+    folder = corpus_dir()
+    if folder is not None:
+        files = sorted(folder.glob("*.mdc"))
+        return [(path.stem, path.read_text(encoding="utf-8", errors="replace")) for path in files]
+    _say_fallback(corpus_folder())
+    samples = sorted((f for f in (resources.files("otel_mcp") / "samples").iterdir() if f.name.endswith(".mdc")),
+                     key=lambda f: f.name)
+    return [(f.name.removesuffix(".mdc"), f.read_text(encoding="utf-8")) for f in samples]
 
 
 def _split_front(text: str) -> tuple[str, str]:
@@ -76,19 +99,12 @@ def _split_front(text: str) -> tuple[str, str]:
 
 
 def load_corpus() -> list[CorpusDoc]:
-    folder = corpus_dir()
     docs: list[CorpusDoc] = []
-    if folder is not None:
-        for path in sorted(folder.glob("*.mdc")):
-            description, body = _split_front(path.read_text(encoding="utf-8", errors="replace"))
-            paragraphs = tuple(p.strip() for p in re.split(r"\n\s*\n", body) if p.strip())
-            if paragraphs:
-                docs.append(CorpusDoc(path.stem, description, paragraphs))
-    if not docs:  # fallback: the repository's own prose
-        for path in [*sorted((REPO_ROOT / "docs").glob("*.md")), REPO_ROOT / "README.md"]:
-            if path.exists():
-                paragraphs = tuple(p.strip() for p in path.read_text().split("\n\n") if p.strip())
-                docs.append(CorpusDoc(path.stem, f"notes from {path.name}", paragraphs))
+    for stem, text in corpus_texts():
+        description, body = _split_front(text)
+        paragraphs = tuple(p.strip() for p in re.split(r"\n\s*\n", body) if p.strip())
+        if paragraphs:
+            docs.append(CorpusDoc(stem, description, paragraphs))
     return docs
 
 
