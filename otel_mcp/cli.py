@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from otel_mcp import __version__
-from otel_mcp.config import Settings, setting_help
+from otel_mcp.config import DEMO_DB, Settings, setting_help
 from otel_mcp.errors import ConfigError, RuleError
 from otel_mcp.remote import RemoteError
 from otel_mcp.store.schema import SchemaTooNew
@@ -98,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     exp.set_defaults(func=cmd_export)
 
     demo = sub.add_parser("demo", help="start the telemetry stack and the HTTP server, run a demo workload")
-    _add_setting_flags(demo, ("host", "port", "db", "cache_dir"))
+    _add_setting_flags(demo, ("host", "port", "cache_dir"))
+    demo.add_argument("--db", default=str(DEMO_DB),
+                      help=f"SQLite database file (default {DEMO_DB}: the demo's own, apart from your rules)")
     demo.add_argument("--no-stack", action="store_true", help="skip the Collector/Jaeger/Prometheus stack")
     demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     demo.set_defaults(func=cmd_demo)

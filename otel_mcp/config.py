@@ -21,6 +21,7 @@ from otel_mcp.errors import ConfigError
 ENV_PREFIX = "OTEL_MCP_"
 APP = "otel-mcp"
 FASTPATH_DEFAULT = "auto"  # telemetry/sdk_internals.py reads OTEL_MCP_FASTPATH before the settings exist
+DEMO_DB = Path(user_data_dir(APP)) / "demo.db"  # otel-mcp demo's own rules, never mixed into the user's (``db``)
 
 
 def _doc(text: str) -> dict[str, str]:

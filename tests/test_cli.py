@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import free_port
 
 from otel_mcp import __version__
 from otel_mcp.cli import main
@@ -119,3 +120,26 @@ def test_cli_subprocess_import_export(run_cli: Callable[..., Any], tmp_path: Pat
     result = run_cli("export", str(tmp_path / "out"), "--db", db, "--format", "copilot")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out/.github/instructions/x.instructions.md").exists()
+
+
+def test_the_demo_keeps_its_samples_out_of_the_users_rules(run_cli: Callable[..., Any], tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    users = tmp_path / "mine.db"
+    RuleStore(users).close()
+    env = {"XDG_DATA_HOME": str(data), "OTEL_MCP_DB": str(users)}  # the user's rules database, by the setting
+    demo = run_cli("demo", "--no-stack", "--duration", "0", "--port", str(free_port()), env=env)
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    own = data / "otel-mcp" / "demo.db"
+    assert f"==> rules database: {own} (4 sample rules imported)" in demo.stdout
+    for path, has_rules in ((own, True), (users, False)):  # the samples plus the workload's rule, or nothing
+        store = RuleStore(path)
+        try:
+            assert bool(store.count()) is has_rules, path
+        finally:
+            store.close()
+    assert not (data / "otel-mcp" / "rules.db").exists()
+
+    chosen = tmp_path / "chosen.db"
+    again = run_cli("demo", "--no-stack", "--duration", "0", "--port", str(free_port()), "--db", str(chosen), env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"==> rules database: {chosen} (4 sample rules imported)" in again.stdout
