@@ -59,6 +59,12 @@ class CompositionError(RuleError):
     code = "composition_error"
 
 
+class FileAccessError(RuleError):
+    """Rule files cannot be read or written; the message names the operating system's reason."""
+
+    code = "file_error"
+
+
 class LimitExceeded(RuleError):
     code = "limit_exceeded"
 

@@ -116,7 +116,7 @@ async def tool_surface(client: Client, server: Any, calls: Any) -> None:
     assert exported["written"] == 2
     assert sorted(p.name for p in (server.files_root / "out").iterdir()) == ["a.mdc", "b.mdc"]
     await calls.ok(client, "export_rules", {"directory": "agents", "format": "agents"})
-    assert "<!-- rule:b@1 -->" in (server.files_root / "agents" / "AGENTS.md").read_text()
+    assert '<!-- otel-mcp:rule {"id":"b"' in (server.files_root / "agents" / "AGENTS.md").read_text()
 
 
 def _bad_calls() -> list[tuple[str, dict[str, Any], str]]:

@@ -11,6 +11,7 @@ import pytest
 from otel_mcp.errors import InvalidRule
 from otel_mcp.interchange import confine, detect_format, export_directory, frontmatter, import_directory
 from otel_mcp.interchange.formats import slug, to_fields
+from otel_mcp.interchange.writer import ConfinedWriter
 from otel_mcp.store import Activation, RuleStore
 
 
@@ -102,6 +103,11 @@ def test_claude_copilot_and_agents_mappings() -> None:
     assert (cop["id"], cop["activation"], cop["globs"]) == ("py", "auto", ["**/*.py", "**/*.pyi"])
     everything = to_fields(PurePosixPath("all.instructions.md"), "---\napplyTo: '**'\n---\nA", "copilot")
     assert (everything["activation"], everything["globs"]) == ("always", [])
+    # VS Code applies a file without applyTo only when it is attached, or picked by its description
+    attached = to_fields(PurePosixPath("a.instructions.md"), "A\n", "copilot")
+    assert (attached["activation"], attached["globs"]) == ("manual", [])
+    described = to_fields(PurePosixPath("d.instructions.md"), "---\ndescription: When asked\n---\nD", "copilot")
+    assert (described["activation"], described["globs"]) == ("agent_requested", [])
     root = to_fields(PurePosixPath("AGENTS.md"), "# Agents\n", "agents")
     assert (root["id"], root["activation"], root["globs"]) == ("agents", "always", [])
     sub = to_fields(PurePosixPath("web/app/AGENTS.md"), "# Web\n", "agents")
@@ -244,10 +250,16 @@ RULES: list[dict[str, Any]] = [
     {"id": "manual.one", "body": "---\nlooks like front matter\n---\n", "imports": ["py"], "overrides": ["asked"]},
     {"id": "off", "body": "Disabled.\n", "activation": "manual", "enabled": False, "description": "yes"},
     {"id": "unicode", "body": "Ünïcødé ✓ — 日本語\r\nWindows line\r\n", "description": "émoji 🎉"},
+    # what a tool's own keys cannot say: Copilot reads applyTo '**/*' as "always", Cursor splits on top-level commas
+    {"id": "every-file", "body": "All files.\n", "activation": "auto", "globs": ["**/*"]},
+    {"id": "always-globbed", "body": "x\n", "activation": "always", "globs": ["src/**", "**"], "priority": -2},
+    # an AGENTS.md marker is an HTML comment: '-->' in a field must not end it, nor a quoted marker split a body
+    {"id": "quoting", "description": "a --> b > c", "tags": ["<!--", "-->"],
+     "body": 'Markers look like this:\n<!-- otel-mcp:rule {"id":"fake"} -->\nend\n'},
 ]
 
 
-@pytest.mark.parametrize("fmt", ["cursor", "claude", "copilot"])
+@pytest.mark.parametrize("fmt", ["cursor", "claude", "copilot", "agents"])
 def test_export_then_import_into_a_fresh_db_gives_identical_etags(tmp_path: Path, fmt: str) -> None:
     source = RuleStore(tmp_path / "source.db")
     fresh = RuleStore(tmp_path / "fresh.db")
@@ -255,11 +267,11 @@ def test_export_then_import_into_a_fresh_db_gives_identical_etags(tmp_path: Path
         for r in RULES:
             source.create(r)
         written = export_directory(source, tmp_path, "export", fmt)
-        assert sorted(r.rule_id for r in written) == sorted(r["id"] for r in RULES)
         assert all(r.status == "written" for r in written)
         results = import_directory(fresh, tmp_path, "export")
         assert [r.error for r in results if r.status != "created"] == []
-        original = {r.id: r.etag for r in source.snapshot()[1]}
+        # AGENTS.md leaves disabled rules out: an agent reads the whole file as instructions
+        original = {r.id: r.etag for r in source.snapshot()[1] if r.enabled or fmt != "agents"}
         copied = {r.id: r.etag for r in fresh.snapshot()[1]}
         mismatched = {i: (source.get(i).to_dict(), fresh.get(i).to_dict()) for i in original
                       if original[i] != copied.get(i)}
@@ -273,9 +285,31 @@ def test_export_agents_md(store: RuleStore, tmp_path: Path) -> None:
     for r in RULES:
         store.create(r)
     assert [r.path for r in export_directory(store, tmp_path, "out", "agents")] == ["AGENTS.md"]
-    text = (tmp_path / "out/AGENTS.md").read_text()
-    assert "<!-- rule:always-on@1 -->\nAlways.\n" in text
+    text = (tmp_path / "out/AGENTS.md").read_bytes().decode()
+    assert text.startswith(
+        '<!-- otel-mcp:rule {"id":"always-globbed","activation":"always","globs":["src/**","**"],"priority":-2} -->\n'
+        "x\n\n"
+        '<!-- otel-mcp:rule {"id":"always-on","description":"Applies: always","activation":"always","priority":3} -->\n'
+        "Always.\n\n"
+    )
+    assert '{"id":"quoting","description":"a --\\u003e b \\u003e c","tags":["<!--","--\\u003e"],"lines":4} -->' in text
     assert "Disabled." not in text
+    assert text.endswith("Windows line\r\n\n")
+
+
+def test_agents_md_sections(store: RuleStore, tmp_path: Path) -> None:
+    """Text before the first marker stays a rule of its own; a broken marker fails that file, named by line."""
+    write(tmp_path / "a/AGENTS.md", '# Team notes\n\n<!-- otel-mcp:rule {"id":"one","activation":"always"} -->\nOne\n')
+    write(tmp_path / "b/AGENTS.md", 'Intro\n<!-- otel-mcp:rule {"id":"two",} -->\nTwo\n')
+    write(tmp_path / "c/AGENTS.md", '<!-- otel-mcp:rule {"id":"three","body":"sneaky"} -->\nThree\n')
+    results = [(r.path, r.status, r.rule_id, r.error) for r in import_directory(store, tmp_path, ".")]
+    assert results[:2] == [("a/AGENTS.md", "created", "agents-a", None), ("a/AGENTS.md", "created", "one", None)]
+    assert results[2][:2] == ("b/AGENTS.md", "error") and "rule marker on line 2 is not valid JSON" in results[2][3]
+    assert results[3][:2] == ("c/AGENTS.md", "error")
+    assert "must be a JSON object of rule fields, no 'body'" in results[3][3]
+    # the line break after a section separates it from the next: it is not part of the body
+    assert (store.get("agents-a").body, store.get("one").body) == ("# Team notes\n", "One")
+    assert store.count() == 2
 
 
 def test_export_refuses_escapes(store: RuleStore, tmp_path: Path) -> None:
@@ -293,9 +327,36 @@ def test_export_refuses_escapes(store: RuleStore, tmp_path: Path) -> None:
     # a symlinked target file inside the export folder is not followed
     (root / "out").mkdir()
     (root / "out/a.mdc").symlink_to(outside / "victim.mdc")
-    with pytest.raises(InvalidRule, match=r"refusing to write 'a\.mdc'"):
+    with pytest.raises(InvalidRule, match=r"refusing to write 'out/a\.mdc': it is a symlink"):
         export_directory(store, root, "out")
     assert list(outside.iterdir()) == []
+
+
+def test_export_checks_every_path_before_writing_any(store: RuleStore, tmp_path: Path) -> None:
+    store.create({"id": "a", "body": "x"})
+    store.create({"id": "b", "body": "y"})
+    (tmp_path / "proj/.github/instructions/b.instructions.md").mkdir(parents=True)
+    with pytest.raises(InvalidRule, match=r"refusing to write 'proj/\.github/instructions/b\.instructions\.md'"):
+        export_directory(store, tmp_path, "proj", "copilot")
+    assert os.listdir(tmp_path / "proj/.github/instructions") == ["b.instructions.md"]
+
+
+def test_writer_follows_no_symlink_even_unchecked(tmp_path: Path) -> None:
+    """``write`` walks with O_NOFOLLOW itself: a symlink swapped in after ``check`` is refused, not followed."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = tmp_path / "root"
+    (root / "a").mkdir(parents=True)
+    (root / "a/b").symlink_to(outside, target_is_directory=True)
+    writer = ConfinedWriter(root)
+    for relative in ("a/b/c/x.md", "a/b/x.md"):
+        with pytest.raises(InvalidRule, match="refusing to write through 'a/b': it is a symlink or not a folder"):
+            writer.write(PurePosixPath(relative), "text")
+    with pytest.raises(InvalidRule, match="not a plain relative path"):
+        writer.write(PurePosixPath("a/../x.md"), "text")
+    assert list(outside.iterdir()) == []
+    writer.write(PurePosixPath("a/new/x.md"), "text")
+    assert (root / "a/new/x.md").read_text() == "text" and os.listdir(root / "a/new") == ["x.md"]
 
 
 def test_export_overwrites_atomically(store: RuleStore, tmp_path: Path) -> None:

@@ -2,19 +2,24 @@
 
 Every path is resolved (symlinks included) and must stay inside the root the
 operator configured: a client can name folders below it, never above it.
-Each file is imported in its own transaction and reported on its own, so one
-malformed file never aborts the batch or leaves a half-written rule.
+Each rule is imported in its own transaction and reported on its own, so one
+malformed file never aborts the batch or leaves a half-written rule. Export
+writes through ``ConfinedWriter``, which follows no symlink, and checks every
+path before it creates anything.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from otel_mcp.errors import InvalidRule, RuleError
-from otel_mcp.interchange.formats import FORMATS, detect_format, file_name, to_fields, to_text
+from otel_mcp.errors import FileAccessError, InvalidRule, RuleError
+from otel_mcp.interchange.formats import AGENTS_FILE, FORMATS, agents_text, detect_format, file_name, to_rules, to_text
+from otel_mcp.interchange.writer import ConfinedWriter
+from otel_mcp.store.model import Rule
 from otel_mcp.store.sqlite import RuleStore, StoreBusy
 
 MAX_IMPORT_FILES = 10_000
@@ -44,6 +49,14 @@ def confine(root: Path, relative: str) -> Path:
     return target
 
 
+def _os_error(action: str, directory: str, exc: OSError) -> FileAccessError:
+    """A file-system failure as a domain error naming its cause (e.g. ENAMETOOLONG), without a traceback."""
+    shown = repr(directory) if len(directory) <= 80 else f"{directory[:60]!r}... ({len(directory.encode())} bytes)"
+    code = errno.errorcode.get(exc.errno or 0, "OSError")
+    hint = "; a file or folder name is at most 255 bytes" if exc.errno == errno.ENAMETOOLONG else ""
+    return FileAccessError(f"cannot {action} {shown}: {exc.strerror or exc} ({code}){hint}")
+
+
 def _inside(base: Path, path: Path) -> bool:
     real = path.resolve()
     return real == base or base in real.parents
@@ -53,12 +66,15 @@ def import_directory(store: RuleStore, root: Path, directory: str, fmt: str = "a
     if fmt != "auto" and fmt not in FORMATS:
         raise InvalidRule(f"format {fmt!r} is not one of: auto, {', '.join(FORMATS)}")
     folder = confine(root, directory)
-    if not folder.is_dir():
-        raise InvalidRule(f"directory {directory!r} does not exist under the allowed root")
+    try:
+        if not folder.is_dir():
+            raise InvalidRule(f"directory {directory!r} does not exist under the allowed root")
+        candidates = sorted(p for p in folder.rglob("*") if p.is_file() or p.is_symlink())
+    except OSError as exc:
+        raise _os_error("read folder", directory, exc) from None
     base = root.resolve()
     results: list[FileResult] = []
     seen: dict[str, str] = {}
-    candidates = sorted(p for p in folder.rglob("*") if p.is_file() or p.is_symlink())
     if len(candidates) > MAX_IMPORT_FILES:
         raise InvalidRule(f"{directory!r} holds {len(candidates)} files; the limit is {MAX_IMPORT_FILES}")
     for path in candidates:
@@ -77,47 +93,53 @@ def import_directory(store: RuleStore, root: Path, directory: str, fmt: str = "a
             if path.stat().st_size > MAX_FILE_BYTES:
                 raise InvalidRule(f"file is larger than {MAX_FILE_BYTES} bytes")
             text = path.read_bytes().decode("utf-8")  # no newline translation: exported text round-trips exactly
-            fields = to_fields(relative, text, kind)
-            rule_id = fields.get("id")
-            if isinstance(rule_id, str) and rule_id in seen:
-                raise InvalidRule(f"rule id {rule_id!r} is also produced by {seen[rule_id]}")
-            rule, status = store.upsert(fields)
-            seen[rule.id] = shown
-            results.append(FileResult(shown, status, rule.id, rule.version))
+            rules = to_rules(relative, text, kind)
         except UnicodeDecodeError:
             results.append(FileResult(shown, "error", error="file is not valid UTF-8"))
-        except (RuleError, StoreBusy) as exc:
+        except RuleError as exc:
             results.append(FileResult(shown, "error", error=str(exc)))
         except OSError as exc:
             results.append(FileResult(shown, "error", error=f"cannot read file: {exc.strerror}"))
+        else:
+            results.extend(_import_rule(store, shown, fields, seen) for fields in rules)
     return results
+
+
+def _import_rule(store: RuleStore, shown: str, fields: dict[str, Any], seen: dict[str, str]) -> FileResult:
+    rule_id = fields.get("id")
+    try:
+        if isinstance(rule_id, str) and rule_id in seen:
+            raise InvalidRule(f"rule id {rule_id!r} is also produced by {seen[rule_id]}")
+        rule, status = store.upsert(fields)
+    except (RuleError, StoreBusy) as exc:
+        return FileResult(shown, "error", rule_id if isinstance(rule_id, str) else None, error=str(exc))
+    seen[rule.id] = shown
+    return FileResult(shown, status, rule.id, rule.version)
 
 
 def export_directory(store: RuleStore, root: Path, directory: str, fmt: str = "cursor") -> list[FileResult]:
+    """Write every rule as files of ``fmt`` into ``root/directory``; nothing is created unless every
+    path is safe to write (no symlink on the way, no non-file at a target)."""
     if fmt not in FORMATS:
         raise InvalidRule(f"format {fmt!r} is not one of: {', '.join(FORMATS)}")
-    folder = confine(root, directory)
-    folder.mkdir(parents=True, exist_ok=True)
+    confine(root, directory)  # names an escape, symlinks included, in the caller's terms
+    base = root.resolve()
+    folder = PurePosixPath(os.path.relpath(os.path.normpath(base / directory), base))
     _, rules = store.snapshot()
-    results: list[FileResult] = []
     if fmt == "agents":
-        target = folder / "AGENTS.md"
-        sections = [f"<!-- rule:{r.id}@{r.version} -->\n{r.body.strip()}\n" for r in rules if r.enabled]
-        _write_atomic(folder, target, "\n".join(sections))
-        return [FileResult("AGENTS.md", "written", None, None)]
-    for rule in rules:
-        name = file_name(rule, fmt)
-        target = folder / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(folder, target, to_text(rule, fmt))
-        results.append(FileResult(name, "written", rule.id, rule.version))
-    return results
-
-
-def _write_atomic(folder: Path, target: Path, text: str) -> None:
-    """Write via a temporary file and rename, refusing to follow a symlink out of ``folder``."""
-    if target.is_symlink() or not _inside(folder.resolve(), target.parent):
-        raise InvalidRule(f"refusing to write {target.name!r}: it is a symlink or outside the export folder")
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, target)
+        files: list[tuple[str, str, Rule | None]] = [(AGENTS_FILE, agents_text(rules), None)]
+    else:
+        files = [(file_name(rule, fmt), to_text(rule, fmt), rule) for rule in rules]
+    writer = ConfinedWriter(base)
+    targets = [(PurePosixPath(folder, name), text) for name, text, _ in files]
+    try:
+        for target, _ in targets:
+            writer.check(target)
+        for target, text in targets:
+            writer.write(target, text)
+    except OSError as exc:
+        raise _os_error("write to folder", directory, exc) from None
+    return [
+        FileResult(name, "written", rule.id if rule else None, rule.version if rule else None)
+        for name, _, rule in files
+    ]
