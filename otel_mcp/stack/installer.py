@@ -74,10 +74,6 @@ def jaeger_path() -> Path:
     return s.cache_dir() / f"jaeger-{s.JAEGER_VERSION}" / "jaeger"
 
 
-def builder_path() -> Path:
-    return s.cache_dir() / f"builder-{s.BUILDER_VERSION}" / "builder"
-
-
 def _prometheus_cache_bin() -> Path:
     return s.cache_dir() / "prometheus-deb" / "usr" / "bin"
 
@@ -199,17 +195,29 @@ def run_streamed(argv: Sequence[str], *, label: str, progress: bool, cwd: Path |
 
 
 def _ensure_builder(progress: bool) -> Path:
-    builder = builder_path()
-    if os.access(builder, os.X_OK):
-        return builder
-    _say(progress, f"installing the collector builder {s.BUILDER_VERSION}")
-    builder.parent.mkdir(parents=True, exist_ok=True)
-    env = _go_env() | {"GOBIN": str(builder.parent)}
-    run_streamed(
-        [_go(), "install", *GO_BUILD_FLAGS, f"go.opentelemetry.io/collector/cmd/builder@{s.BUILDER_VERSION}"],
-        label="builder", progress=progress, env=env,
-    )
-    return builder
+    return _go_install("go.opentelemetry.io/collector/cmd/builder", s.BUILDER_VERSION, progress)
+
+
+def go_tool(package: str, version: str, progress: bool = True) -> Path:
+    """A Go command (``package@version``) built once into the binary cache beside the stack's; its path.
+
+    The tests build their own tools this way (actionlint), sharing the cache and the install lock.
+    """
+    s.cache_dir().mkdir(parents=True, exist_ok=True)
+    with _locked(s.cache_dir() / ".install.lock"):
+        return _go_install(package, version, progress)
+
+
+def _go_install(package: str, version: str, progress: bool) -> Path:
+    name = package.rsplit("/", 1)[-1]
+    binary = s.cache_dir() / f"{name}-{version}" / name
+    if os.access(binary, os.X_OK):
+        return binary
+    _say(progress, f"installing {name} {version}")
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    run_streamed([_go(), "install", *GO_BUILD_FLAGS, f"{package}@{version}"], label=name, progress=progress,
+                 env=_go_env() | {"GOBIN": str(binary.parent)})
+    return binary
 
 
 def _build_collector(target: Path, progress: bool) -> None:
