@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from otel_mcp.compose.globs import (
@@ -151,3 +153,65 @@ def test_exclude_globs_win() -> None:
     assert not path_selects("src/app.ts", globs, excludes)
     assert path_selects("src/app.py", globs, [])
     assert not path_selects("src/app.py", [], [])
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path", "expected"),
+    [
+        ("\\*.py", "*.py", True),  # an escaped star is a literal star
+        ("\\*.py", "a.py", False),
+        ("a\\?", "a?", True),
+        ("a\\?", "ab", False),
+        ("\\[x]", "[x]", True),
+        ("\\{a,b}", "{a,b}", True),  # escaped braces do not expand
+        ("\\{a,b}", "a", False),
+        ("{a\\,b,c}", "a,b", True),
+        ("{a\\,b,c}", "c", True),
+        ("a[/]b", "a/b", False),  # a class never matches '/'
+        ("a[!x]b", "a/b", False),
+        ("a[^x]b", "a/b", False),
+        ("a[!x]b", "a-b", True),
+        ("a[.-0]b", "a/b", False),  # nor does a range spanning '/'
+        ("a[.-0]b", "a0b", True),
+        ("a[.-0]b", "a.b", True),
+        ("[]x]", "]", True),  # ']' first in a class is a member
+        ("[!]]", "a", True),
+        ("é?.md", "éx.md", True),  # '?' is one character, not one byte
+    ],
+)
+def test_escapes_and_classes(pattern: str, path: str, expected: bool) -> None:
+    check_pattern(pattern)
+    assert matches_any(path, [pattern]) is expected
+
+
+@pytest.mark.parametrize(
+    ("pattern", "limits", "message"),
+    [
+        ("*a*/x", GlobLimits(max_wildcards=1), "has 2 wildcards .* the limit is 1 \\(glob_max_wildcards\\)"),
+        ("*.{a,b,c}", GlobLimits(max_wildcards=2), "has 3 wildcards"),
+        ("a/b/c/d", GlobLimits(max_segments=3), "has 4 segments; the limit is 3 \\(glob_max_segments\\)"),
+        ("abcdef", GlobLimits(max_chars=5), "glob is 6 characters; the limit is 5 \\(glob_max_chars\\)"),
+        ("{a,b}{c,d}", GlobLimits(max_alternatives=3), "more than 3 patterns \\(glob_max_alternatives\\)"),
+        ("ab\\", GlobLimits(), "unfinished escape"),
+        ("[b-a]", GlobLimits(), "reversed range"),
+    ],
+)
+def test_limits_name_their_setting(pattern: str, limits: GlobLimits, message: str) -> None:
+    with pytest.raises(InvalidRule, match=message):
+        check_pattern(pattern, limits)
+
+
+HOSTILE = [  # issue 17's patterns: seconds to minutes each with a backtracking engine
+    ("*a*a*a*a*a*a*b", "a" * 80),
+    ("*[a-z]" * 11 + "*#", "src/components/userprofilesettingspanelcontainer.tsx"),
+    ("**/" * 7 + "x", "/".join(["d"] * 60) + "/y"),
+]
+
+
+@pytest.mark.parametrize(("pattern", "path"), HOSTILE)
+def test_hostile_patterns_match_in_linear_time(pattern: str, path: str) -> None:
+    check_pattern(pattern)
+    started = time.perf_counter()
+    for _ in range(100):
+        assert matches_any(path, [pattern]) is False
+    assert time.perf_counter() - started < 1.0  # 100 matches; the old engine took seconds for one

@@ -20,7 +20,8 @@ size limit and out of L1 by its policy.
 
 Every L2 failure (corrupt or deleted files, a full disk, a lock timeout) is
 logged, counted in ``errors`` and turned into a miss; ``get`` and ``put``
-never raise.
+never raise. A database that SQLite reports as corrupt is moved aside and L2
+reopened empty at that first failure, also while the server runs.
 
 Usage::
 
@@ -37,6 +38,7 @@ import hashlib
 import json
 import logging
 import re
+import sqlite3
 import sys
 import threading
 import time
@@ -73,6 +75,7 @@ BODY_PREFIX = "b:"
 MARKER = re.compile(r"^<!-- rule:[^\n]*? -->\n", re.MULTILINE)
 STUB_SUFFIX = " stub -->\n"
 
+_CORRUPT_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 _POLICIES: dict[str, Callable[[int], Policy[Composition]]] = {
     "lru": LRUPolicy,
     "s3fifo": S3FIFOPolicy,
@@ -315,6 +318,7 @@ class TieredCache:
             return int(l2.clear(retry=True))
         except Exception as exc:
             self._error("clear", "*", exc)
+            self._recover(l2, exc)
             return 0
 
     def stats(self) -> CacheStats:
@@ -325,6 +329,7 @@ class TieredCache:
                 l2_bytes, l2_entries = int(l2.volume()), len(l2)
             except Exception as exc:
                 self._error("stats", "*", exc)
+                self._recover(l2, exc)
         with self._lock:
             l1_entries, l1_bytes = len(self._l1), self._l1.weight
         return CacheStats(
@@ -405,6 +410,22 @@ class TieredCache:
                     self._quarantine_database()
         self._l2 = None
 
+    def _recover(self, l2: diskcache.Cache, exc: BaseException) -> None:
+        """After a failure on ``l2``: if SQLite calls the database damaged, move it aside and reopen L2 empty."""
+        if getattr(exc, "sqlite_errorcode", None) not in _CORRUPT_CODES:
+            return
+        with self._l2_lock:
+            current = self._l2
+            if current is None or current is not l2:  # another thread has recovered it already
+                return
+            try:
+                current.close()
+            except Exception as close_exc:
+                self._error("close", str(self.directory), close_exc)
+            self._stored_bodies.clear()
+            self._quarantine_database()
+            self._open_l2()
+
     def _quarantine_database(self) -> None:
         database = self.directory / diskcache.core.DBNAME
         for suffix in ("", "-wal", "-shm"):
@@ -456,6 +477,7 @@ class TieredCache:
         except Exception as exc:
             self._error("get", key, exc)
             self._discard(l2, key)
+            self._recover(l2, exc)
             return None
         if decoded is None:
             # Evicted or cleared body: the skeleton is useless until a put stores the body again.
@@ -526,6 +548,7 @@ class TieredCache:
             self.bodies_reused += len(encoded.bodies) - len(new)
         except Exception as exc:
             self._error("put", key, exc)
+            self._recover(l2, exc)
 
     def _discard(self, l2: diskcache.Cache, key: str) -> None:
         try:

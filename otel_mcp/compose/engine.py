@@ -341,6 +341,11 @@ class ImportGraph:
         self.deepest[rule_id] = deepest.id
 
 
+def import_problem(rules: Mapping[str, Rule], candidate: Rule, options: ComposeOptions) -> tuple[str, str] | None:
+    """``(kind, why)`` ``candidate`` would be skipped by compose if stored beside ``rules`` (validation), or None."""
+    return ImportGraph({**rules, candidate.id: candidate}, options.max_import_depth).problem(candidate)
+
+
 def expand_imports(rules: Mapping[str, Rule], options: ComposeOptions, work: _Work) -> None:
     """Step 2: skip broken rules (``ImportGraph``), then add imported rules, depth-first, each once."""
     graph = ImportGraph(rules, options.max_import_depth)

@@ -18,12 +18,12 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
-from otel_mcp.compose.engine import ComposeRequest
+from otel_mcp.compose.engine import ComposeRequest, import_problem
 from otel_mcp.errors import InvalidRule, RuleError
 from otel_mcp.interchange import export_directory, import_directory
 from otel_mcp.server.changes import ChangeAnnouncer
 from otel_mcp.server.context import RulesContext
-from otel_mcp.store.model import SPEC_FIELDS, build_spec
+from otel_mcp.store.model import SPEC_FIELDS, Rule, build_spec
 from otel_mcp.store.sqlite import StoreBusy
 
 log = logging.getLogger(__name__)
@@ -226,8 +226,9 @@ def register_tools(server: MCPServer, rules: RulesContext, changes: ChangeAnnoun
         settings: dict[str, Any] | None = None,
         enabled: bool = True,
     ) -> dict[str, Any]:
-        """Check a rule without storing it: field errors, plus warnings about imports and overrides
-        that name rules that do not exist."""
+        """Check a rule without storing it: field errors, an import cycle or an import chain too deep
+        (compose would skip the rule), plus warnings about imports and overrides that name rules that do
+        not exist."""
         fields = {k: v for k, v in locals().items() if k in SPEC_FIELDS}
         try:
             spec = build_spec(fields, store.limits)
@@ -236,6 +237,11 @@ def register_tools(server: MCPServer, rules: RulesContext, changes: ChangeAnnoun
         known = composer.ruleset().rules
         warnings = [f"import {i!r} does not exist yet" for i in spec.imports if i not in known]
         warnings += [f"override {o!r} does not exist" for o in spec.overrides if o not in known]
+        problem = import_problem(known, Rule(**vars(spec)), composer.options)
+        if problem is not None and problem[0] != "missing_import":
+            return {"valid": False, "errors": [problem[1]], "warnings": warnings}
+        if problem is not None and not warnings:  # a missing import further down the chain
+            warnings.append(problem[1])
         return {"valid": True, "errors": [], "warnings": warnings, "etag": spec.content_hash()}
 
     @server.tool()

@@ -2,7 +2,7 @@
 counted (``cache.errors`` in ``otel-mcp://stats``), the cache rebuilds, and the log is not flooded.
 
 - the cache directory deleted while the server runs;
-- the L2 database file corrupted (garbage over it) between two runs;
+- the L2 database file corrupted (garbage over it) between two runs, and while the server runs;
 - disk full: the cache directory on a 1 MiB tmpfs, filled up;
 - read-only: the same tmpfs remounted read-only.
 
@@ -134,17 +134,22 @@ def test_cache_directory_deleted_while_running(tmp_path: Path) -> None:
         assert server.stop() == 0
 
 
+def damage(database: Path) -> None:
+    """Garbage over every page but the SQLite header, written in place (the same file, as a disk fault would)."""
+    data = bytearray(database.read_bytes())
+    rng = random.Random(7)
+    for offset in range(100, len(data), 512):
+        data[offset:offset + 64] = rng.randbytes(64)
+    with database.open("r+b") as out:
+        out.write(bytes(data))
+
+
 def test_corrupted_cache_database(tmp_path: Path) -> None:
     cache_dir = tmp_path / "cache"
     server, session = seeded(tmp_path, cache_dir)
     check_all(session)
     assert server.stop() == 0
-    database = cache_dir / "cache.db"
-    data = bytearray(database.read_bytes())
-    rng = random.Random(7)
-    for offset in range(100, len(data), 512):  # keep the SQLite header, damage every page
-        data[offset:offset + 64] = rng.randbytes(64)
-    database.write_bytes(bytes(data))
+    damage(cache_dir / "cache.db")
     for suffix in ("-wal", "-shm"):
         (cache_dir / f"cache.db{suffix}").unlink(missing_ok=True)
     server = start_http(tmp_path, env={"OTEL_MCP_CACHE_DIR": str(cache_dir)}, db=server.db)
@@ -160,6 +165,30 @@ def test_corrupted_cache_database(tmp_path: Path) -> None:
         assert_served_from_l2(server, session)  # rebuilt
     finally:
         assert server.stop() == 0
+
+
+def test_cache_database_corrupted_while_running_is_moved_aside_at_the_first_failure(tmp_path: Path) -> None:
+    cache_dir = tmp_path / "cache"
+    server, session = seeded(tmp_path, cache_dir)
+    try:
+        check_all(session)
+        for name in ("cache.db", "cache.db-wal"):  # its pages may still be in the write-ahead log
+            damage(cache_dir / name)
+        session.call("update_rule", id="r0", body=body(0), expected_version=1)  # new keys: L1 misses, L2 reads
+        check_all(session)  # still served, from the database
+        errors = session.cache()["errors"]  # the statistics read the damaged pages, if nothing before did
+        assert errors == 1, session.cache()  # the first failure moved the file aside: no second one
+        assert list(cache_dir.glob("cache.db.corrupt-*")), sorted(p.name for p in cache_dir.iterdir())
+        session.call("update_rule", id="r1", body=body(1), expected_version=1)
+        check_all(session)
+        assert session.cache()["errors"] == errors  # the fresh L2 takes the new compositions without failing
+    finally:
+        server, session = restart(server, tmp_path, cache_dir)
+    try:
+        check_all(session)
+        assert_served_from_l2(server, session)
+    finally:
+        assert server.stop() == 0, server.output()[-2000:]
 
 
 def test_disk_full(tmp_path: Path) -> None:
