@@ -22,6 +22,7 @@ ENV_PREFIX = "OTEL_MCP_"
 APP = "otel-mcp"
 FASTPATH_DEFAULT = "auto"  # telemetry/sdk_internals.py reads OTEL_MCP_FASTPATH before the settings exist
 DEMO_DB = Path(user_data_dir(APP)) / "demo.db"  # otel-mcp demo's own rules, never mixed into the user's (``db``)
+MIN_RESULT_BYTES = 16 * 1024  # below this, one page of rule metadata (settings aside) may not fit
 
 
 def _doc(text: str) -> dict[str, str]:
@@ -41,7 +42,11 @@ class Settings:
     state_dir: Path = field(default=Path(user_state_dir(APP)), metadata=_doc("logs, pid files, snapshots"))
     files_root: Path = field(default=Path.cwd(), metadata=_doc("import/export paths must stay under this"))
     read_only: bool = field(default=False, metadata=_doc("refuse every write tool"))
-    max_body_bytes: int = field(default=1024 * 1024, metadata=_doc("largest rule body accepted"))
+    max_body_bytes: int = field(default=512 * 1024, metadata=_doc("largest rule body accepted (UTF-8 bytes)"))
+    max_settings_bytes: int = field(default=64 * 1024, metadata=_doc("largest rule settings accepted (JSON bytes)"))
+    max_result_bytes: int = field(
+        default=1000 * 1024, metadata=_doc("largest tool result or resource sent (encoded bytes; clients read 1 MiB)")
+    )
     max_imports: int = field(default=64, metadata=_doc("most imports one rule may declare"))
     max_import_depth: int = field(default=5, metadata=_doc("deepest import chain composed"))
     max_rules: int = field(default=500, metadata=_doc("most rules in one composition"))
@@ -105,12 +110,14 @@ class Settings:
             raise ConfigError(f"transport must be 'stdio' or 'http', got {self.transport!r}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be between 0 and 65535, got {self.port}")
-        for name in ("cache_memory_mb", "cache_disk_mb", "max_body_bytes", "max_imports", "max_import_depth",
-                     "max_rules", "glob_max_chars", "glob_max_wildcards", "glob_max_segments",
-                     "glob_max_alternatives", "max_request_bytes", "max_sessions",
-                     "max_subscriptions", "perf_log_flush_ms"):
+        for name in ("cache_memory_mb", "cache_disk_mb", "max_body_bytes", "max_settings_bytes", "max_imports",
+                     "max_import_depth", "max_rules", "glob_max_chars", "glob_max_wildcards", "glob_max_segments",
+                     "glob_max_alternatives", "max_request_bytes", "max_sessions", "max_subscriptions",
+                     "perf_log_flush_ms"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_result_bytes < MIN_RESULT_BYTES:
+            raise ConfigError(f"max_result_bytes must be at least {MIN_RESULT_BYTES}, got {self.max_result_bytes}")
         for name in ("gc_young_threshold", "change_poll_ms"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be 0 or more, got {getattr(self, name)}")

@@ -331,6 +331,16 @@ class ToolCalls:
     async def ok(self, client: Client, name: str, arguments: dict[str, Any] | None = None) -> Any:
         return self.data(await client.call_tool(name, arguments or {}))
 
+    async def document(
+        self, client: Client, name: str, arguments: dict[str, Any] | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        """A document tool's (``compose_rules``, ``get_rule``) text and metadata; checks the metadata text copy."""
+        result = await client.call_tool(name, arguments or {})
+        metadata = self.data(result)
+        text, metadata_text = (block.text for block in result.content)
+        assert json.loads(metadata_text) == metadata, "the second text block must be the structured content as JSON"
+        return text, metadata
+
     async def error(self, client: Client, name: str, arguments: dict[str, Any] | None = None) -> str:
         result = await client.call_tool(name, arguments or {})
         text = tool_text(result)

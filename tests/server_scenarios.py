@@ -16,11 +16,13 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
+from otel_mcp.config import Settings
+
 TOOLS = {
     "list_rules", "get_rule", "create_rule", "update_rule", "delete_rule", "compose_rules", "search_rules",
     "rule_history", "rollback_rule", "validate_rule", "import_rules", "export_rules", "warm_cache",
 }
-MIB = 1024 * 1024
+MAX_BODY = Settings.max_body_bytes
 
 
 async def done_when_flow(client: Client, server: Any, calls: Any, corpus: Path) -> None:
@@ -35,9 +37,8 @@ async def done_when_flow(client: Client, server: Any, calls: Any, corpus: Path) 
     await calls.ok(client, "create_rule", {"id": "base", "body": "Be kind.\n", "activation": "always",
                                            "settings": {"indent": 2}})
 
-    composed = await calls.ok(client, "compose_rules", {"context_files": ["src/app.py"]})
-    assert composed["markdown"] == "<!-- rule:base@1 -->\nBe kind.\n\n<!-- rule:py-style@1 -->\nUse type hints.\n"
-    manifest = composed["manifest"]
+    markdown, manifest = await calls.document(client, "compose_rules", {"context_files": ["src/app.py"]})
+    assert markdown == "<!-- rule:base@1 -->\nBe kind.\n\n<!-- rule:py-style@1 -->\nUse type hints.\n"
     assert [(i["id"], i["why"]) for i in manifest["included"]] == [("base", "always"),
                                                                   ("py-style", "glob matched src/app.py")]
     assert manifest["conflicts"] == [{"key": "indent", "winner": {"rule": "py-style", "value": 4},
@@ -49,11 +50,12 @@ async def done_when_flow(client: Client, server: Any, calls: Any, corpus: Path) 
     assert updated["version"] == 2
     conflict = await calls.error(client, "update_rule", {"id": "py-style", "expected_version": 1, "body": "lost"})
     assert "version conflict on rule 'py-style': expected version 1, current version is 2" in conflict
-    assert (await calls.ok(client, "get_rule", {"id": "py-style"}))["body"] == "Use type hints everywhere.\n"
+    body, rule = await calls.document(client, "get_rule", {"id": "py-style"})
+    assert body == "Use type hints everywhere.\n" and rule["version"] == 2 and "body" not in rule
 
-    recomposed = await calls.ok(client, "compose_rules", {"context_files": ["src/app.py"]})
-    assert "<!-- rule:py-style@2 -->\nUse type hints everywhere." in recomposed["markdown"]
-    assert recomposed["manifest"]["composition_hash"] != manifest["composition_hash"]
+    remarkdown, remanifest = await calls.document(client, "compose_rules", {"context_files": ["src/app.py"]})
+    assert "<!-- rule:py-style@2 -->\nUse type hints everywhere." in remarkdown
+    assert remanifest["composition_hash"] != manifest["composition_hash"]
 
     target = server.files_root / "cursor-rules"
     shutil.copytree(corpus, target)
@@ -83,7 +85,7 @@ async def done_when_flow(client: Client, server: Any, calls: Any, corpus: Path) 
     assert rolled["version"] == 3 and rolled["etag"] == created["etag"]
     deleted = await calls.ok(client, "delete_rule", {"id": "base", "expected_version": 1})
     assert deleted == {"id": "base", "deleted": True, "version": 2}
-    assert "<!-- rule:base@" not in (await calls.ok(client, "compose_rules", {}))["markdown"]
+    assert "<!-- rule:base@" not in (await calls.document(client, "compose_rules", {}))[0]
 
 
 async def tool_surface(client: Client, server: Any, calls: Any) -> None:
@@ -121,7 +123,7 @@ async def tool_surface(client: Client, server: Any, calls: Any) -> None:
 
 def _bad_calls() -> list[tuple[str, dict[str, Any], str]]:
     """(tool, arguments, a fragment the error message must contain)."""
-    over = "x" * (MIB + 1)
+    over = "x" * (MAX_BODY + 1)
     return [
         ("no_such_tool", {}, "Unknown tool: no_such_tool"),
         # list_rules
@@ -145,7 +147,7 @@ def _bad_calls() -> list[tuple[str, dict[str, Any], str]]:
         ("create_rule", {"id": "Bad Id", "body": "x"}, "'Bad Id' is not a valid rule id"),
         ("create_rule", {"id": "../etc", "body": "x"}, "is not a valid rule id"),
         ("create_rule", {"id": "a", "body": "x"}, "rule 'a' already exists; use update_rule"),
-        ("create_rule", {"id": "new", "body": over}, f"body is {MIB + 1} bytes; the limit is {MIB} bytes"),
+        ("create_rule", {"id": "new", "body": over}, f"body is {MAX_BODY + 1} bytes; the limit is {MAX_BODY} bytes"),
         ("create_rule", {"id": "new", "body": "x", "globs": ["src/{a,b"]}, "unclosed '{'"),
         ("create_rule", {"id": "new", "body": "x", "globs": ["!*.py"]}, "negation is not supported"),
         ("create_rule", {"id": "new", "body": "x", "exclude_globs": ["[x"]}, "unclosed '['"),
@@ -168,7 +170,7 @@ def _bad_calls() -> list[tuple[str, dict[str, Any], str]]:
         ("update_rule", {"id": "a", "expected_version": "two"}, "expected_version"),
         ("update_rule", {"id": "a", "expected_version": 0}, "expected_version"),
         ("update_rule", {"id": "ghost", "expected_version": 1, "body": "x"}, "rule 'ghost' does not exist"),
-        ("update_rule", {"id": "a", "expected_version": 2, "body": over}, f"body is {MIB + 1} bytes"),
+        ("update_rule", {"id": "a", "expected_version": 2, "body": over}, f"body is {MAX_BODY + 1} bytes"),
         ("update_rule", {"id": "a", "expected_version": 2, "globs": ["{x"]}, "unclosed '{'"),
         ("update_rule", {"id": "a", "expected_version": 2, "activation": "auto"}, "needs at least one glob"),
         ("update_rule", {"id": "a", "expected_version": 2, "priority": 1.5}, "priority"),
@@ -253,11 +255,11 @@ async def resources_and_prompt(client: Client, server: Any, calls: Any) -> None:
     listed = await client.list_resources()
     assert "rules://index" in {str(r.uri) for r in listed.resources}
     templates = await client.list_resource_templates()
-    assert [t.uri_template for t in templates.resource_templates] == ["rules://{ref}"]
+    assert [t.uri_template for t in templates.resource_templates] == ["rules://index{?after}", "rules://{ref}"]
 
     index = json.loads((await client.read_resource("rules://index")).contents[0].text)
-    assert [(r["id"], r["version"]) for r in index] == [("py", 1), ("r1", 2)]
-    assert all("body" not in r for r in index)
+    assert [(r["id"], r["version"]) for r in index["rules"]] == [("py", 1), ("r1", 2)] and index["next"] is None
+    assert all("body" not in r for r in index["rules"])
 
     current = (await client.read_resource("rules://r1")).contents[0]
     assert current.text == "second body\n" and current.mime_type == "text/markdown"

@@ -14,7 +14,8 @@ def test_defaults() -> None:
     s = Settings.load({}, {})
     assert (s.transport, s.host, s.port) == ("stdio", "127.0.0.1", 8000)
     assert s.db.name == "rules.db" and "otel-mcp" in str(s.db)
-    assert (s.max_body_bytes, s.max_import_depth, s.read_only, s.cache) == (1024 * 1024, 5, False, True)
+    assert (s.max_body_bytes, s.max_import_depth, s.read_only, s.cache) == (512 * 1024, 5, False, True)
+    assert (s.max_settings_bytes, s.max_result_bytes) == (64 * 1024, 1000 * 1024)
 
 
 def test_env_overrides_defaults_and_flags_override_env(tmp_path: Path) -> None:
@@ -47,6 +48,8 @@ def test_paths_expand_user() -> None:
         ({}, {"OTEL_MCP_TRANSPORT": "carrier-pigeon"}, "transport must be 'stdio' or 'http', got 'carrier-pigeon'"),
         ({}, {"OTEL_MCP_MAX_BODY_BYTES": "0"}, "max_body_bytes must be at least 1, got 0"),
         ({}, {"OTEL_MCP_MAX_IMPORT_DEPTH": "-3"}, "max_import_depth must be at least 1"),
+        ({}, {"OTEL_MCP_MAX_SETTINGS_BYTES": "0"}, "max_settings_bytes must be at least 1, got 0"),
+        ({}, {"OTEL_MCP_MAX_RESULT_BYTES": "1000"}, "max_result_bytes must be at least 16384, got 1000"),
         ({}, {"OTEL_MCP_MAX_SESSIONS": "lots"}, r"max_sessions \(from OTEL_MCP_MAX_SESSIONS\)"),
         ({"log_level": "LOUD"}, {}, "log_level must be DEBUG, INFO, WARNING or ERROR, got 'LOUD'"),
         ({}, {"OTEL_MCP_GC_YOUNG_THRESHOLD": "-1"}, "gc_young_threshold must be 0 or more, got -1"),

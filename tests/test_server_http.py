@@ -49,4 +49,4 @@ async def test_two_clients_see_each_other_and_conflict(mcp_server: Any, calls: A
         loser = next(r for r in results.values() if r.is_error)
         assert "expected version 1, current version is 2" in calls.text(loser)
         winner = next(name for name, r in results.items() if not r.is_error)
-        assert (await calls.ok(second, "get_rule", {"id": "shared"}))["body"] == f"by {winner}"
+        assert (await calls.document(second, "get_rule", {"id": "shared"}))[0] == f"by {winner}"

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from otel_mcp.config import Settings
 from otel_mcp.errors import InvalidRule, RuleExists, RuleNotFound, VersionConflict
 from otel_mcp.store import (
     Activation,
@@ -21,7 +22,7 @@ from otel_mcp.store import (
     merge_spec,
     schema,
 )
-from otel_mcp.store.model import MAX_DESCRIPTION_CHARS, MAX_LIST_ITEMS
+from otel_mcp.store.model import MAX_DESCRIPTION_CHARS, MAX_LIST_ITEMS, MAX_TAG_CHARS, read_bytes
 
 
 def spec(rule_id: str = "r", **kw: Any) -> dict[str, Any]:
@@ -80,6 +81,10 @@ BAD_FIELDS: list[tuple[dict[str, Any], str]] = [
     ({"overrides": ["ok", 3]}, r"overrides\[1\] must be a non-empty string"),
     ({"tags": {"a": 1}}, "tags must be a list of strings, got dict"),
     ({"tags": ["t"] * 0 + [f"t{i}" for i in range(MAX_LIST_ITEMS + 1)]}, f"at most {MAX_LIST_ITEMS}"),
+    ({"tags": ["t" * (MAX_TAG_CHARS + 1)]}, rf"tags\[0\] has {MAX_TAG_CHARS + 1} characters"),
+    ({"globs": [f"*.{i}" for i in range(MAX_LIST_ITEMS + 1)]}, f"globs has {MAX_LIST_ITEMS + 1} items"),
+    ({"overrides": [f"o{i}" for i in range(MAX_LIST_ITEMS + 1)]}, f"overrides has {MAX_LIST_ITEMS + 1} items"),
+    ({"settings": {"k": "v" * Settings.max_settings_bytes}}, r"the limit is \d+ bytes \(max_settings_bytes\)"),
     ({"settings": ["a"]}, "settings must be an object with string keys"),
     ({"settings": {"k": {1, 2}}}, "settings must be JSON-serialisable"),
     ({"enabled": "yes"}, "enabled must be true or false"),
@@ -112,6 +117,18 @@ def test_limits_body_bytes_and_imports() -> None:
         build_spec(spec(body="é" * 6), limits)
     with pytest.raises(InvalidRule, match="rule has 3 imports; the limit is 2"):
         build_spec(spec(imports=["a", "b", "c"]), limits)
+
+
+def test_read_size_limit_counts_the_encoded_rule() -> None:
+    """A rule is accepted only if it fits when read back: the body once as JSON, the other fields twice."""
+    plain = spec(body="x" * 1000, settings={"k": "v" * 100})
+    size = read_bytes(build_spec(plain))
+    assert size > 1000 + 2 * 100
+    assert build_spec(plain, RuleLimits(max_read_bytes=size)).body == "x" * 1000
+    with pytest.raises(InvalidRule, match=rf"would be {size} bytes when read back; the limit is {size - 1} bytes"):
+        build_spec(plain, RuleLimits(max_read_bytes=size - 1))
+    quoted = spec(body='"' * 1000)  # each quote is 2 bytes once encoded
+    assert read_bytes(build_spec(quoted)) > 2000
 
 
 def test_content_hash_covers_body_and_metadata() -> None:

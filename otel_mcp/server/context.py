@@ -9,10 +9,22 @@ from typing import Any
 from otel_mcp.compose.engine import ComposeOptions
 from otel_mcp.compose.service import ComposeService
 from otel_mcp.config import Settings
+from otel_mcp.server.results import READ_RESERVE_BYTES
 from otel_mcp.store.model import RuleLimits
 from otel_mcp.store.sqlite import RuleStore
 
 log = logging.getLogger(__name__)
+
+
+def warn_rules_over_limits(store: RuleStore) -> None:
+    """Name, once, the stored rules that the current limits would refuse: they stay stored and readable."""
+    over = store.over_limits()
+    if over:
+        log.warning(
+            "%d stored rule(s) break the current limits; they stay stored and readable (compose, get_rule when "
+            "the result fits, export_rules) but an update must bring them within the limits: %s",
+            len(over), "; ".join(f"{rule_id}: {reason}" for rule_id, reason in over),
+        )
 
 
 @dataclass
@@ -30,11 +42,15 @@ class RulesContext:
         :param warm: start warming the cache in the background, hottest first (default False)
         """
         options = ComposeOptions.from_settings(settings)
-        store = RuleStore(
-            settings.db,
-            RuleLimits(max_body_bytes=settings.max_body_bytes, max_imports=settings.max_imports, globs=options.globs),
-            read_only=settings.read_only and settings.db.exists(),
+        limits = RuleLimits(
+            max_body_bytes=settings.max_body_bytes,
+            max_imports=settings.max_imports,
+            max_settings_bytes=settings.max_settings_bytes,
+            max_read_bytes=settings.max_result_bytes - READ_RESERVE_BYTES,
+            globs=options.globs,
         )
+        store = RuleStore(settings.db, limits, read_only=settings.read_only and settings.db.exists())
+        warn_rules_over_limits(store)
         cache = None
         if settings.cache:
             from otel_mcp.cache import TieredCache

@@ -1,18 +1,26 @@
-"""Resources (``rules://index``, ``rules://{id}``, ``rules://{id}@{version}``) and the ``compose`` prompt."""
+"""Resources (``rules://index``, ``rules://{id}``, ``rules://{id}@{version}``) and the ``compose`` prompt.
+
+``rules://index`` is paginated: each page is ``{"rules": [...], "next": <uri of the next page or null>}``,
+cut so that it fits ``max_result_bytes``; every resource read is refused (with its size) when it would not.
+"""
 
 from __future__ import annotations
 
-import json
+from typing import Any
 
 import anyio
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 from mcp.shared.exceptions import MCPError
-from mcp_types import INVALID_PARAMS
+from mcp_types import INVALID_PARAMS, InputRequiredResult
 
 from otel_mcp.compose.engine import ComposeRequest
 from otel_mcp.errors import RuleError, RuleNotFound
 from otel_mcp.server.context import RulesContext
+from otel_mcp.server.results import ResultLimit, compact_json, text_cost
+from otel_mcp.store.sqlite import MAX_PAGE_SIZE
+
+INDEX_URI = "rules://index"
 
 
 def _split_csv(value: str | None) -> list[str]:
@@ -21,12 +29,26 @@ def _split_csv(value: str | None) -> list[str]:
 
 def register_resources(server: MCPServer, rules: RulesContext) -> None:
     store, composer = rules.store, rules.composer
+    limit = ResultLimit(rules.settings.max_result_bytes)
+    _bound_resource_reads(server, limit)
 
-    @server.resource("rules://index", name="rules-index", mime_type="application/json")
+    def index_page(after: str | None) -> str:
+        page, next_id = store.list_page(after=after, limit=MAX_PAGE_SIZE)
+        items = [r.to_dict(with_body=False) for r in page]
+        kept = limit.fit(items, text_cost)
+        if kept < len(items):
+            items, next_id = items[:kept], items[kept - 1]["id"]
+        return compact_json({"rules": items, "next": f"{INDEX_URI}?after={next_id}" if next_id else None})
+
+    @server.resource(INDEX_URI, name="rules-index", mime_type="application/json")
     async def rules_index() -> str:
-        """Every rule's metadata (no bodies), ordered by id."""
-        _, all_rules = await anyio.to_thread.run_sync(store.snapshot)
-        return json.dumps([r.to_dict(with_body=False) for r in all_rules])
+        """Rules' metadata (no bodies), ordered by id, one page at a time: follow `next`."""
+        return await anyio.to_thread.run_sync(index_page, None)
+
+    @server.resource(INDEX_URI + "{?after}", name="rules-index-page", mime_type="application/json")
+    async def rules_index_after(after: str = "") -> str:
+        """The page of the rules index after rule id `after`."""
+        return await anyio.to_thread.run_sync(index_page, after or None)
 
     @server.resource("rules://{ref}", name="rule", mime_type="text/markdown")
     async def rule_body(ref: str) -> str:
@@ -65,3 +87,23 @@ def register_resources(server: MCPServer, rules: RulesContext) -> None:
         except RuleError as exc:
             raise MCPError(INVALID_PARAMS, str(exc)) from None
         return composition.markdown
+
+
+def _bound_resource_reads(server: MCPServer, limit: ResultLimit) -> None:
+    """Every ``resources/read`` answer fits ``max_result_bytes``, else a JSON-RPC error naming its size."""
+    original = server.read_resource
+
+    async def read_resource(uri: Any, context: Any = None) -> Any:
+        contents = await original(uri, context)
+        if isinstance(contents, InputRequiredResult):
+            return contents
+        contents = list(contents)
+        for item in contents:
+            if isinstance(item.content, str):
+                try:
+                    limit.check_text(item.content, "export_rules writes a rule to a file")
+                except RuleError as exc:
+                    raise MCPError(INVALID_PARAMS, f"{uri}: {exc}") from None
+        return contents
+
+    server.read_resource = read_resource  # type: ignore[method-assign]

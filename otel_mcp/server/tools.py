@@ -3,7 +3,8 @@
 Each tool validates its arguments (pydantic from the signature, then the
 model's own checks) before touching the store, and turns every domain error
 into a ``ToolError``: the client gets an ``isError`` result with the precise
-message, never a traceback, and the stored data is unchanged.
+message, never a traceback, and the stored data is unchanged. Results take
+the shapes of ``otel_mcp.server.results`` and obey ``max_result_bytes``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 import anyio
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types import CallToolResult
 from pydantic import Field
 
 from otel_mcp.compose.engine import ComposeRequest, import_problem
@@ -23,6 +25,7 @@ from otel_mcp.errors import InvalidRule, RuleError
 from otel_mcp.interchange import export_directory, import_directory
 from otel_mcp.server.changes import ChangeAnnouncer
 from otel_mcp.server.context import RulesContext
+from otel_mcp.server.results import ResultLimit, data_cost, data_result, document_result
 from otel_mcp.store.model import SPEC_FIELDS, Rule, build_spec
 from otel_mcp.store.sqlite import StoreBusy
 
@@ -37,6 +40,16 @@ StrList = Annotated[list[Annotated[str, Field(max_length=512)]], Field(max_lengt
 WRITE_TOOLS = frozenset(
     {"create_rule", "update_rule", "delete_rule", "rollback_rule", "import_rules", "export_rules"}
 )
+# A document (markdown) as text, its metadata as structured content: see otel_mcp.server.results.
+Document = Annotated[CallToolResult, dict[str, Any]]
+# What to do instead when a tool's result is over max_result_bytes.
+RESULT_HINTS = {
+    "compose_rules": "pass a token_budget (about 4 bytes a token) or select fewer rules",
+    "get_rule": "export_rules writes the rule to a file, or raise max_result_bytes",
+    "search_rules": "ask for fewer results with `limit`",
+    "rule_history": "ask for fewer versions with `limit`",
+}
+DEFAULT_HINT = "raise max_result_bytes"
 
 
 def _not_unicode(value: Any) -> bool:
@@ -54,24 +67,35 @@ def _not_unicode(value: Any) -> bool:
     return False
 
 
-def _domain_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    @functools.wraps(fn)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        # Lone surrogates pass JSON and pydantic but cannot be stored or hashed: refuse them by name
-        # instead of failing deep in the store with an unexpected UnicodeEncodeError.
-        bad = sorted(name for name, value in kwargs.items() if _not_unicode(value))
-        if bad:
-            raise ToolError(f"argument(s) {', '.join(bad)} contain text that is not valid Unicode (lone surrogate)")
-        try:
-            return await fn(*args, **kwargs)
-        except (RuleError, StoreBusy) as exc:
-            raise ToolError(str(exc)) from exc
+def _surface(limit: ResultLimit) -> Callable[[Callable[P, Awaitable[Any]]], Callable[P, Awaitable[CallToolResult]]]:
+    """Wrap a tool: refuse non-Unicode arguments, shape its result, bound its size, and turn domain errors
+    into ``ToolError`` (an ``isError`` result with the message)."""
 
-    return wrapper
+    def decorate(fn: Callable[P, Awaitable[Any]]) -> Callable[P, Awaitable[CallToolResult]]:
+        hint = RESULT_HINTS.get(fn.__name__, DEFAULT_HINT)
+
+        @functools.wraps(fn)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> CallToolResult:
+            # Lone surrogates pass JSON and pydantic but cannot be stored or hashed: refuse them by name
+            # instead of failing deep in the store with an unexpected UnicodeEncodeError.
+            bad = sorted(name for name, value in kwargs.items() if _not_unicode(value))
+            if bad:
+                raise ToolError(f"argument(s) {', '.join(bad)} contain text that is not valid Unicode (lone surrogate)")
+            try:
+                out = await fn(*args, **kwargs)
+                return limit.check(out if isinstance(out, CallToolResult) else data_result(out), hint)
+            except (RuleError, StoreBusy) as exc:
+                raise ToolError(str(exc)) from exc
+
+        return wrapper
+
+    return decorate
 
 
 def register_tools(server: MCPServer, rules: RulesContext, changes: ChangeAnnouncer) -> None:
     store, composer, settings = rules.store, rules.composer, rules.settings
+    result_limit = ResultLimit(settings.max_result_bytes)
+    surface = _surface(result_limit)
 
     def ensure_writable() -> None:
         if settings.read_only:
@@ -88,7 +112,7 @@ def register_tools(server: MCPServer, rules: RulesContext, changes: ChangeAnnoun
             log.warning("announcing a change to subscribers failed", exc_info=True)
 
     @server.tool()
-    @_domain_errors
+    @surface
     async def list_rules(
         activation: ActivationArg | None = None,
         tag: str | None = None,
@@ -96,21 +120,27 @@ def register_tools(server: MCPServer, rules: RulesContext, changes: ChangeAnnoun
         cursor: Annotated[str | None, Field(description="next_cursor from the previous page")] = None,
         limit: Annotated[int, Field(ge=1, le=200)] = 50,
     ) -> dict[str, Any]:
-        """List rules (metadata only, no bodies), ordered by id, one page at a time."""
+        """List rules (metadata only, no bodies), ordered by id, one page at a time (a page may hold fewer
+        than `limit` rules when they would not fit in one result; follow next_cursor)."""
         page, next_cursor = await run(
             lambda: store.list_page(activation=activation, tag=tag, enabled=enabled, after=cursor, limit=limit)
         )
-        return {"rules": [r.to_dict(with_body=False) for r in page], "next_cursor": next_cursor}
+        items = [r.to_dict(with_body=False) for r in page]
+        kept = result_limit.fit(items, data_cost)
+        if kept < len(items):
+            items, next_cursor = items[:kept], items[kept - 1]["id"]
+        return {"rules": items, "next_cursor": next_cursor}
 
     @server.tool()
-    @_domain_errors
-    async def get_rule(id: RuleId, version: Annotated[int | None, Field(ge=1)] = None) -> dict[str, Any]:
-        """Get one rule with its body; pass `version` for an older version from its history."""
+    @surface
+    async def get_rule(id: RuleId, version: Annotated[int | None, Field(ge=1)] = None) -> Document:
+        """Get one rule: its body as text, its other fields as structured content (and as JSON text);
+        pass `version` for an older version from its history."""
         rule = await run(lambda: store.get(id, version))
-        return rule.to_dict()
+        return document_result(rule.body, rule.to_dict(with_body=False))
 
     @server.tool()
-    @_domain_errors
+    @surface
     async def create_rule(
         id: RuleId,
         body: Annotated[str, Field(description="markdown instructions")],
@@ -133,7 +163,7 @@ def register_tools(server: MCPServer, rules: RulesContext, changes: ChangeAnnoun
         return rule.to_dict(with_body=False)
 
     @server.tool()
-    @_domain_errors
+    @surface
     async def update_rule(
         id: RuleId,
         expected_version: Annotated[int, Field(ge=1, description="the version you read; stale -> conflict")],
@@ -157,7 +187,7 @@ def register_tools(server: MCPServer, rules: RulesContext, changes: ChangeAnnoun
         return rule.to_dict(with_body=False)
 
     @server.tool()
-    @_domain_errors
+    @surface
     async def delete_rule(id: RuleId, expected_version: Annotated[int, Field(ge=1)]) -> dict[str, Any]:
         """Delete a rule if it is still at `expected_version`. Its history is kept (see rollback_rule)."""
         ensure_writable()
@@ -166,22 +196,23 @@ def register_tools(server: MCPServer, rules: RulesContext, changes: ChangeAnnoun
         return {"id": id, "deleted": True, "version": version}
 
     @server.tool()
-    @_domain_errors
+    @surface
     async def compose_rules(
         context_files: StrList | None = None,
         tags: StrList | None = None,
         rule_ids: StrList | None = None,
         agent: str | None = None,
         token_budget: Annotated[int | None, Field(ge=1)] = None,
-    ) -> dict[str, Any]:
-        """Compose the rules that apply to these files/tags/ids into one markdown document plus a manifest
-        (what was included and why, what was dropped, settings conflicts, token estimate)."""
+    ) -> Document:
+        """Compose the rules that apply to these files/tags/ids into one markdown document (the text) plus a
+        manifest (structured content, and as JSON text): what was included and why, what was dropped,
+        settings conflicts, token estimate."""
         request = ComposeRequest.from_args(context_files, tags, rule_ids, agent, token_budget)
         composition = await run(lambda: composer.compose(request))
-        return composition.to_dict()
+        return document_result(composition.markdown, composition.manifest())
 
     @server.tool()
-    @_domain_errors
+    @surface
     async def search_rules(
         query: Annotated[str, Field(min_length=1, max_length=1000)],
         limit: Annotated[int, Field(ge=1, le=200)] = 20,
@@ -191,14 +222,14 @@ def register_tools(server: MCPServer, rules: RulesContext, changes: ChangeAnnoun
         return {"results": [{**h.rule.to_dict(with_body=False), "snippet": h.snippet} for h in hits]}
 
     @server.tool()
-    @_domain_errors
+    @surface
     async def rule_history(id: RuleId, limit: Annotated[int, Field(ge=1, le=200)] = 50) -> dict[str, Any]:
         """A rule's versions, newest first (create, update, delete, rollback, import)."""
         entries = await run(lambda: store.history(id, limit))
         return {"id": id, "versions": [e.to_dict() for e in entries]}
 
     @server.tool()
-    @_domain_errors
+    @surface
     async def rollback_rule(
         id: RuleId,
         to_version: Annotated[int, Field(ge=1)],
@@ -211,7 +242,7 @@ def register_tools(server: MCPServer, rules: RulesContext, changes: ChangeAnnoun
         return rule.to_dict(with_body=False)
 
     @server.tool()
-    @_domain_errors
+    @surface
     async def validate_rule(
         id: RuleId,
         body: str,
@@ -245,7 +276,7 @@ def register_tools(server: MCPServer, rules: RulesContext, changes: ChangeAnnoun
         return {"valid": True, "errors": [], "warnings": warnings, "etag": spec.content_hash()}
 
     @server.tool()
-    @_domain_errors
+    @surface
     async def import_rules(
         directory: Annotated[str, Field(description="folder relative to the server's files root")],
         format: Literal["auto", "cursor", "claude", "copilot", "agents"] = "auto",
@@ -261,7 +292,7 @@ def register_tools(server: MCPServer, rules: RulesContext, changes: ChangeAnnoun
         return {"counts": counts, "files": [r.to_dict() for r in results]}
 
     @server.tool()
-    @_domain_errors
+    @surface
     async def export_rules(
         directory: Annotated[str, Field(description="folder relative to the server's files root")],
         format: Literal["cursor", "claude", "copilot", "agents"] = "cursor",
@@ -272,7 +303,7 @@ def register_tools(server: MCPServer, rules: RulesContext, changes: ChangeAnnoun
         return {"written": len(results), "files": [r.to_dict() for r in results]}
 
     @server.tool()
-    @_domain_errors
+    @surface
     async def warm_cache(limit: Annotated[int, Field(ge=1, le=10_000)] = 256) -> dict[str, Any]:
         """Admin: recompose the most popular compositions into the cache now, hottest first."""
         if rules.cache is None:

@@ -13,16 +13,16 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from otel_mcp.config import Settings
 from otel_mcp.errors import InvalidRule
 
 if TYPE_CHECKING:  # imported late at run time: otel_mcp.compose imports this module
     from otel_mcp.compose.globs import GlobLimits
 
 RULE_ID_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,126}[a-z0-9])?$")
-DEFAULT_MAX_BODY_BYTES = 1024 * 1024  # 1 MiB
-DEFAULT_MAX_IMPORTS = 64
 MAX_DESCRIPTION_CHARS = 1024
-MAX_LIST_ITEMS = 256
+MAX_LIST_ITEMS = 64  # globs, exclude_globs, tags, overrides (imports: max_imports)
+MAX_TAG_CHARS = 64  # (a glob's length is bounded by compose.globs.check_pattern, an id's by RULE_ID_PATTERN)
 
 
 class Activation(StrEnum):
@@ -113,8 +113,12 @@ def _default_glob_limits() -> GlobLimits:
 
 @dataclass(frozen=True)
 class RuleLimits:
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    max_imports: int = DEFAULT_MAX_IMPORTS
+    """The sizes a rule may have; ``max_read_bytes`` (``None``: unchecked) bounds the rule as it is read back."""
+
+    max_body_bytes: int = Settings.max_body_bytes
+    max_imports: int = Settings.max_imports
+    max_settings_bytes: int = Settings.max_settings_bytes
+    max_read_bytes: int | None = None
     globs: GlobLimits = field(default_factory=_default_glob_limits)
 
 
@@ -132,17 +136,31 @@ def _refuse_nul(name: str, value: Any) -> None:
             _refuse_nul(f"{name}[{i}]", item)
 
 
-def _string_list(name: str, value: Any) -> tuple[str, ...]:
+def read_bytes(spec: RuleSpec) -> int:
+    """Bytes of ``spec`` as ``get_rule`` sends it: the body once as a JSON string, the other fields as
+    JSON twice (structured content, and that JSON as a string in a text block; see otel_mcp.server.results)."""
+    metadata = spec.to_dict()
+    del metadata["body"]
+    meta_json = json.dumps(metadata, separators=(",", ":"), ensure_ascii=False)
+    return sum(len(json.dumps(text, ensure_ascii=False).encode()) for text in (spec.body, meta_json)) + len(
+        meta_json.encode()
+    )
+
+
+def _string_list(name: str, value: Any, max_items: int = MAX_LIST_ITEMS, max_chars: int | None = None
+                 ) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, str) or not isinstance(value, list | tuple):
         raise InvalidRule(f"{name} must be a list of strings, got {type(value).__name__}")
-    if len(value) > MAX_LIST_ITEMS:
-        raise InvalidRule(f"{name} has {len(value)} items; at most {MAX_LIST_ITEMS} are allowed")
+    if len(value) > max_items:
+        raise InvalidRule(f"{name} has {len(value)} items; at most {max_items} are allowed")
     out: list[str] = []
     for i, item in enumerate(value):
         if not isinstance(item, str) or not item.strip():
             raise InvalidRule(f"{name}[{i}] must be a non-empty string")
+        if max_chars is not None and len(item) > max_chars:
+            raise InvalidRule(f"{name}[{i}] has {len(item)} characters; at most {max_chars} are allowed")
         if item not in out:
             out.append(item)
     return tuple(out)
@@ -185,7 +203,8 @@ def build_spec(data: dict[str, Any], limits: RuleLimits = RuleLimits()) -> RuleS
     priority = data.get("priority", 0)
     if isinstance(priority, bool) or not isinstance(priority, int) or not -(10**6) <= priority <= 10**6:
         raise InvalidRule("priority must be an integer between -1000000 and 1000000")
-    imports = tuple(check_rule_id(i, "import") for i in _string_list("imports", data.get("imports")))
+    raw_imports = _string_list("imports", data.get("imports"), max(limits.max_imports, MAX_LIST_ITEMS))
+    imports = tuple(check_rule_id(i, "import") for i in raw_imports)
     if len(imports) > limits.max_imports:
         raise InvalidRule(f"rule has {len(imports)} imports; the limit is {limits.max_imports} (max_imports)")
     if rule_id in imports:
@@ -195,9 +214,14 @@ def build_spec(data: dict[str, Any], limits: RuleLimits = RuleLimits()) -> RuleS
     if not isinstance(settings, dict) or not all(isinstance(k, str) for k in settings):
         raise InvalidRule("settings must be an object with string keys")
     try:
-        json.dumps(settings)
+        settings_bytes = len(json.dumps(settings, separators=(",", ":"), ensure_ascii=False).encode())
     except (TypeError, ValueError) as exc:
         raise InvalidRule(f"settings must be JSON-serialisable: {exc}") from None
+    if settings_bytes > limits.max_settings_bytes:
+        raise InvalidRule(
+            f"settings are {settings_bytes} bytes as JSON; the limit is {limits.max_settings_bytes} bytes"
+            " (max_settings_bytes)"
+        )
     enabled = data.get("enabled", True)
     if not isinstance(enabled, bool):
         raise InvalidRule("enabled must be true or false")
@@ -209,20 +233,26 @@ def build_spec(data: dict[str, Any], limits: RuleLimits = RuleLimits()) -> RuleS
 
     for pattern in (*globs, *exclude_globs):
         check_pattern(pattern, limits.globs)
-    return RuleSpec(
+    spec = RuleSpec(
         id=rule_id,
         body=body,
         description=description,
         activation=activation,
         globs=globs,
         exclude_globs=exclude_globs,
-        tags=_string_list("tags", data.get("tags")),
+        tags=_string_list("tags", data.get("tags"), max_chars=MAX_TAG_CHARS),
         priority=priority,
         imports=imports,
         overrides=overrides,
         settings=dict(settings),
         enabled=enabled,
     )
+    if limits.max_read_bytes is not None and (size := read_bytes(spec)) > limits.max_read_bytes:
+        raise InvalidRule(
+            f"rule {rule_id!r} would be {size} bytes when read back; the limit is {limits.max_read_bytes} bytes"
+            " (max_result_bytes less room for the reply's envelope): shorten the body or the settings"
+        )
+    return spec
 
 
 def merge_spec(current: RuleSpec, changes: dict[str, Any], limits: RuleLimits = RuleLimits()) -> RuleSpec:
@@ -242,4 +272,5 @@ __all__ = [
     "build_spec",
     "check_rule_id",
     "merge_spec",
+    "read_bytes",
 ]

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from otel_mcp.errors import InvalidRule, RuleExists, RuleNotFound, VersionConflict
-from otel_mcp.store.model import Activation, Rule, RuleLimits, RuleSpec, build_spec, merge_spec
+from otel_mcp.store.model import SPEC_FIELDS, Activation, Rule, RuleLimits, RuleSpec, build_spec, merge_spec
 from otel_mcp.store.schema import migrate
 
 DEFAULT_BUSY_TIMEOUT = 5.0  # seconds a writer waits for the lock before failing
@@ -108,8 +108,11 @@ def _row_to_rule(row: sqlite3.Row | tuple[Any, ...]) -> Rule:
 
 def _spec_from_json(text: str) -> RuleSpec:
     data = json.loads(text)
-    # History holds specs that were valid when written; limits may have shrunk since.
-    return build_spec(data, RuleLimits(max_body_bytes=2**62, max_imports=2**31))
+    # History holds specs that were valid when written; limits may have shrunk since: not re-validated.
+    data["activation"] = Activation(data.get("activation", Activation.MANUAL))
+    for name in ("globs", "exclude_globs", "tags", "imports", "overrides"):
+        data[name] = tuple(data.get(name) or ())
+    return RuleSpec(**{k: v for k, v in data.items() if k in SPEC_FIELDS})
 
 
 class RuleStore:
@@ -296,6 +299,16 @@ class RuleStore:
         )
         rules = [_row_to_rule(r) for r in rows[:limit]]
         return rules, (rules[-1].id if len(rows) > limit else None)
+
+    def over_limits(self) -> list[tuple[str, str]]:
+        """The stored rules the current limits would refuse, with the reason: (id, reason), by id."""
+        over = []
+        for rule in self.snapshot()[1]:
+            try:
+                self._validated(rule.spec)
+            except InvalidRule as exc:
+                over.append((rule.id, str(exc)))
+        return over
 
     def count(self) -> int:
         return int(self._conn().execute("SELECT COUNT(*) FROM rules").fetchone()[0])

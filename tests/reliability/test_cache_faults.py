@@ -46,10 +46,10 @@ class Session:
                                "params": {"name": tool, "arguments": arguments}})
         result = reply.messages[-1]["result"]
         assert not result.get("isError"), result
-        return result["structuredContent"]
+        return result
 
     def compose(self, ids: list[str]) -> str:
-        return str(self.call("compose_rules", rule_ids=ids)["markdown"])
+        return str(self.call("compose_rules", rule_ids=ids)["content"][0]["text"])
 
     def cache(self) -> dict[str, Any]:
         self.next_id += 1

@@ -59,8 +59,8 @@ async def test_max_body_bytes(limited: HttpProc) -> None:
                       "201 bytes", "the limit is 200", "max_body_bytes")
         await refused(client, "update_rule", {"id": "body-ok", "body": "é" * 101, "expected_version": 1},
                       "202 bytes", "max_body_bytes")  # bytes, not characters
-        got = await accepted(client, "get_rule", {"id": "body-ok"})
-        assert got["version"] == 1 and got["body"] == "b" * 200
+        got = await client.call_tool("get_rule", {"id": "body-ok"})
+        assert got.structured_content["version"] == 1 and got.content[0].text == "b" * 200
         await refused(client, "get_rule", {"id": "body-big"})  # nothing stored
 
 
@@ -83,7 +83,7 @@ async def test_max_import_depth(limited: HttpProc) -> None:
         for i in (1, 2, 3):
             await accepted(client, "create_rule", {"id": f"dep-{i}", "body": str(i), "imports": [f"dep-{i - 1}"]})
         ok = await accepted(client, "compose_rules", {"rule_ids": ["dep-2"]})
-        assert {r["id"] for r in ok["manifest"]["included"]} == {"dep-0", "dep-1", "dep-2"}
+        assert {r["id"] for r in ok["included"]} == {"dep-0", "dep-1", "dep-2"}
         deep = await accepted(client, "compose_rules", {"rule_ids": ["dep-3"]})  # skipped, not a failure
         manifest = deep.get("manifest", deep)
         assert manifest["included"] == [], manifest
@@ -96,7 +96,7 @@ async def test_max_rules_per_composition(limited: HttpProc) -> None:
         for i in range(5):
             await accepted(client, "create_rule", {"id": f"many-{i}", "body": f"rule {i}", "tags": ["many"]})
         four = await accepted(client, "compose_rules", {"rule_ids": [f"many-{i}" for i in range(4)]})
-        assert len(four["manifest"]["included"]) == 4
+        assert len(four["included"]) == 4
         await refused(client, "compose_rules", {"rule_ids": [f"many-{i}" for i in range(5)]},
                       "selects 5 rules", "the limit is 4", "max_rules")
 

@@ -190,7 +190,7 @@ async def test_read_only_mode_removes_write_tools_and_keeps_data(
             assert result.is_error
             assert_no_traceback(str(result.content))
         composed = await client.call_tool("compose_rules", {})
-        assert not composed.is_error and "body" in str(composed.structured_content)
+        assert not composed.is_error and "<!-- rule:kept@1 -->\nbody" in composed.content[0].text
     assert db_state(db_path) == before
 
 

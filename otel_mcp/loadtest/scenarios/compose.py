@@ -76,9 +76,9 @@ class ComposeWorkload:
         self.keys.append(request_key(args))
 
         async def op(client: Client, _rng: random.Random) -> None:
-            result = await call(client, "compose_rules", args)
-            if "markdown" not in result:
-                raise RuntimeError("compose_rules returned no markdown")
+            manifest = await call(client, "compose_rules", args)
+            if "composition_hash" not in manifest:
+                raise RuntimeError("compose_rules returned no manifest")
 
         return "compose_rules", op
 

@@ -94,7 +94,7 @@ def make_op(ledger: Ledger, rules: list[str]) -> Any:
             floor = ledger.max_acked[rule_id]
             composed = await call(client, "compose_rules", {"rule_ids": [rule_id]})
             ledger.compositions += 1
-            included = {i["id"]: i["version"] for i in composed["manifest"]["included"]}
+            included = {i["id"]: i["version"] for i in composed["included"]}
             seen = included.get(rule_id, 0)
             if seen < floor:
                 ledger.stale.append({"op": "compose_rules", "rule": rule_id, "seen": seen, "acked": floor})
