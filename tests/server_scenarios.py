@@ -186,7 +186,6 @@ def _bad_calls() -> list[tuple[str, dict[str, Any], str]]:
         ("compose_rules", {"token_budget": "lots"}, "token_budget"),
         ("compose_rules", {"context_files": "src/a.py"}, "context_files"),
         ("compose_rules", {"agent": " "}, "agent must be a non-empty name"),
-        ("compose_rules", {"rule_ids": ["cyc-a"]}, "import cycle: cyc-a -> cyc-b -> cyc-a"),
         # search_rules
         ("search_rules", {}, "query"),
         ("search_rules", {"query": ""}, "query"),
@@ -242,6 +241,8 @@ async def bad_input_every_tool(client: Client, server: Any, calls: Any, outside:
         assert fragment in text, f"{tool}({str(arguments)[:200]}): {fragment!r} not in {text[:500]!r}"
     assert covered >= TOOLS
     assert not list(outside.iterdir()), "an export escaped the files root"
+    cycle = await calls.ok(client, "compose_rules", {"rule_ids": ["cyc-a"]})  # skipped, and said why
+    assert [p["problem"] for p in cycle["problems"]] == ["import cycle: cyc-a -> cyc-b -> cyc-a"]
     # the server is still healthy and the data is intact
     assert (await calls.ok(client, "get_rule", {"id": "a"}))["version"] == 2
 
