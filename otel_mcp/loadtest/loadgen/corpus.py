@@ -2,8 +2,8 @@
 
 ``build_rules(n, seed)`` makes ``n`` rule specs whose bodies are stitched from
 corpus paragraphs (never a repeated string): sizes follow a log-normal
-distribution clipped to 1 KiB .. 1 MiB (median ~6 KiB, a long tail up to the
-1 MiB limit, as real rule sets have: many short style guides, a few huge
+distribution clipped to 1 KiB .. ~0.5 MiB (median ~6 KiB, a long tail up to the
+``max_body_bytes`` limit, as real rule sets have: many short style guides, a few huge
 reference documents). Activation and globs are realistic too: a few ``always``
 rules, most ``auto`` on a language glob scoped to one of ``SERVICES`` service
 folders, the rest ``agent_requested``/``manual``. ``request_files(rank)`` gives
@@ -33,7 +33,7 @@ from otel_mcp.store import RuleStore
 
 DEFAULT_CORPUS_DIR = CHECKOUT.parent / "shared" / "corpus" / "awesome-cursorrules" / "rules"  # beside the checkout
 MIN_BYTES = 1024
-MAX_BYTES = 1024 * 1024 - 4096  # below the server's 1 MiB body limit, with room for the header
+MAX_BYTES = Settings.max_body_bytes - 4096  # below the server's body limit, with room for the header
 SERVICES = 24
 LANGUAGES: dict[str, tuple[str, ...]] = {
     "py": ("python", "django", "fastapi", "flask", "pytorch", "pandas", "jupyter", "ml", "data"),
@@ -117,7 +117,7 @@ def _language(stem: str, rng: random.Random) -> str:
 
 
 def body_size(rng: random.Random) -> int:
-    """Log-normal, median ~6 KiB, clipped to [1 KiB, ~1 MiB]; ~1% of rules are > 256 KiB."""
+    """Log-normal, median ~6 KiB, clipped to [1 KiB, ~max_body_bytes]; ~1% of rules are > 256 KiB."""
     size = int(math.exp(rng.gauss(math.log(6 * 1024), 1.6)))
     return max(MIN_BYTES, min(MAX_BYTES, size))
 
