@@ -12,7 +12,7 @@ from typing import Any
 
 from otel_mcp import __version__
 from otel_mcp.config import DEMO_DB, Settings, setting_help
-from otel_mcp.errors import ConfigError, RuleError
+from otel_mcp.errors import ConfigError, InvalidRule, RuleError
 from otel_mcp.remote import RemoteError
 from otel_mcp.store.schema import SchemaTooNew
 
@@ -42,12 +42,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rule_folder(path: str, *, create: bool) -> Path:
+    """The folder to import from or export to, or a ``RuleError`` naming it (missing, name too long ...)."""
+    from otel_mcp.interchange import file_error
+
+    folder = Path(path).resolve()
+    try:
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
+        elif not folder.is_dir():
+            raise InvalidRule(f"{str(folder)!r} does not exist or is not a folder")
+    except OSError as exc:
+        raise file_error("use folder", str(folder), exc) from None
+    return folder
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     from otel_mcp.interchange import import_directory
     from otel_mcp.store import RuleStore
 
     settings = _settings(args)
-    folder = Path(args.directory).resolve()
+    folder = _rule_folder(args.directory, create=False)
     store = RuleStore(settings.db)
     results = import_directory(store, folder, ".", args.format)
     for r in results:
@@ -63,8 +78,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from otel_mcp.store import RuleStore
 
     settings = _settings(args)
-    folder = Path(args.directory).resolve()
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = _rule_folder(args.directory, create=True)
     results = export_directory(RuleStore(settings.db), folder, ".", args.format)
     print(f"{len(results)} file(s) written to {folder}")
     return 0

@@ -114,3 +114,13 @@ async def test_names_over_255_bytes_are_a_clear_error(http_server: Any, calls: A
     assert "Traceback" not in http_server.output()
     assert [p.name for p in http_server.files_root.iterdir()] == ["sub"]
     assert list((http_server.files_root / "sub").iterdir()) == []
+
+
+def test_cli_folder_problems_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    long, missing = tmp_path / ("x" * 300), tmp_path / "missing"
+    for argv in (["export", str(long)], ["import", str(long)], ["import", str(missing)]):
+        assert cli.main([*argv, "--db", str(tmp_path / "rules.db")]) == 1, argv
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("otel-mcp:")]
+    assert [line.endswith("File name too long (ENAMETOOLONG); a file or folder name is at most 255 bytes")
+            for line in errors] == [True, True, False]
+    assert errors[2] == f"otel-mcp: {str(missing)!r} does not exist or is not a folder"

@@ -49,7 +49,7 @@ def confine(root: Path, relative: str) -> Path:
     return target
 
 
-def _os_error(action: str, directory: str, exc: OSError) -> FileAccessError:
+def file_error(action: str, directory: str, exc: OSError) -> FileAccessError:
     """A file-system failure as a domain error naming its cause (e.g. ENAMETOOLONG), without a traceback."""
     shown = repr(directory) if len(directory) <= 80 else f"{directory[:60]!r}... ({len(directory.encode())} bytes)"
     code = errno.errorcode.get(exc.errno or 0, "OSError")
@@ -71,7 +71,7 @@ def import_directory(store: RuleStore, root: Path, directory: str, fmt: str = "a
             raise InvalidRule(f"directory {directory!r} does not exist under the allowed root")
         candidates = sorted(p for p in folder.rglob("*") if p.is_file() or p.is_symlink())
     except OSError as exc:
-        raise _os_error("read folder", directory, exc) from None
+        raise file_error("read folder", directory, exc) from None
     base = root.resolve()
     results: list[FileResult] = []
     seen: dict[str, str] = {}
@@ -138,7 +138,7 @@ def export_directory(store: RuleStore, root: Path, directory: str, fmt: str = "c
         for target, text in targets:
             writer.write(target, text)
     except OSError as exc:
-        raise _os_error("write to folder", directory, exc) from None
+        raise file_error("write to folder", directory, exc) from None
     return [
         FileResult(name, "written", rule.id if rule else None, rule.version if rule else None)
         for name, _, rule in files
