@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from otel_mcp.cache.core import TieredCache, encode_composition
@@ -57,26 +58,27 @@ def measure_speed(directory: Path, rules: int, requests: int, repeat: int) -> di
     service = ComposeService(store, cache)
     reqs = [ComposeRequest.from_args(context_files=request_files(r)) for r in range(requests)]
     selected = statistics.mean(len(cold_service.compose(r).included) for r in reqs)
-    cold = statistics.median(_median_time(lambda r=r: cold_service.compose(r), repeat) for r in reqs)
+    cold = statistics.median(_median_time(partial(cold_service.compose, r), repeat) for r in reqs)
     for r in reqs:
         service.compose(r)  # fills both tiers
-    l1 = statistics.median(_median_time(lambda r=r: service.compose(r), repeat) for r in reqs)
+    l1 = statistics.median(_median_time(partial(service.compose, r), repeat) for r in reqs)
 
     def l2_lookup(r: ComposeRequest, bodies: bool) -> Composition:
         cache.clear_l1(bodies=bodies)
         return service.compose(r)
 
-    l2 = statistics.median(_median_time(lambda r=r: l2_lookup(r, False), repeat) for r in reqs)
-    l2_cold = statistics.median(_median_time(lambda r=r: l2_lookup(r, True), repeat) for r in reqs)
+    l2 = statistics.median(_median_time(partial(l2_lookup, r, False), repeat) for r in reqs)
+    l2_cold = statistics.median(_median_time(partial(l2_lookup, r, True), repeat) for r in reqs)
     # Reference: the L2 read of a per-entry layout (one brotli blob of the whole composition).
     blobs = [
         encode(json.dumps(cold_service.compose(r).to_dict()).encode(), DEFAULT_COMPRESS_THRESHOLD,
                DEFAULT_COMPRESS_QUALITY, DEFAULT_MIN_SAVING)
         for r in reqs
     ]
-    per_entry = statistics.median(
-        _median_time(lambda b=b: Composition.from_dict(json.loads(decode(b))), repeat) for b in blobs
-    )
+    def per_entry_read(blob: bytes) -> Composition:
+        return Composition.from_dict(json.loads(decode(blob)))
+
+    per_entry = statistics.median(_median_time(partial(per_entry_read, b), repeat) for b in blobs)
     assert cache.stats().errors == 0
     cache.close()
     store.close()

@@ -207,7 +207,7 @@ def _checks(results: dict[str, Any]) -> str:
             f"<li class='{'ok' if c['ok'] else 'bad'}'>{'&#10004;' if c['ok'] else '&#10008;'} "
             f"<b>{html.escape(c['name'])}</b>: {html.escape(str(c['detail']))[:600]}</li>"
             for c in r.get("checks", []))
-        errors = {}
+        errors: dict[str, int] = {}
         for phase in (r.get("phases") or {}).values():
             if isinstance(phase, dict):
                 for k, v in phase.get("errors", {}).items():
@@ -279,9 +279,9 @@ def write_report(results: dict[str, Any], out_dir: Path) -> Path:
              "is measured from each request's intended send time.</p>"]
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>otel-mcp perf report</title>"
             f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>")
-    path = out_dir / "report.html"
-    path.write_text(page)
-    return path
+    report = out_dir / "report.html"
+    report.write_text(page)
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:

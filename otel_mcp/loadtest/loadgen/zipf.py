@@ -26,7 +26,7 @@ class Zipf:
         self._rng = random.Random(seed)
 
     def probability(self, rank: int) -> float:
-        return self._cdf[rank] - (self._cdf[rank - 1] if rank else 0.0)
+        return float(self._cdf[rank] - (self._cdf[rank - 1] if rank else 0.0))
 
     def sample(self) -> int:
         return min(self.n - 1, bisect.bisect_left(self._cdf, self._rng.random()))

@@ -25,8 +25,8 @@ P99_TARGET_MS = 250.0
 
 def sustained(step: dict[str, Any], target_ms: float = P99_TARGET_MS) -> bool:
     offered = step["offered_rps"] * step["duration_s"]
-    return (step["latency"]["p99_ms"] <= target_ms and step["ok"] >= 0.95 * offered
-            and step["error_count"] <= 0.01 * max(1, step["sent"]))
+    return bool(step["latency"]["p99_ms"] <= target_ms and step["ok"] >= 0.95 * offered
+                and step["error_count"] <= 0.01 * max(1, step["sent"]))
 
 
 def find_knee(steps: list[dict[str, Any]], target_ms: float = P99_TARGET_MS) -> float | None:
