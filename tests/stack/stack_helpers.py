@@ -54,18 +54,29 @@ def prom_query(prometheus_url: str, expr: str) -> dict[str, Any]:
     return doc
 
 
-def dashboard_exprs() -> list[tuple[str, str, str]]:
-    """(dashboard file, panel title, PromQL with Grafana's variables filled in)."""
-    exprs = []
+def dashboard_panels(namespace: str | None = None) -> list[tuple[str, str, str, str]]:
+    """(dashboard file, panel title, PromQL with Grafana's variables filled in, panel description).
+
+    ``namespace``: look at the server exporting with that ``service.namespace`` only (its job is
+    ``<namespace>/otel-mcp``); default: the job ``otel-mcp``. The span-metrics panels select by service name,
+    like Jaeger's Monitor tab, whatever the namespace.
+    """
+    job = f"{namespace}/otel-mcp" if namespace else "otel-mcp"
+    panels = []
     for path in DASHBOARDS:
         doc = json.loads(path.read_text())
         for panel in doc["panels"]:
             for target in panel.get("targets", []):
                 expr = target["expr"]
                 expr = expr.replace("$__rate_interval", "1m").replace("$__range", "1h")
-                expr = re.sub(r"\$\{?job\}?", "otel-mcp", expr)
-                exprs.append((path.name, panel["title"], expr))
-    return exprs
+                expr = re.sub(r"\$\{?job\}?", job, expr)
+                panels.append((path.name, panel["title"], expr, panel.get("description", "")))
+    return panels
+
+
+def dashboard_exprs() -> list[tuple[str, str, str]]:
+    """(dashboard file, panel title, PromQL with Grafana's variables filled in)."""
+    return [(dashboard, title, expr) for dashboard, title, expr, _ in dashboard_panels()]
 
 
 def dashboard_queries_without_data(prometheus_url: str) -> list[str]:
