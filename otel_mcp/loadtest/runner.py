@@ -39,7 +39,7 @@ DEFAULT_ORDER = ("reference", "telemetry-overhead", "compose-hot", "compose-cold
                  "protocol-under-load", "soak", "ramp")
 PLUGIN_MODULES = (
     "otel_mcp.loadtest.overhead_bench", "otel_mcp.loadtest.cache_bench", "otel_mcp.loadtest.cache_sim",
-    "otel_mcp.loadtest.compression_bench",
+    "otel_mcp.loadtest.compression_bench", "otel_mcp.loadtest.glob_bench",
 )
 DEFAULT_OUT = LOAD_RESULTS_DIR
 

@@ -24,6 +24,10 @@ LIMITS = {
     "OTEL_MCP_MAX_RULES": "4",
     "OTEL_MCP_MAX_REQUEST_BYTES": "8192",
     "OTEL_MCP_MAX_SESSIONS": "3",
+    "OTEL_MCP_GLOB_MAX_CHARS": "20",
+    "OTEL_MCP_GLOB_MAX_WILDCARDS": "3",
+    "OTEL_MCP_GLOB_MAX_SEGMENTS": "3",
+    "OTEL_MCP_GLOB_MAX_ALTERNATIVES": "2",
 }
 
 
@@ -99,6 +103,25 @@ async def test_max_rules_per_composition(limited: HttpProc) -> None:
         assert len(four["included"]) == 4
         await refused(client, "compose_rules", {"rule_ids": [f"many-{i}" for i in range(5)]},
                       "selects 5 rules", "the limit is 4", "max_rules")
+
+
+@pytest.mark.parametrize(
+    ("ok", "over", "needles"),
+    [
+        ("*a*b*", "*a*b*c*", ("has 4 wildcards", "the limit is 3", "glob_max_wildcards")),
+        ("a/b/c", "a/b/c/d", ("has 4 segments", "the limit is 3", "glob_max_segments")),
+        ("x" * 20, "x" * 21, ("glob is 21 characters", "the limit is 20", "glob_max_chars")),
+        ("{a,b}.md", "{a,b,c}.md", ("more than 2 patterns", "glob_max_alternatives")),
+    ],
+)
+async def test_glob_limits(limited: HttpProc, ok: str, over: str, needles: tuple[str, ...]) -> None:
+    async with Client(f"http://127.0.0.1:{limited.port}/mcp") as client:
+        rule_id = "glob-" + "".join(c for c in ok if c.isalnum())
+        await accepted(client, "create_rule", {"id": rule_id, "body": "g", "activation": "auto", "globs": [ok]})
+        await refused(client, "update_rule", {"id": rule_id, "expected_version": 1, "exclude_globs": [over]}, *needles)
+        check = await accepted(client, "validate_rule", {"id": "v", "body": "g", "activation": "auto", "globs": [over]})
+        assert check["valid"] is False and needles[-1] in check["errors"][0], check
+        assert (await accepted(client, "get_rule", {"id": rule_id}))["version"] == 1  # nothing stored
 
 
 def test_max_request_bytes(limited: HttpProc) -> None:
