@@ -10,8 +10,8 @@ import pytest
 
 from otel_mcp.errors import InvalidRule
 from otel_mcp.interchange import confine, detect_format, export_directory, frontmatter, import_directory
+from otel_mcp.interchange.confined import ConfinedFiles
 from otel_mcp.interchange.formats import slug, to_fields
-from otel_mcp.interchange.writer import ConfinedWriter
 from otel_mcp.store import Activation, RuleStore
 
 
@@ -341,22 +341,48 @@ def test_export_checks_every_path_before_writing_any(store: RuleStore, tmp_path:
     assert os.listdir(tmp_path / "proj/.github/instructions") == ["b.instructions.md"]
 
 
-def test_writer_follows_no_symlink_even_unchecked(tmp_path: Path) -> None:
-    """``write`` walks with O_NOFOLLOW itself: a symlink swapped in after ``check`` is refused, not followed."""
+def test_confined_files_follow_no_symlink_even_unchecked(tmp_path: Path) -> None:
+    """``write`` and ``read`` walk with O_NOFOLLOW themselves: a symlink swapped in after a check is refused."""
     outside = tmp_path / "outside"
     outside.mkdir()
     root = tmp_path / "root"
     (root / "a").mkdir(parents=True)
     (root / "a/b").symlink_to(outside, target_is_directory=True)
-    writer = ConfinedWriter(root)
-    for relative in ("a/b/c/x.md", "a/b/x.md"):
-        with pytest.raises(InvalidRule, match="refusing to write through 'a/b': it is a symlink or not a folder"):
-            writer.write(PurePosixPath(relative), "text")
+    write(outside / "secret.md", "secret")
+    (root / "a/link.md").symlink_to(outside / "secret.md")
+    os.mkfifo(root / "a/fifo.md")
+    files = ConfinedFiles(root)
+    for relative in ("a/b/c/x.md", "a/b/x.md", "a/b/secret.md"):
+        with pytest.raises(InvalidRule, match="refusing to go through 'a/b': it is a symlink or not a folder"):
+            files.write(PurePosixPath(relative), "text")
+        with pytest.raises(InvalidRule, match="refusing to go through 'a/b': it is a symlink or not a folder"):
+            files.read(PurePosixPath(relative), 100)
+    with pytest.raises(InvalidRule, match=r"refusing to read 'a/link\.md': it is a symlink"):
+        files.read(PurePosixPath("a/link.md"), 100)
+    with pytest.raises(InvalidRule, match=r"refusing to read 'a/fifo\.md': it is not a regular file"):
+        files.read(PurePosixPath("a/fifo.md"), 100)  # and does not wait for a writer to open the FIFO
     with pytest.raises(InvalidRule, match="not a plain relative path"):
-        writer.write(PurePosixPath("a/../x.md"), "text")
-    assert list(outside.iterdir()) == []
-    writer.write(PurePosixPath("a/new/x.md"), "text")
+        files.write(PurePosixPath("a/../x.md"), "text")
+    assert os.listdir(outside) == ["secret.md"]
+    files.write(PurePosixPath("a/new/x.md"), "text")
     assert (root / "a/new/x.md").read_text() == "text" and os.listdir(root / "a/new") == ["x.md"]
+    assert files.read(PurePosixPath("a/new/x.md"), 4) == b"text"
+    with pytest.raises(InvalidRule, match="file is larger than 3 bytes"):
+        files.read(PurePosixPath("a/new/x.md"), 3)
+
+
+def test_import_reports_symlink_loops_per_file(store: RuleStore, tmp_path: Path) -> None:
+    (tmp_path / "self.mdc").symlink_to("self.mdc")
+    (tmp_path / "a.mdc").symlink_to("b.mdc")
+    (tmp_path / "b.mdc").symlink_to("a.mdc")
+    write(tmp_path / "fine.mdc", "fine\n")
+    (tmp_path / "loop").symlink_to("loop", target_is_directory=True)
+    results = by_path(import_directory(store, tmp_path, "."))
+    assert {p: r.status for p, r in results.items()} == {"a.mdc": "error", "b.mdc": "error", "fine.mdc": "created",
+                                                        "self.mdc": "error"}
+    assert all("it is a symlink" in results[p].error for p in ("a.mdc", "b.mdc", "self.mdc"))
+    with pytest.raises(InvalidRule, match="does not exist under the allowed root"):
+        import_directory(store, tmp_path, "loop")
 
 
 def test_export_overwrites_atomically(store: RuleStore, tmp_path: Path) -> None:

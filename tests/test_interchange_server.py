@@ -98,7 +98,7 @@ async def test_export_refuses_a_symlinked_claude_folder_before_creating_anything
         await calls.ok(client, "create_rule", {"id": "a", "body": "mine\n"})
         text = await calls.error(client, "export_rules", {"directory": "proj", "format": "claude"})
     assert list(outside.iterdir()) == []
-    assert "refusing to write through 'proj/.claude': it is a symlink or not a folder" in text
+    assert "refusing to go through 'proj/.claude': it is a symlink or not a folder" in text
     assert [p.name for p in project.iterdir()] == [".claude"]
 
 

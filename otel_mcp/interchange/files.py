@@ -3,9 +3,9 @@
 Every path is resolved (symlinks included) and must stay inside the root the
 operator configured: a client can name folders below it, never above it.
 Each rule is imported in its own transaction and reported on its own, so one
-malformed file never aborts the batch or leaves a half-written rule. Export
-writes through ``ConfinedWriter``, which follows no symlink, and checks every
-path before it creates anything.
+malformed file never aborts the batch or leaves a half-written rule. Files are
+read and written through ``ConfinedFiles``, which follows no symlink once a
+path is checked; export checks every path before it creates anything.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from otel_mcp.errors import FileAccessError, InvalidRule, RuleError
+from otel_mcp.interchange.confined import ConfinedFiles
 from otel_mcp.interchange.formats import AGENTS_FILE, FORMATS, agents_text, detect_format, file_name, to_rules, to_text
-from otel_mcp.interchange.writer import ConfinedWriter
 from otel_mcp.store.model import Rule
 from otel_mcp.store.sqlite import RuleStore, StoreBusy
 
@@ -43,8 +43,8 @@ def confine(root: Path, relative: str) -> Path:
     base = root.resolve()
     if not isinstance(relative, str) or "\x00" in relative:
         raise InvalidRule("directory must be a path string")
-    target = (base / relative).resolve()
-    if target != base and base not in target.parents:
+    target = _inside(base, base / relative)
+    if target is None:
         raise InvalidRule(f"directory {relative!r} is outside the allowed root {str(base)!r}")
     return target
 
@@ -57,9 +57,13 @@ def file_error(action: str, directory: str, exc: OSError) -> FileAccessError:
     return FileAccessError(f"cannot {action} {shown}: {exc.strerror or exc} ({code}){hint}")
 
 
-def _inside(base: Path, path: Path) -> bool:
-    real = path.resolve()
-    return real == base or base in real.parents
+def _inside(base: Path, path: Path) -> Path | None:
+    """``path`` with its symlinks resolved, or None if that leaves ``base``.
+
+    ``os.path.realpath``, because ``Path.resolve`` raises on a symlink loop (Python 3.11, 3.12).
+    """
+    real = Path(os.path.realpath(path))
+    return real if real == base or base in real.parents else None
 
 
 def import_directory(store: RuleStore, root: Path, directory: str, fmt: str = "auto") -> list[FileResult]:
@@ -73,6 +77,7 @@ def import_directory(store: RuleStore, root: Path, directory: str, fmt: str = "a
     except OSError as exc:
         raise file_error("read folder", directory, exc) from None
     base = root.resolve()
+    files = ConfinedFiles(base)
     results: list[FileResult] = []
     seen: dict[str, str] = {}
     if len(candidates) > MAX_IMPORT_FILES:
@@ -86,13 +91,14 @@ def import_directory(store: RuleStore, root: Path, directory: str, fmt: str = "a
         if detected is None or detected != kind:
             continue
         shown = relative.as_posix()
-        if not _inside(base, path):
+        real = _inside(base, path)
+        if real is None:
             results.append(FileResult(shown, "error", error="symlink points outside the allowed root"))
             continue
         try:
-            if path.stat().st_size > MAX_FILE_BYTES:
-                raise InvalidRule(f"file is larger than {MAX_FILE_BYTES} bytes")
-            text = path.read_bytes().decode("utf-8")  # no newline translation: exported text round-trips exactly
+            # read through no symlink: a link swapped in after the check above is refused, not followed
+            data = files.read(PurePosixPath(real.relative_to(base).as_posix()), MAX_FILE_BYTES)
+            text = data.decode("utf-8")  # no newline translation: exported text round-trips exactly
             rules = to_rules(relative, text, kind)
         except UnicodeDecodeError:
             results.append(FileResult(shown, "error", error="file is not valid UTF-8"))
@@ -130,13 +136,13 @@ def export_directory(store: RuleStore, root: Path, directory: str, fmt: str = "c
         files: list[tuple[str, str, Rule | None]] = [(AGENTS_FILE, agents_text(rules), None)]
     else:
         files = [(file_name(rule, fmt), to_text(rule, fmt), rule) for rule in rules]
-    writer = ConfinedWriter(base)
+    confined = ConfinedFiles(base)
     targets = [(PurePosixPath(folder, name), text) for name, text, _ in files]
     try:
         for target, _ in targets:
-            writer.check(target)
+            confined.check(target)
         for target, text in targets:
-            writer.write(target, text)
+            confined.write(target, text)
     except OSError as exc:
         raise file_error("write to folder", directory, exc) from None
     return [

@@ -1,8 +1,8 @@
-"""Writing files below a root without ever following a symlink.
+"""Reading and writing files below a root without ever following a symlink.
 
 A path is walked from a descriptor of the root one folder at a time (``openat``
 with ``O_NOFOLLOW``), so a symlink anywhere below the root, planted before a
-write or swapped in while it runs, is refused instead of followed. A file is
+read or write or swapped in while it runs, is refused instead of followed. A file is
 first written to a temporary file with an unpredictable name, created
 exclusively (``O_EXCL | O_NOFOLLOW``) in the target folder, then renamed over
 the target: readers see the old file or the new one, never a part.
@@ -26,11 +26,13 @@ from otel_mcp.errors import InvalidRule
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: a FIFO swapped in for a rule file must not hang the reader; a regular file ignores it.
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _NOT_A_FOLDER = (errno.ELOOP, errno.ENOTDIR)  # what O_NOFOLLOW | O_DIRECTORY answers for a symlink or a file
 
 
-class ConfinedWriter:
-    """Write files at paths relative to ``root``; ``check`` them all first, then ``write`` each."""
+class ConfinedFiles:
+    """Files at paths relative to ``root``: ``read`` one, or ``check`` all first and then ``write`` each."""
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
@@ -72,6 +74,33 @@ class ConfinedWriter:
         finally:
             os.close(folder)
 
+    def read(self, relative: PurePosixPath, max_bytes: int) -> bytes:
+        """The bytes of the regular file at ``relative``, reached through no symlink.
+
+        :raises InvalidRule: a symlink on the way, not a regular file, or larger than ``max_bytes``
+        :raises OSError: when the file system refuses (missing, no permission)
+        """
+        folder = self._walk(relative.parent, create=False)
+        if folder is None:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), relative.as_posix())
+        try:
+            fd = os.open(relative.name, _READ_FLAGS, dir_fd=folder)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            raise InvalidRule(
+                f"refusing to read {relative.as_posix()!r}: it is a symlink (a loop, or a link swapped in meanwhile)"
+            ) from None
+        finally:
+            os.close(folder)
+        with open(fd, "rb") as file:
+            found = os.fstat(file.fileno())
+            if not stat.S_ISREG(found.st_mode):
+                raise InvalidRule(f"refusing to read {relative.as_posix()!r}: it is not a regular file")
+            if found.st_size > max_bytes:
+                raise InvalidRule(f"file is larger than {max_bytes} bytes")
+            return file.read(max_bytes + 1)
+
     def _walk(self, folder: PurePosixPath, *, create: bool) -> int | None:
         """A descriptor of ``folder`` reached without following symlinks, or None if it is missing."""
         if folder.is_absolute() or any(part in ("", ".", "..") for part in folder.parts):
@@ -92,7 +121,7 @@ class ConfinedWriter:
                     if exc.errno not in _NOT_A_FOLDER:
                         raise
                     shown = PurePosixPath(*folder.parts[:depth]).as_posix()
-                    raise InvalidRule(f"refusing to write through {shown!r}: it is a symlink or not a folder") from None
+                    raise InvalidRule(f"refusing to go through {shown!r}: it is a symlink or not a folder") from None
                 os.close(fd)
                 fd = child
         except BaseException:
