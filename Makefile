@@ -1,5 +1,5 @@
 # The two entry points a new user needs; see README.md.
-.PHONY: demo test bootstrap lint
+.PHONY: demo test bootstrap lint test-latest-otel
 
 demo: bootstrap   ## install everything, start the stack and the server, run a demo workload
 	.venv/bin/otel-mcp demo
@@ -12,3 +12,24 @@ bootstrap:
 
 lint: bootstrap
 	.venv/bin/ruff check otel_mcp tests && .venv/bin/mypy
+
+# Not part of `make test` (the newest releases change under it): the telemetry tests in a venv of their own
+# with the newest OpenTelemetry SDK, exporters and contrib instrumentations, fast paths on and off.
+OTEL_PACKAGES = opentelemetry-api opentelemetry-sdk opentelemetry-proto opentelemetry-exporter-otlp \
+	opentelemetry-exporter-otlp-proto-common opentelemetry-exporter-otlp-proto-grpc \
+	opentelemetry-exporter-otlp-proto-http opentelemetry-exporter-prometheus opentelemetry-instrumentation \
+	opentelemetry-instrumentation-sqlite3 opentelemetry-instrumentation-dbapi opentelemetry-instrumentation-asyncio \
+	opentelemetry-instrumentation-system-metrics opentelemetry-semantic-conventions
+LATEST = .venv-latest-otel
+test-latest-otel:  ## the telemetry tests on the newest OpenTelemetry releases (separate venv)
+	[ -x $(LATEST)/bin/python ] || python3 -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install -q --upgrade pip
+	$(LATEST)/bin/python -m pip install -q -e ".[dev]"
+	$(LATEST)/bin/python -m pip install -q --upgrade --pre $(OTEL_PACKAGES)
+	$(LATEST)/bin/python -m pip list 2>/dev/null | grep -i '^opentelemetry'
+	OTEL_MCP_FASTPATH=on $(LATEST)/bin/python -m pytest tests/telemetry -q -p no:cacheprovider \
+		-k "not tested_range and not tested_version"
+	OTEL_MCP_FASTPATH=off $(LATEST)/bin/python -m pytest tests/telemetry -q -p no:cacheprovider \
+		-k "not tested_range and not tested_version"
+	$(LATEST)/bin/python -m pytest tests/telemetry/test_boundaries.py -q -p no:cacheprovider \
+		-k "tested_range or tested_version" || echo "newer than the tested range: see pyproject.toml's comment"

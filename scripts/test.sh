@@ -15,9 +15,13 @@ otel-mcp stack install
 echo "==> pytest (with coverage, including the server processes the tests start)"
 rm -f .coverage .coverage.*
 coverage run -m pytest "$@"   # parallel data files, one per process (pyproject: [tool.coverage.run])
+echo "==> pytest tests/telemetry on the stock OpenTelemetry SDK (OTEL_MCP_FASTPATH=off)"
+OTEL_MCP_FASTPATH=off coverage run -m pytest tests/telemetry -q -p no:cacheprovider
 coverage combine -q
 echo "==> coverage"
 coverage report --fail-under=80
 coverage xml -q -o coverage.xml
 echo "==> perf gate (short load profile; ratios vs same-run references, see otel_mcp/loadtest/gate.py)"
 python -m otel_mcp.loadtest.runner --profile ci --gate --quiet --out perf/results/load
+echo "==> telemetry overhead gate (server CPU per request on vs off, paired rounds, self-tested)"
+python -m otel_mcp.loadtest.overhead_gate --out perf/results/overhead-gate.json

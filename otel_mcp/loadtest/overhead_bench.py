@@ -186,6 +186,7 @@ VARIANTS: dict[str, dict[str, str]] = {
     "fast": {"OTEL_MCP_FASTPATH": "on"},
     "stock": {"OTEL_MCP_FASTPATH": "off"},
     "http": {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"},
+    "same": {},  # a second server of the same mode (the gate's same-vs-same check)
 }
 BASE_CODE: list[Path] = []  # --base: the ``@base`` modes run the otel_mcp package found there
 
@@ -280,6 +281,19 @@ async def drive(clients: list[Any], calls: int, offset: int = 0) -> tuple[list[f
 
 
 def cpu_seconds(proc: psutil.Process) -> float:
+    """CPU seconds of all the process's threads: the scheduler's nanosecond count where Linux gives it
+    (``/proc/<pid>/task/*/schedstat``), else psutil's (in 10 ms ticks: too coarse for a 300-call turn)."""
+    total_ns = 0
+    try:
+        for task in Path(f"/proc/{proc.pid}/task").iterdir():
+            try:
+                total_ns += int((task / "schedstat").read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue  # a thread that ended meanwhile
+    except OSError:
+        total_ns = 0
+    if total_ns:
+        return total_ns / 1e9
     t = proc.cpu_times()
     return float(t.user + t.system)
 
