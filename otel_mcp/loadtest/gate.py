@@ -120,7 +120,7 @@ def write_baseline(results: dict[str, Any], profile: str) -> Path:
     if not values:
         raise SystemExit("no gate ratios in these results: run the reference scenario")
     previous = load_baseline(profile).get("metrics", {})
-    metrics = {name: entry for name, entry in previous.items() if name not in METRICS}  # other gates' baselines
+    metrics = {}
     for metric, value in sorted(values.items()):
         direction = METRICS[metric][2]
         old = previous.get(metric)

@@ -6,7 +6,7 @@ fails is repeated once: a burst of other work on a shared machine):
 
 - ``off`` (``OTEL_SDK_DISABLED=true``) and ``all`` (traces at sampling 1.0, metrics and logs to the Collector):
   the gate's ratio, the median over rounds of ``cpu(all) / cpu(off)`` per request, must stay within
-  ``TOLERANCE`` of the baseline in ``perf/baselines/ci.json`` (``telemetry_on_vs_off_server_cpu``);
+  ``TOLERANCE`` of the baseline in ``perf/baselines/telemetry-overhead.json``;
 - ``off+same`` and ``off+burn``, the self-test run alongside: a second ``off`` server must measure within
   ``TOLERANCE`` of the first, and one made 10 % dearer per request (``INJECTED``: a middleware that spins for a
   tenth of ``off``'s CPU per request, measured just before) must fall outside it. When either fails the run
@@ -34,11 +34,11 @@ from typing import Any, Final
 
 import anyio
 
+from otel_mcp.loadtest import BASELINE_DIR
 from otel_mcp.loadtest import overhead_bench as bench
-from otel_mcp.loadtest.gate import baseline_path, load_baseline
 
 METRIC: Final = "telemetry_on_vs_off_server_cpu"
-PROFILE: Final = "ci"
+BASELINE: Final = BASELINE_DIR / "telemetry-overhead.json"
 ROUNDS: Final = 40  # many short rounds: a burst of other work on the machine moves a few of them, not the median
 CALLS: Final = 100  # per server and round: ~0.15 s of server CPU, read in nanoseconds (schedstat)
 TOLERANCE: Final = 0.05  # a ratio more than 5 % above the baseline fails: a 10 % regression cannot pass
@@ -126,9 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(os.sched_getaffinity(0)) > 1:
         os.sched_setaffinity(0, {1 - bench.SERVER_CORE})  # the clients here, the servers on the other core
     began = time.monotonic()
-    baseline_data = load_baseline(PROFILE)
-    entry = baseline_data.get("metrics", {}).get(METRIC)
-    baseline = float(entry["value"]) if isinstance(entry, dict) else None
+    baseline_data: dict[str, Any] = json.loads(BASELINE.read_text()) if BASELINE.exists() else {}
+    baseline = float(baseline_data["value"]) if "value" in baseline_data else None
     run = measure(args.rounds, args.calls)
     result = verdict(run["ratios"], baseline)
     if not all(row["ok"] for row in result["rows"][:2]):
@@ -147,11 +146,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  [{'ok' if row['ok'] else 'FAIL'}] {row['check']}: server CPU per request x{row['value']:.3f} vs off"
               f"{limit}{' ' + row['detail'] if 'detail' in row else ''}", file=sys.stderr)
     if args.update_baseline:
-        baseline_data.setdefault("metrics", {})[METRIC] = {"value": round(run["ratios"]["all"], 4),
-                                                          "direction": "lower", "tolerance": TOLERANCE}
-        baseline_data["updated_at"] = time.strftime("%Y-%m-%d %H:%M:%S")
-        baseline_path(PROFILE).write_text(json.dumps(baseline_data, indent=2, sort_keys=True) + "\n")
-        print(f"baseline {METRIC} = {run['ratios']['all']:.4f} written to {baseline_path(PROFILE)}", file=sys.stderr)
+        baseline_data.update(metric=METRIC, value=round(run["ratios"]["all"], 4), tolerance=TOLERANCE,
+                             updated_at=time.strftime("%Y-%m-%d %H:%M:%S"))
+        BASELINE.write_text(json.dumps(baseline_data, indent=2, sort_keys=True) + "\n")
+        print(f"baseline {METRIC} = {run['ratios']['all']:.4f} written to {BASELINE}", file=sys.stderr)
         return 0
     return 0 if result["passed"] else 1
 
