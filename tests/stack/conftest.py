@@ -16,12 +16,12 @@ Bounded helpers for such tests are in ``stack_helpers.py`` (``wait_for``, ``prom
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
+from stack_helpers import free_port
 
 from otel_mcp.stack import Binaries, StackStatus, down, install, up
 
@@ -39,12 +39,6 @@ STACK_UP_TIMEOUT = 90.0  # seconds per component; generous for a loaded 2-core C
 @pytest.fixture(scope="session")
 def stack_binaries() -> Binaries:
     return install(progress=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

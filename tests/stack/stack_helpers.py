@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import socket
+import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+
+from otel_mcp.stack import StackStatus
 
 T = TypeVar("T")
 
@@ -45,6 +52,49 @@ def wait_for(probe: Callable[[], T | None], timeout: float, what: str | Callable
             described = what() if callable(what) else what
             pytest.fail(f"timed out after {timeout:.0f}s waiting for {described} (last error: {last_error!r})")
         time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def sample_server(stack: StackStatus, work: Path, **otel_env: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """``otel-mcp serve --transport http`` on the sample rules in ``work``, exporting to ``stack`` (metrics every
+    second), with ``otel_env`` added to its environment; yields its ``/mcp`` URL and that environment."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("OTEL_MCP_", "OTEL_"))},
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://" + stack.urls["otlp_grpc"].removeprefix("http://"),
+        "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+        "OTEL_MCP_CACHE_DIR": str(work / "cache"),
+        "OTEL_MCP_STATE_DIR": str(work / "state"),
+        **otel_env,
+    }
+    db = work / "rules.db"
+    subprocess.run([sys.executable, "-m", "otel_mcp.cli", "import", str(REPO / "otel_mcp" / "samples"),
+                    "--db", str(db)], env=env, check=True, capture_output=True)
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "otel_mcp.cli", "serve", "--transport", "http", "--port", str(port), "--db", str(db)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        def healthy() -> bool:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+                return bool(response.status == 200)
+
+        wait_for(healthy, 60, f"the otel-mcp server's /healthz on port {port}", interval=0.2)
+        yield f"http://127.0.0.1:{port}/mcp", env
+    finally:
+        server.terminate()
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(5)
 
 
 def prom_query(prometheus_url: str, expr: str) -> dict[str, Any]:

@@ -11,21 +11,16 @@ job): one serves only 2026-07-28 clients (sessionless), the other only clients t
 
 from __future__ import annotations
 
-import os
+import contextlib
 import re
-import socket
-import subprocess
-import sys
-import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 import yaml
 from mcp import Client
-from stack_helpers import REPO, dashboard_panels, get_json, prom_query, wait_for
+from stack_helpers import REPO, dashboard_panels, get_json, prom_query, sample_server, wait_for
 
 from otel_mcp.stack import StackStatus
 
@@ -35,12 +30,6 @@ BACKEND_TIMEOUT = 90.0  # seconds for telemetry to travel SDK -> Collector -> Pr
 ERAS = {"sessionless": {}, "handshake": {"mode": "legacy"}}  # namespace -> how its client connects
 ONLY_FOR = {"handshake": "Handshake clients only"}  # the description prefix of a panel for one era's clients
 ALERT_RULES = sorted((REPO / "prometheus" / "rules").glob("*.yaml"))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def _workload(url: str, client_args: dict[str, Any], era: str) -> None:
@@ -64,44 +53,14 @@ async def _workload(url: str, client_args: dict[str, Any], era: str) -> None:
 @pytest.fixture(scope="module")
 def eras(stack: StackStatus, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """One server per era, each after its workload; yields era -> Prometheus job. The servers keep exporting."""
-    otlp = "http://" + stack.urls["otlp_grpc"].removeprefix("http://")
-    servers: list[subprocess.Popen[bytes]] = []
-    jobs: dict[str, str] = {}
-    try:
+    with contextlib.ExitStack() as servers:
         for era, client_args in ERAS.items():
-            work: Path = tmp_path_factory.mktemp(era)
-            env = {
-                **{k: v for k, v in os.environ.items() if not k.startswith(("OTEL_MCP_", "OTEL_"))},
-                "OTEL_EXPORTER_OTLP_ENDPOINT": otlp, "OTEL_SERVICE_NAME": "otel-mcp",
-                "OTEL_RESOURCE_ATTRIBUTES": f"service.namespace={era}",
-                "OTEL_METRIC_EXPORT_INTERVAL": "1000", "OTEL_BSP_SCHEDULE_DELAY": "200",
-                "OTEL_MCP_CACHE_DIR": str(work / "cache"), "OTEL_MCP_STATE_DIR": str(work / "state"),
-            }
-            db = work / "rules.db"
-            subprocess.run([sys.executable, "-m", "otel_mcp.cli", "import", str(REPO / "otel_mcp" / "samples"),
-                            "--db", str(db)], env=env, check=True, capture_output=True)
-            port = _free_port()
-            servers.append(subprocess.Popen(
-                [sys.executable, "-m", "otel_mcp.cli", "serve", "--transport", "http", "--port", str(port),
-                 "--db", str(db)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            url, _ = servers.enter_context(sample_server(
+                stack, tmp_path_factory.mktemp(era),
+                OTEL_SERVICE_NAME="otel-mcp", OTEL_RESOURCE_ATTRIBUTES=f"service.namespace={era}",
             ))
-
-            def healthy(port: int = port) -> bool:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
-                    return bool(response.status == 200)
-
-            wait_for(healthy, 60, f"the {era} server's /healthz", interval=0.2)
-            anyio.run(_workload, f"http://127.0.0.1:{port}/mcp", client_args, era)
-            jobs[era] = f"{era}/otel-mcp"
-        yield jobs
-    finally:
-        for server in servers:
-            server.terminate()
-            try:
-                server.wait(20)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait(5)
+            anyio.run(_workload, url, client_args, era)
+        yield {era: f"{era}/otel-mcp" for era in ERAS}
 
 
 def _has_data(prometheus: str, expr: str) -> bool:

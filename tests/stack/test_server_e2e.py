@@ -8,19 +8,16 @@ the session's stack; then every assertion reads the real backends.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 from mcp import Client
-from stack_helpers import dashboard_queries_without_data, get_json, prom_query, wait_for
+from stack_helpers import dashboard_queries_without_data, get_json, prom_query, sample_server, wait_for
 
 from otel_mcp.stack import StackStatus
 
@@ -30,57 +27,16 @@ BACKEND_TIMEOUT = 90.0  # seconds for telemetry to travel SDK -> Collector -> ba
 SERVICE = "otel-mcp"  # the service the dashboards and alert rules select
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def workload(stack: StackStatus, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """Start the server against the stack, run the traced workload once, yield its result."""
-    work: Path = tmp_path_factory.mktemp("e2e")
-    otlp = "http://" + stack.urls["otlp_grpc"].removeprefix("http://")
-    port = _free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("OTEL_MCP_", "OTEL_"))},
-        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp,
-        "OTEL_SERVICE_NAME": SERVICE,
-        "OTEL_METRIC_EXPORT_INTERVAL": "1000",
-        "OTEL_BSP_SCHEDULE_DELAY": "200",
-        "OTEL_MCP_CACHE_DIR": str(work / "cache"),
-        "OTEL_MCP_STATE_DIR": str(work / "state"),
-    }
-    db = work / "rules.db"
-    subprocess.run(
-        [sys.executable, "-m", "otel_mcp.cli", "import", str(Path(__file__).parents[2] / "otel_mcp" / "samples"),
-         "--db", str(db)], env=env, check=True, capture_output=True,
-    )
-    server = subprocess.Popen(
-        [sys.executable, "-m", "otel_mcp.cli", "serve", "--transport", "http", "--port", str(port), "--db", str(db)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    try:
-        def healthy() -> bool:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
-                return bool(response.status == 200)
-
-        wait_for(healthy, 60, "the otel-mcp server's /healthz", interval=0.2)
+    with sample_server(stack, tmp_path_factory.mktemp("e2e"), OTEL_SERVICE_NAME=SERVICE) as (url, env):
         run = subprocess.run(
-            [sys.executable, "-m", "otel_mcp.demo", f"http://127.0.0.1:{port}/mcp", otlp],
+            [sys.executable, "-m", "otel_mcp.demo", url, env["OTEL_EXPORTER_OTLP_ENDPOINT"]],
             env=env, capture_output=True, text=True, timeout=120, check=True,
         )
         result: dict[str, Any] = json.loads(run.stdout.strip().splitlines()[-1])
-        yield {**result, "url": f"http://127.0.0.1:{port}/mcp"}
-    finally:
-        server.terminate()
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(5)
+        yield {**result, "url": url}
 
 
 def _trace(stack: StackStatus, trace_id: str, want: set[str],
