@@ -69,35 +69,44 @@ async def test_corpus_round_trip_through_the_mcp_tools(
             assert sorted(f["rule_id"] for f in again["files"]) == ids, fmt
 
 
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """A folder beside the files root, where an attacker wants the export to write."""
+    folder = tmp_path / "outside"
+    folder.mkdir()
+    return folder
+
+
+async def export_rule_a(server: Any, calls: Any, arguments: dict[str, str]) -> Any:
+    """Create rule `a` and export into the folder the attack prepared; the tool's result."""
+    async with server.client() as client:
+        await calls.ok(client, "create_rule", {"id": "a", "body": "mine\n"})
+        return await client.call_tool("export_rules", arguments)
+
+
 async def test_export_ignores_a_symlink_planted_at_the_old_temporary_name(
-    http_server: Any, calls: Any, tmp_path: Path
+    http_server: Any, calls: Any, outside: Path
 ) -> None:
-    outside = tmp_path / "outside"
-    outside.mkdir()
     folder = http_server.files_root / "out"
     folder.mkdir()
     # export used to write `.<name>.tmp<pid>` and follow whatever was there
     (folder / f".a.mdc.tmp{http_server.process.pid}").symlink_to(outside / "victim.mdc")
-    async with http_server.client() as client:
-        await calls.ok(client, "create_rule", {"id": "a", "body": "mine\n"})
-        await calls.ok(client, "export_rules", {"directory": "out"})
+    calls.data(await export_rule_a(http_server, calls, {"directory": "out"}))
     assert list(outside.iterdir()) == []
     written = folder / "a.mdc"
     assert not written.is_symlink() and written.read_text().endswith("---\nmine\n")
 
 
 async def test_export_refuses_a_symlinked_claude_folder_before_creating_anything(
-    http_server: Any, calls: Any, tmp_path: Path
+    http_server: Any, calls: Any, outside: Path
 ) -> None:
-    outside = tmp_path / "outside"
-    outside.mkdir()
     project = http_server.files_root / "proj"
     project.mkdir()
     (project / ".claude").symlink_to(outside, target_is_directory=True)
-    async with http_server.client() as client:
-        await calls.ok(client, "create_rule", {"id": "a", "body": "mine\n"})
-        text = await calls.error(client, "export_rules", {"directory": "proj", "format": "claude"})
+    result = await export_rule_a(http_server, calls, {"directory": "proj", "format": "claude"})
     assert list(outside.iterdir()) == []
+    text = calls.text(result)
+    assert result.is_error and "Traceback" not in text
     assert "refusing to go through 'proj/.claude': it is a symlink or not a folder" in text
     assert [p.name for p in project.iterdir()] == [".claude"]
 
