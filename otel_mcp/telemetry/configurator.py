@@ -63,6 +63,7 @@ from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, V
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
+from opentelemetry.semconv._incubating.attributes.service_attributes import SERVICE_INSTANCE_ID
 from opentelemetry.semconv._incubating.metrics.mcp_metrics import MCP_SERVER_OPERATION_DURATION
 from opentelemetry.semconv.attributes.service_attributes import SERVICE_NAME, SERVICE_VERSION
 
@@ -79,7 +80,6 @@ from otel_mcp.telemetry.stats import MetricsSource, stats_reader_for
 
 logger = logging.getLogger("otel_mcp.telemetry")
 
-SERVICE_INSTANCE_ID: Final = "service.instance.id"  # semconv, still incubating: not in the stable module
 DEFAULT_SERVICE_NAME: Final = "otel-mcp"
 DEFAULT_OTLP_GRPC: Final = ("localhost", 4317)
 DEFAULT_OTLP_HTTP: Final = ("localhost", 4318)

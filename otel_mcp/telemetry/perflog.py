@@ -72,17 +72,19 @@ _STOP: Final = object()
 
 @dataclass(frozen=True)
 class Thresholds:
-    """:param slow_request_s: a request slower than this is an alert (default 1 s)
-    :param slow_query_s: a statement slower than this (default 0.1 s)
-    :param min_cache_hit_ratio: below this over a check interval with enough lookups (default 0.5)
-    :param max_rss_bytes: resident memory above this (default 1 GiB)
+    """The ``alert_*`` settings (defaults in ``otel_mcp.config``), in seconds, ratios and bytes.
+
+    :param slow_request_s: a request slower than this is an alert
+    :param slow_query_s: a statement slower than this
+    :param min_cache_hit_ratio: below this over a check interval with enough lookups
+    :param max_rss_bytes: resident memory above this
     """
 
-    slow_request_s: float = 1.0
-    slow_query_s: float = 0.1
-    min_cache_hit_ratio: float = 0.5
+    slow_request_s: float
+    slow_query_s: float
+    min_cache_hit_ratio: float
+    max_rss_bytes: int
     min_cache_lookups: int = 20  # lookups in an interval before the hit ratio means anything
-    max_rss_bytes: int = 1 << 30
 
 
 class PerfLog:
