@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from otel_mcp.config import Settings
+from otel_mcp.remote import RemoteError
 
 SAMPLES = Path(__file__).parent / "samples"
 DEMO_QUERY = "sum by (mcp_method_name) (rate(mcp_server_operation_duration_seconds_count[1m]))"
@@ -62,15 +64,30 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float) -> No
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with code {proc.returncode} while starting")
+            raise RemoteError(f"the demo's server exited with code {proc.returncode} while starting (its output is "
+                              "above): if its port is taken, choose another with --port")
         with suppress(OSError), urllib.request.urlopen(url, timeout=1) as response:
             if response.status == 200:
                 return
         time.sleep(0.2)
-    raise RuntimeError(f"the server did not answer {url} within {timeout:.0f}s")
+    raise RemoteError(f"the demo's server did not answer {url} within {timeout:.0f}s (its output is above)")
+
+
+def _port_taken(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
 
 
 def start_server(settings: Settings, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    # Whatever already answers on the port would otherwise pass the health check and get the demo's writes.
+    if _port_taken(settings.host, settings.port):
+        raise RemoteError(f"{settings.host}:{settings.port} is already in use (another otel-mcp?): "
+                          "choose another port with --port")
     argv = [
         sys.executable, "-m", "otel_mcp.cli", "serve", "--transport", "http",
         "--host", settings.host, "--port", str(settings.port), "--db", str(settings.db),

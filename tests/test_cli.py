@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import free_port
+from conftest import HttpServer, free_port
 
 from otel_mcp import __version__
 from otel_mcp.cli import main
@@ -143,3 +143,19 @@ def test_the_demo_keeps_its_samples_out_of_the_users_rules(run_cli: Callable[...
     again = run_cli("demo", "--no-stack", "--duration", "0", "--port", str(free_port()), "--db", str(chosen), env=env)
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"==> rules database: {chosen} (4 sample rules imported)" in again.stdout
+
+
+def test_the_demo_refuses_a_taken_port_instead_of_using_whatever_answers(
+    run_cli: Callable[..., Any], http_server: HttpServer, tmp_path: Path
+) -> None:
+    demo = run_cli("demo", "--no-stack", "--duration", "0", "--port", str(http_server.port),
+                   env={"XDG_DATA_HOME": str(tmp_path / "data")})
+    assert demo.returncode == 1
+    assert demo.stderr.strip().splitlines() == [
+        f"otel-mcp: 127.0.0.1:{http_server.port} is already in use (another otel-mcp?): "
+        "choose another port with --port"]
+    store = RuleStore(http_server.db)  # the server already there got none of the demo's writes
+    try:
+        assert store.count() == 0
+    finally:
+        store.close()
