@@ -58,6 +58,7 @@ from otel_mcp.cache.disk import (
 from otel_mcp.cache.policy import AdaptiveTinyLFUPolicy, LRUPolicy, Policy, S3FIFOPolicy, TinyLFUPolicy
 from otel_mcp.cache.popularity import Popularity
 from otel_mcp.compose.engine import ComposeRequest, Composition
+from otel_mcp.throttle import Throttle, held_back
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +70,6 @@ DEFAULT_BODY_MIN_BYTES = 256  # bodies below this stay inline in the skeleton
 DEFAULT_BODY_MEMO_BYTES = 16 * 2**20  # 16 MiB of decoded bodies kept in memory by digest
 DEFAULT_SNAPSHOT_INTERVAL = 60.0  # seconds between popularity snapshots
 POPULARITY_FILE = "popularity.json"
-ERROR_LOG_INTERVAL = 60.0  # seconds between two log lines for one kind of cache failure
 SKELETON_VERSION = 1
 BODY_PREFIX = "b:"
 MARKER = re.compile(r"^<!-- rule:[^\n]*? -->\n", re.MULTILINE)
@@ -237,7 +237,7 @@ class TieredCache:
         self.snapshot_interval = snapshot_interval
         self.body_source: Callable[[list[str]], dict[str, str]] | None = None
         self.l1_hits = self.l2_hits = self.misses = self.puts = self.errors = 0
-        self._error_log: dict[tuple[str, str], tuple[float, int]] = {}
+        self._error_log = Throttle()  # a full or read-only disk fails every put: one line a minute per kind
         self.bodies_written = self.bodies_reused = 0
         self._l1: Policy[Composition] = _POLICIES[l1_policy](l1_bytes)
         # Bodies are immutable by digest, so this memo can never be stale; it spares an L2 hit
@@ -557,19 +557,13 @@ class TieredCache:
             logger.debug("could not delete damaged entry %s: %s", key, exc)
 
     def _error(self, operation: str, key: str, exc: BaseException) -> None:
-        """Count the failure; log it once per (operation, exception type) per ``ERROR_LOG_INTERVAL`` (a full or
-        read-only disk fails every put: one line per request would flood the log)."""
-        kind = (operation, type(exc).__name__)
-        now = time.monotonic()
+        """Count the failure; log it at most once a minute per (operation, exception type)."""
         with self._lock:
             self.errors += 1
-            last, suppressed = self._error_log.get(kind, (-ERROR_LOG_INTERVAL, 0))
-            log_it = now - last >= ERROR_LOG_INTERVAL
-            self._error_log[kind] = (now, 0) if log_it else (last, suppressed + 1)
-        if log_it:
-            more = f" ({suppressed} similar failures not logged)" if suppressed else ""
+        held = self._error_log.allow(f"{operation}:{type(exc).__name__}")
+        if held is not None:
             logger.warning("cache %s failed for %s (served as a miss; %d cache errors so far)%s: %s: %s", operation,
-                           key, self.errors, more, type(exc).__name__, exc)
+                           key, self.errors, held_back(held), type(exc).__name__, exc)
 
     def _load_popularity(self) -> None:
         self.popularity.load(self.directory / POPULARITY_FILE)

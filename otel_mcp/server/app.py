@@ -29,6 +29,7 @@ from otel_mcp.server.limits import JsonRpcErrorBodies
 from otel_mcp.server.resources import register_resources
 from otel_mcp.server.subscriptions import ChangeBus, serve_handshake_subscriptions
 from otel_mcp.server.tools import register_tools
+from otel_mcp.throttle import throttle_logger
 
 INSTRUCTIONS = (
     "Stores coding-agent rules and composes the ones that apply to a task. Call compose_rules with the files "
@@ -148,6 +149,7 @@ def build_http_app(server: MCPServer, rules: RulesContext, port: int | None = No
         host=settings.host,
     )
     # Refusals on /mcp get JSON-RPC error bodies; with a token, everything but the probes needs it.
+    throttle_logger("mcp.server.transport_security")  # it warns once per refused Host/Origin: once a minute
     app.add_middleware(JsonRpcErrorBodies, path="/mcp", max_request_bytes=settings.max_request_bytes)
     token = settings.bearer_token()
     if token:

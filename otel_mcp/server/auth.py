@@ -26,12 +26,13 @@ from collections.abc import Iterable
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from otel_mcp.throttle import Throttle, held_back
+
 log = logging.getLogger("otel_mcp.server.auth")
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 UNAUTHORIZED = -32001  # JSON-RPC server-defined error code used for a refused credential
 REALM = "otel-mcp"
-LOG_EVERY = 1000
 
 
 def _digest(value: bytes) -> bytes:
@@ -79,6 +80,7 @@ class BearerAuthMiddleware:
         self._token = token
         self.open_paths = frozenset(open_paths)
         self.refused = 0  # requests refused since start (for stats and tests)
+        self._throttle = Throttle()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or scope.get("path", "") in self.open_paths:
@@ -95,10 +97,12 @@ class BearerAuthMiddleware:
         else:
             message = "Unauthorized: the bearer token is not valid"
             challenge = f'Bearer realm="{REALM}", error="invalid_token"'
-        # Never log the presented token: only that requests were refused. The first refusal and then
-        # every LOG_EVERY-th is logged, so a client hammering without a token cannot flood the log.
-        if self.refused == 1 or self.refused % LOG_EVERY == 0:
-            log.warning("refused %d unauthenticated request(s) so far (latest to %s)", self.refused, scope.get("path"))
+        # Never log the presented token: only that requests were refused, at most once a minute, so a
+        # client hammering without a token cannot flood the log.
+        held = self._throttle.allow("refused")
+        if held is not None:
+            log.warning("refused %d unauthenticated request(s) so far (latest to %s)%s", self.refused,
+                        scope.get("path"), held_back(held))
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
             return

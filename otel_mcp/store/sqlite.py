@@ -19,17 +19,18 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from otel_mcp.errors import InvalidRule, RuleExists, RuleNotFound, VersionConflict
+from otel_mcp.errors import InvalidRule, RuleError, RuleExists, RuleNotFound, VersionConflict
 from otel_mcp.store.model import SPEC_FIELDS, Activation, Rule, RuleLimits, RuleSpec, build_spec, merge_spec
 from otel_mcp.store.schema import migrate
 
 DEFAULT_BUSY_TIMEOUT = 5.0  # seconds a writer waits for the lock before failing
 MAX_PAGE_SIZE = 200
+MAX_VERSION = 2**63 - 1  # SQLite's largest INTEGER
 _RULE_COLUMNS = (
     "id, version, etag, description, body, activation, globs, exclude_globs, tags, priority,"
     " imports, overrides, settings, enabled, created_at, updated_at"
@@ -38,6 +39,10 @@ _RULE_COLUMNS = (
 
 class StoreBusy(Exception):
     """The database stayed locked by another writer for longer than the busy timeout."""
+
+
+class StoreUnavailable(RuleError):
+    """The database cannot be written (disk full, I/O error, read-only file): nothing was changed."""
 
 
 @dataclass(frozen=True)
@@ -192,7 +197,9 @@ class RuleStore:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            raise StoreBusy(f"database is locked by another writer ({exc}); retry later") from None
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise StoreBusy(f"database is locked by another writer ({exc}); retry later") from None
+            raise self._unwritable(exc) from None
         try:
             row = conn.execute(
                 "UPDATE store_meta SET value = value + 1 WHERE key = 'generation' RETURNING value"
@@ -200,9 +207,23 @@ class RuleStore:
             tx = _Transaction(conn, int(row[0]))
             yield tx
             conn.execute("COMMIT" if tx.changed else "ROLLBACK")
+        except sqlite3.DatabaseError as exc:
+            self._abandon(conn)
+            raise self._unwritable(exc) from None
         except BaseException:
-            conn.execute("ROLLBACK")
+            self._abandon(conn)
             raise
+
+    @staticmethod
+    def _abandon(conn: sqlite3.Connection) -> None:
+        """Roll back what is left: after an I/O error SQLite may have rolled back already, and a second
+        ROLLBACK ("cannot rollback - no transaction is active") would hide the real cause."""
+        if conn.in_transaction:
+            with suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+
+    def _unwritable(self, exc: sqlite3.DatabaseError) -> StoreUnavailable:
+        return StoreUnavailable(f"the database {str(self.path)!r} cannot be written ({exc}); nothing was changed")
 
     # -- reads -------------------------------------------------------------
 
@@ -349,6 +370,8 @@ class RuleStore:
         return [HistoryEntry(r[0], r[1], r[2], r[3], r[4], _spec_from_json(r[5])) for r in rows]
 
     def _history_entry(self, rule_id: str, version: int) -> HistoryEntry:
+        if not 1 <= version <= MAX_VERSION:  # SQLite cannot even be asked (OverflowError): it cannot exist
+            raise RuleNotFound(rule_id, version)
         row = (
             self._conn()
             .execute(

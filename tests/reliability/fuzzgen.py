@@ -31,7 +31,15 @@ METHODS = (
 )
 KINDS = (
     "garbage", "truncated", "scalar", "deep", "bad_envelope", "unknown_method", "wrong_params", "tool_args",
-    "duplicate_id", "unicode", "response_shaped", "notification",
+    "duplicate_id", "unicode", "response_shaped", "notification", "hostile",
+)
+# Arguments an attacker found tracebacks with: versions SQLite cannot hold, names longer than a file name.
+HOSTILE_CALLS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    *(("tools/call", "get_rule", {"id": "a", "version": v}) for v in (2**63, 2**64, 10**30)),
+    *(("tools/call", "rollback_rule", {"id": "a", "to_version": v}) for v in (2**63, 2**64)),
+    *(("tools/call", tool, {"directory": d}) for tool in ("import_rules", "export_rules")
+      for d in ("x" * 300, "é" * 200, ("d" * 250 + "/") * 20)),
+    ("resources/read", "", {"uri": f"rules://a@{2**63}"}),
 )
 MUST_ERROR = {"garbage", "truncated", "scalar", "deep", "bad_envelope", "unknown_method"}
 
@@ -137,6 +145,10 @@ def make_case(rng: random.Random, index: int, kind: str, previous_id: int | str 
         text = '{"jsonrpc":"2.0","id":' + json.dumps(rid) + ',"method":"' + method + '","params":{"name":"'
         text += rng.choice(["\\ud800", "\\udfff\\ud800", "\\u0000", "é\\u202e", "\\uffff"]) + '","arguments":{}}}'
         return Case(kind, text.encode(), owed, False)
+    if kind == "hostile":
+        method, tool, args = rng.choice(HOSTILE_CALLS)
+        params = {"name": tool, "arguments": args} if tool else args
+        return Case(kind, _encode({"jsonrpc": "2.0", "id": rid, "method": method, "params": params}), owed, False)
     if kind == "response_shaped":
         message = {"jsonrpc": "2.0", "id": rid, rng.choice(["result", "error"]): random_json(rng)}
         return Case(kind, _encode(message), None, False)

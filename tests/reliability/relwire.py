@@ -25,7 +25,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -276,9 +276,13 @@ class HttpProc:
 
 
 def start_http(
-    tmp: Path, *extra: str, env: Mapping[str, str] | None = None, db: Path | None = None, timeout: float = 30.0
+    tmp: Path, *extra: str, env: Mapping[str, str] | None = None, db: Path | None = None, timeout: float = 30.0,
+    prefix: Sequence[str] = (),
 ) -> HttpProc:
-    """Start an HTTP server in ``tmp`` and wait (bounded) until ``/healthz`` answers."""
+    """Start an HTTP server in ``tmp`` and wait (bounded) until ``/healthz`` answers.
+
+    :param prefix: a command the server runs under (``prlimit ...``)
+    """
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     db = db or tmp / "rules.db"
@@ -286,7 +290,7 @@ def start_http(
     root.mkdir(exist_ok=True)
     log = tmp / f"http-{port}.log"
     args = [
-        sys.executable, "-m", "otel_mcp.cli", "serve", "--transport", "http", "--host", "127.0.0.1",
+        *prefix, sys.executable, "-m", "otel_mcp.cli", "serve", "--transport", "http", "--host", "127.0.0.1",
         "--port", str(port), "--db", str(db), "--files-root", str(root), *extra,
     ]
     with log.open("wb") as out:
