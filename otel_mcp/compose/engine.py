@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from otel_mcp.compose.globs import GlobLimits, normalize_path, path_selects
+from otel_mcp.compose.globs import GlobLimits, encode_path, normalize_path, path_selects
 from otel_mcp.compose.tokens import estimate_tokens
 from otel_mcp.config import Settings, default_setting
 from otel_mcp.errors import CompositionError, InvalidRule, LimitExceeded
@@ -223,6 +223,7 @@ def select(rules: Mapping[str, Rule], request: ComposeRequest, work: _Work,
             continue
         work.selected[rule_id] = Selection(rule, "named in rule_ids", pinned=True)
     wanted_tags = set(request.tags)
+    files = [(f, encode_path(f)) for f in request.context_files]
     for rule in rules.values():
         if not rule.enabled or rule.id in work.selected or rule.activation is Activation.MANUAL:
             continue
@@ -234,8 +235,8 @@ def select(rules: Mapping[str, Rule], request: ComposeRequest, work: _Work,
             work.selected[rule.id] = Selection(rule, "always", pinned=True)
         elif rule.activation is Activation.AUTO:
             try:
-                hit = next((f for f in request.context_files
-                            if path_selects(f, rule.globs, rule.exclude_globs, options.globs)), None)
+                hit = next((f for f, data in files
+                            if path_selects(data, rule.globs, rule.exclude_globs, options.globs)), None)
             except InvalidRule as exc:
                 work.skip(rule, "invalid_glob", str(exc))
                 continue

@@ -247,15 +247,30 @@ def normalize_path(path: str) -> str:
     return path.lstrip("/")
 
 
+@lru_cache(maxsize=4096)
+def _programs(patterns: tuple[str, ...], limits: GlobLimits) -> tuple[_re2.RE2, ...]:
+    return tuple(_compile(p, limits) for p in patterns)
+
+
+def encode_path(path: str) -> bytes:
+    """``path`` as RE2 reads it; encode a context file once, then match it against every rule."""
+    return path.encode("utf-8", "surrogatepass")
+
+
+def _any_match(data: bytes, patterns: tuple[str, ...], limits: GlobLimits) -> bool:
+    end = len(data)
+    return any(program.Match(_FULL, data, 0, end)[0] != _NO_MATCH for program in _programs(patterns, limits))
+
+
 def matches_any(path: str, patterns: Iterable[str], limits: GlobLimits = GlobLimits()) -> bool:
     """Whether ``path`` (normalized) matches one of ``patterns``; ``InvalidRule`` for a bad pattern."""
-    data = path.encode("utf-8", "surrogatepass")
-    end = len(data)
-    return any(_compile(p, limits).Match(_FULL, data, 0, end)[0] != _NO_MATCH for p in patterns)
+    return _any_match(encode_path(path), tuple(patterns), limits)
 
 
 def path_selects(
-    path: str, globs: Iterable[str], exclude_globs: Iterable[str], limits: GlobLimits = GlobLimits()
+    path: str | bytes, globs: Iterable[str], exclude_globs: Iterable[str], limits: GlobLimits = GlobLimits()
 ) -> bool:
-    """Whether ``path`` (already normalized) activates a rule with these globs."""
-    return matches_any(path, globs, limits) and not matches_any(path, exclude_globs, limits)
+    """Whether ``path`` (already normalized, or ``encode_path``'s bytes) activates a rule with these globs."""
+    data = encode_path(path) if isinstance(path, str) else path
+    excludes = tuple(exclude_globs)  # a rule's are a tuple already: no copy
+    return _any_match(data, tuple(globs), limits) and not (excludes and _any_match(data, excludes, limits))
