@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 
 from otel_mcp.compose import ComposeOptions, ComposeRequest, Composition, compose, estimate_tokens
+from otel_mcp.compose.engine import import_problem
+from otel_mcp.compose.globs import GlobLimits
 from otel_mcp.compose.service import ComposeService
 from otel_mcp.errors import CompositionError, InvalidRule, LimitExceeded
 from otel_mcp.store import Rule, RuleStore, build_spec
@@ -638,3 +640,26 @@ def test_service_without_cache_and_cache_key_shape(store: RuleStore) -> None:
     assert key.startswith(f"c:{ruleset.fingerprint}:")
     assert key != service.cache_key(ComposeRequest.from_args(), ruleset)
     assert service.ruleset() is service.ruleset()
+
+
+def test_a_stored_glob_over_tightened_limits_skips_its_rule() -> None:
+    rules = [rule("wild", activation="auto", globs=["*a*b*c*"]), rule("tame", activation="auto", globs=["*.py"])]
+    c = run(rules, ComposeOptions(globs=GlobLimits(max_wildcards=2)), context_files=["x.py"])
+    assert ids(c) == ["tame"]
+    assert c.problems[0]["kind"] == "invalid_glob" and "(glob_max_wildcards)" in c.problems[0]["problem"]
+
+
+def test_every_importer_of_a_broken_rule_is_skipped_and_disabled_imports_deep_down_are_dropped() -> None:
+    rules = [rule("one", activation="always", imports=["bad"]), rule("two", activation="always", imports=["bad"]),
+             rule("bad", imports=["gone"]), rule("three", activation="always", imports=["mid"]),
+             rule("mid", imports=["off"]), rule("off", enabled=False)]
+    c = run(rules)
+    assert sorted(problems(c)) == ["one", "two"] and ids(c) == ["mid", "three"]
+    assert dropped(c) == {"off": "disabled (imported by mid)"}
+
+
+def test_import_problem_sees_the_candidate_beside_the_stored_rules() -> None:
+    stored = {r.id: r for r in [rule("a", imports=["b"]), rule("b")]}
+    assert import_problem(stored, rule("b", imports=["a"]), ComposeOptions()) == (
+        "import_cycle", "import cycle: b -> a -> b")
+    assert import_problem(stored, rule("c", imports=["a"]), ComposeOptions()) is None
