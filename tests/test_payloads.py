@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from mcp import Client
+from mcp.shared.exceptions import MCPError
 
 from otel_mcp.config import Settings
 from otel_mcp.store import RuleStore
@@ -151,6 +152,8 @@ async def test_a_result_over_max_result_bytes_names_its_size(
             await calls.ok(client, "create_rule", {"id": f"r{i}", "body": markdown_of(30_000),
                                                    "activation": "auto", "globs": ["**/*.md"]})
         text = await calls.error(client, "compose_rules", {"context_files": ["README.md"]})
+        with pytest.raises(MCPError, match=r"the result is \d+ bytes; the limit is 65536 bytes"):
+            await client.get_prompt("compose", {"context_files": "README.md"})
         assert re.search(r"the result is \d+ bytes; the limit is 65536 bytes \(max_result_bytes\)", text), text
         assert "token_budget" in text
         _, manifest = await calls.document(client, "compose_rules", {"context_files": ["README.md"],

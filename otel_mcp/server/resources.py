@@ -84,9 +84,9 @@ def register_resources(server: MCPServer, rules: RulesContext) -> None:
                 _split_csv(context_files), _split_csv(tags), _split_csv(rule_ids), agent or None, budget
             )
             composition = await anyio.to_thread.run_sync(lambda: composer.compose(request))
+            return limit.check_text(composition.markdown, "pass a token_budget (about 4 bytes a token)")
         except RuleError as exc:
             raise MCPError(INVALID_PARAMS, str(exc)) from None
-        return composition.markdown
 
 
 def _bound_resource_reads(server: MCPServer, limit: ResultLimit) -> None:
