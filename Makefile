@@ -1,6 +1,10 @@
 # The two entry points a new user needs; see README.md.
 .PHONY: demo test bootstrap lint test-latest-otel
 
+# CI and offline machines: `otel-mcp stack install` builds the Jaeger UI from the vendored
+# source beside the checkout (../shared/vendor) instead of cloning it from GitHub.
+export OTEL_MCP_JAEGER_UI_SOURCE ?= $(wildcard $(abspath $(CURDIR)/../shared/vendor/jaeger-ui-v1.75.0.tar.gz))
+
 demo: bootstrap   ## install everything, start the stack and the server, run a demo workload
 	.venv/bin/otel-mcp demo
 

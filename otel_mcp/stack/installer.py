@@ -6,6 +6,8 @@
   main module (its go.mod has a ``replace`` directive, so ``go install mod@version`` refuses it).
 - Prometheus and promtool: taken from ``PATH`` when present, otherwise Debian's package via
   ``apt-get install --no-install-recommends`` (as root) or extracted from ``apt-get download``.
+- The Jaeger UI of the same release (see :mod:`otel_mcp.stack.jaeger_ui`); optional: without
+  it Jaeger serves its API, and the installer says in one line why and how to get the UI.
 
 Each binary lives in ``<cache>/<name>-<version>/``; a build writes to a temporary name and
 renames, so an interrupted build never leaves a half binary that later runs would trust.
@@ -30,6 +32,7 @@ from pathlib import Path
 import yaml
 
 from otel_mcp.stack import _settings as s
+from otel_mcp.stack import jaeger_ui
 
 GO_BUILD_FLAGS = ["-p", "2", "-trimpath", "-ldflags=-s -w"]  # 2 cores; small binaries
 _OUTPUT_TAIL = 40  # lines of a failed command's output kept in the error
@@ -41,12 +44,13 @@ class InstallError(RuntimeError):
 
 @dataclass(frozen=True)
 class Binaries:
-    """Absolute paths of the stack's executables."""
+    """Absolute paths of the stack's executables, and of the Jaeger UI (None: API only)."""
 
     otelcol: Path
     jaeger: Path
     prometheus: Path
     promtool: Path
+    jaeger_ui: Path | None = None
 
 
 def _say(progress: bool, message: str) -> None:
@@ -100,7 +104,8 @@ def find_binaries() -> Binaries | None:
     otelcol, jaeger, prom = collector_path(), jaeger_path(), prometheus_paths()
     if prom is None or not (os.access(otelcol, os.X_OK) and os.access(jaeger, os.X_OK)):
         return None
-    return Binaries(otelcol=otelcol, jaeger=jaeger, prometheus=prom[0], promtool=prom[1])
+    return Binaries(otelcol=otelcol, jaeger=jaeger, prometheus=prom[0], promtool=prom[1],
+                    jaeger_ui=jaeger_ui.find_ui())
 
 
 def install(progress: bool = True, *, force: bool = False) -> Binaries:
@@ -132,7 +137,23 @@ def install(progress: bool = True, *, force: bool = False) -> Binaries:
             prom = _install_prometheus(progress)
         else:
             _say(progress, f"prometheus found: {prom[0]}")
-    return Binaries(otelcol=otelcol, jaeger=jaeger, prometheus=prom[0], promtool=prom[1])
+        ui = jaeger_ui.find_ui()
+        if force or ui is None:
+            ui = _install_jaeger_ui(progress)
+        else:
+            _say(progress, f"jaeger UI cached: {ui}")
+    return Binaries(otelcol=otelcol, jaeger=jaeger, prometheus=prom[0], promtool=prom[1], jaeger_ui=ui)
+
+
+def _install_jaeger_ui(progress: bool) -> Path | None:
+    """Build the UI; on failure say in one line (even when quiet) why, and go on without it."""
+    try:
+        return jaeger_ui.build_ui(run_streamed, lambda message: _say(progress, message), progress)
+    except (jaeger_ui.UIError, InstallError, OSError) as exc:
+        reason = str(exc).splitlines()[0]
+        print(f"==> stack install: no Jaeger UI ({reason}); Jaeger will serve its API only. "
+              f"To get the UI: {jaeger_ui.HOW_TO_GET}", file=sys.stderr, flush=True)
+        return None
 
 
 @contextmanager
@@ -282,21 +303,16 @@ def _install_prometheus(progress: bool) -> tuple[Path, Path]:
             "prometheus/promtool are not on PATH and apt-get is missing: install Prometheus 2.x "
             "and set OTEL_MCP_PROMETHEUS_BIN_DIR to the folder holding both"
         )
-    env = dict(os.environ) | {"DEBIAN_FRONTEND": "noninteractive"}
     s.cache_dir().mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0:
-        _say(progress, f"installing Debian's {s.PROMETHEUS_DEB} package (apt-get, --no-install-recommends)")
-        run_streamed([apt, "update"], label="apt", progress=progress, env=env)
-        with _no_service_start():
-            run_streamed([apt, "install", "-y", "--no-install-recommends", s.PROMETHEUS_DEB],
-                         label="apt", progress=progress, env=env)
+        apt_install([s.PROMETHEUS_DEB], progress)
         _disable_system_service(progress)
     else:
         # Not root: take the same package's files without installing it system-wide.
         _say(progress, f"extracting Debian's {s.PROMETHEUS_DEB} package into {s.cache_dir()}")
         with tempfile.TemporaryDirectory(dir=s.cache_dir()) as tmp:
             run_streamed([apt, "download", s.PROMETHEUS_DEB], label="apt", progress=progress,
-                         cwd=Path(tmp), env=env)
+                         cwd=Path(tmp), env=_apt_env())
             debs = sorted(Path(tmp).glob("*.deb"))
             if not debs:
                 raise InstallError("apt-get download produced no .deb")
@@ -306,6 +322,28 @@ def _install_prometheus(progress: bool) -> tuple[Path, Path]:
     if found is None:
         raise InstallError("Prometheus was installed but prometheus/promtool are still not found")
     return found
+
+
+def _apt_env() -> dict[str, str]:
+    return dict(os.environ) | {"DEBIAN_FRONTEND": "noninteractive"}
+
+
+def apt_install(packages: Sequence[str], progress: bool) -> None:
+    """``apt-get update`` then ``install --no-install-recommends`` (as root), starting no service.
+
+    Waits up to 10 minutes for the dpkg lock, which another install on the machine may hold.
+
+    :raises InstallError: apt-get is missing or failed
+    """
+    apt = shutil.which("apt-get")
+    if apt is None:
+        raise InstallError(f"apt-get is missing: install {' '.join(packages)} by other means")
+    lock_wait = ["-o", "DPkg::Lock::Timeout=600"]
+    _say(progress, f"installing Debian's {' '.join(packages)} (apt-get, --no-install-recommends)")
+    run_streamed([apt, *lock_wait, "update"], label="apt", progress=progress, env=_apt_env())
+    with _no_service_start():
+        run_streamed([apt, *lock_wait, "install", "-y", "--no-install-recommends", *packages],
+                     label="apt", progress=progress, env=_apt_env())
 
 
 _POLICY_RC_D = Path("/usr/sbin/policy-rc.d")

@@ -38,6 +38,7 @@ import yaml
 
 from otel_mcp.stack import _settings as s
 from otel_mcp.stack.installer import Binaries, find_binaries, install
+from otel_mcp.stack.jaeger_ui import HOW_TO_GET
 
 COMPONENTS = ("jaeger", "prometheus", "collector")  # start order: sinks before the source
 _PR_SET_PDEATHSIG = 1
@@ -103,6 +104,7 @@ def component_urls() -> dict[str, dict[str, str]]:
             "collector_prometheus_exporter": s.collector_prometheus_exporter_url(),
         },
         "jaeger": {
+            "jaeger_ui": s.jaeger_query_url(),
             "jaeger_api": f"{s.jaeger_query_url()}/api/traces?service=otel-mcp",
             "jaeger_spm": f"{s.jaeger_query_url()}/api/metrics/calls?service=otel-mcp",
         },
@@ -170,6 +172,7 @@ def _specs(binaries: Binaries, state_dir: Path, *, test_overlay: bool, persisten
                    s.env_endpoint("JAEGER_HEALTH_ENDPOINT", "127.0.0.1:14133")],
             urls=urls["jaeger"],
             env={"JAEGER_BADGER_DIR": str(state_dir / "jaeger-badger"),
+                 "JAEGER_UI_ASSETS_PATH": str(binaries.jaeger_ui or ""),
                  "JAEGER_PROMETHEUS_URL": os.environ.get("JAEGER_PROMETHEUS_URL") or s.prometheus_url()},
         ),
         "prometheus": _Spec(
@@ -415,6 +418,9 @@ def up(
     result = status(state_dir)
     if progress:
         print(format_status(result), file=sys.stderr)
+        if binaries.jaeger_ui is None:
+            print(f"==> stack: Jaeger serves its API but no UI (none was built); to get it: {HOW_TO_GET}",
+                  file=sys.stderr)
     return result
 
 

@@ -74,11 +74,21 @@ http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
 """
 
 
+def prebuilt_ui(folder: Path) -> Path:
+    """A stand-in for built Jaeger UI assets, as the jaeger-ui release's assets.tar.gz lays them out."""
+    build = folder / "packages" / "jaeger-ui" / "build"
+    (build / "static").mkdir(parents=True)
+    (build / "index.html").write_text("<title>Jaeger UI</title>")
+    return folder
+
+
 @pytest.fixture
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Cache, state and every stack port moved to tmp_path and free ports."""
+    """Cache, state and every stack port moved to tmp_path and free ports; the Jaeger UI
+    source is a stand-in of prebuilt assets (no Node build, no network)."""
     monkeypatch.setenv("OTEL_MCP_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("OTEL_MCP_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("OTEL_MCP_JAEGER_UI_SOURCE", str(prebuilt_ui(tmp_path / "ui-assets")))
     for var in ("OTELCOL_HEALTH_ENDPOINT", "OTELCOL_OTLP_GRPC_ENDPOINT", "OTELCOL_OTLP_HTTP_ENDPOINT",
                 "JAEGER_HEALTH_ENDPOINT", "JAEGER_OTLP_GRPC_ENDPOINT", "JAEGER_QUERY_HTTP_ENDPOINT",
                 "OTEL_MCP_PROMETHEUS_ADDRESS"):
@@ -188,6 +198,8 @@ def test_install_builds_collector_and_jaeger_with_go(isolated: Path, monkeypatch
     assert log.count("build -p 2 -trimpath -ldflags=-s -w -v -o") == 2  # collector and jaeger, streamed
     err = capsys.readouterr().err
     assert "building the Collector" in err and "[jaeger]" in err and "-mod=mod" in err
+    assert binaries.jaeger_ui == isolated / "cache" / "jaeger-ui-v1.75.0"
+    assert (binaries.jaeger_ui / "index.html").read_text() == "<title>Jaeger UI</title>"
     assert find_binaries() == binaries
 
     # Second run: everything cached, go is not called again.
@@ -243,8 +255,9 @@ def test_prometheus_install_uses_apt(isolated: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(install_mod.os, "geteuid", lambda: 0)
     monkeypatch.setattr(install_mod, "_POLICY_RC_D", isolated / "policy-rc.d")
     install_mod._install_prometheus(progress=False)
-    assert calls == [["/usr/bin/apt-get", "update"],
-                     ["/usr/bin/apt-get", "install", "-y", "--no-install-recommends", "prometheus"]]
+    lock_wait = ["-o", "DPkg::Lock::Timeout=600"]
+    assert calls == [["/usr/bin/apt-get", *lock_wait, "update"],
+                     ["/usr/bin/apt-get", *lock_wait, "install", "-y", "--no-install-recommends", "prometheus"]]
     assert not (isolated / "policy-rc.d").exists()  # the temporary guard is removed
 
 
