@@ -26,6 +26,8 @@ Configuration
 - ``OTEL_MCP_STACK_CONFIG_DIR``: folder holding ``collector/``, ``jaeger/``, ``prometheus/`` (default: the
   wheel's copy in ``otel_mcp/stack/config/``, else the checkout's top-level folders)
 - ``OTEL_MCP_PROMETHEUS_BIN_DIR``: folder with ``prometheus`` and ``promtool`` to use
+- ``OTEL_MCP_JAEGER_UI_SOURCE``: Jaeger UI source or built assets, folder or ``.tar.gz``
+  (default: the GitHub tag; see :mod:`otel_mcp.stack.jaeger_ui`)
 - ``OTELCOL_*``, ``JAEGER_*``, ``OTEL_MCP_PROMETHEUS_ADDRESS``: endpoints (see docs/stack.md)
 """
 
