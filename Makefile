@@ -1,5 +1,5 @@
 # The two entry points a new user needs; see README.md.
-.PHONY: demo test bootstrap lint test-latest-otel
+.PHONY: demo test bootstrap lint test-latest-otel screenshots
 
 # CI and offline machines: `otel-mcp stack install` builds the Jaeger UI from the vendored
 # source beside the checkout (../shared/vendor) instead of cloning it from GitHub.
@@ -37,3 +37,8 @@ test-latest-otel:  ## the telemetry tests on the newest OpenTelemetry releases (
 		-k "not tested_range and not tested_version"
 	$(LATEST)/bin/python -m pytest tests/telemetry/test_boundaries.py -q -p no:cacheprovider \
 		-k "tested_range or tested_version" || echo "newer than the tested range: see pyproject.toml's comment"
+
+screenshots: bootstrap   ## re-take the UI screenshots in docs/images (real stack, real browser)
+	.venv/bin/otel-mcp stack install
+	OTEL_MCP_SCREENSHOT_DIR=$(CURDIR)/docs/images .venv/bin/pytest tests/stack/test_ui_e2e.py -q -p no:cacheprovider
+	rm -f docs/images/*-failed.png

@@ -119,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     demo.set_defaults(func=cmd_demo)
 
-    for module in ("otel_mcp.stack", "otel_mcp.cache.cli", "otel_mcp.telemetry.cli", "otel_mcp.loadtest.cli"):
+    for module in ("otel_mcp.stack", "otel_mcp.stack.traces", "otel_mcp.cache.cli", "otel_mcp.telemetry.cli",
+                   "otel_mcp.loadtest.cli"):
         register = _optional_register(module)
         if register is not None:
             register(sub)

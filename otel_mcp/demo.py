@@ -15,8 +15,8 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
-import urllib.parse
 import urllib.request
 from contextlib import suppress
 from pathlib import Path
@@ -26,8 +26,11 @@ from otel_mcp.config import Settings
 from otel_mcp.remote import RemoteError
 
 SAMPLES = Path(__file__).parent / "samples"
-DEMO_QUERY = "sum by (mcp_method_name) (rate(mcp_server_operation_duration_seconds_count[1m]))"
 SERVER_START_TIMEOUT = 30.0  # seconds
+# While the demo serves, one call this often keeps Jaeger's Monitor tab (rates over the
+# last minutes, from spanmetrics scraped every 5 s) showing live figures.
+BACKGROUND_CALL_PERIOD = 2.0  # seconds
+BACKGROUND_ERROR_EVERY = 10  # every 10th background call fails (a missing rule): the error-rate chart
 
 
 def seed_samples(settings: Settings) -> int:
@@ -141,6 +144,50 @@ async def demo_workload(url: str) -> dict[str, Any]:
     return {"calls": calls, "trace_id": trace_id, "conflict_shown": bool(conflict.is_error)}
 
 
+async def background_workload(url: str, stop: threading.Event) -> int:
+    """Compose every ``BACKGROUND_CALL_PERIOD`` seconds (and fail now and then) until ``stop``."""
+    import anyio
+    from mcp import Client
+
+    calls = 0
+    async with Client(url) as client:
+        while not stop.is_set():
+            calls += 1
+            if calls % BACKGROUND_ERROR_EVERY == 0:
+                await client.call_tool("rule_history", {"id": "no-such-rule"})
+            else:
+                await client.call_tool("compose_rules", {"context_files": ["src/app.py"]})
+            await anyio.sleep(BACKGROUND_CALL_PERIOD)
+    return calls
+
+
+def _start_background_workload(url: str) -> threading.Event:
+    """Run ``background_workload`` in a daemon thread; set the returned event to stop it."""
+    import anyio
+
+    stop = threading.Event()
+
+    def run() -> None:
+        # The server going away ends the demo anyway; this thread only stops quietly.
+        with suppress(Exception):
+            anyio.run(background_workload, url, stop)
+
+    threading.Thread(target=run, name="demo-background-workload", daemon=True).start()
+    return stop
+
+
+def where_to_look(mcp_url: str, urls: dict[str, str], trace_id: str) -> dict[str, str]:
+    """Every page and command the demo prints, by label."""
+    from otel_mcp.stack.links import jaeger_links, prometheus_links
+
+    links = {"MCP endpoint": mcp_url}
+    if urls:
+        # (a stack started by an older otel-mcp recorded only the API's URL)
+        jaeger = urls.get("jaeger_ui") or urls["jaeger_api"].split("/api/", maxsplit=1)[0]
+        links |= jaeger_links(jaeger, trace_id) | prometheus_links(urls["prometheus"])
+    return links
+
+
 def _client_tracing(endpoint: str) -> Any:
     from opentelemetry import trace
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -173,12 +220,15 @@ def run_demo(settings: Settings, with_stack: bool = True, duration: float | None
     print(f"==> rules database: {settings.db} ({seeded} sample rules imported)")
     stack_env: dict[str, str] = {}
     urls: dict[str, str] = {}
+    started_stack = False
+    jaeger_ui: Path | None = None
     if with_stack:
         from otel_mcp import stack
 
-        stack.install(progress=True)
-        status = stack.up(progress=True)
-        urls = status.urls
+        binaries = stack.install(progress=True)
+        jaeger_ui = binaries.jaeger_ui
+        started_stack = not stack.status().running  # a stack the user started is left running
+        urls = stack.up(binaries=binaries, progress=True).urls
         otlp = "http://" + urls.get("otlp_grpc", "127.0.0.1:4317").removeprefix("http://")
         stack_env = {
             "OTEL_EXPORTER_OTLP_ENDPOINT": otlp,
@@ -196,22 +246,25 @@ def run_demo(settings: Settings, with_stack: bool = True, duration: float | None
         print(f"==> demo workload: {result['calls']} calls; optimistic-concurrency conflict shown: "
               f"{result['conflict_shown']}")
         print("==> where to look:")
-        print(f"  MCP endpoint        {mcp_url}")
+        for label, link in where_to_look(mcp_url, urls, result["trace_id"]).items():
+            print(f"  {label:<20} {link}")
+        print(f"  {'live figures':<20} otel-mcp stats --url http://{settings.host}:{settings.port}")
         if with_stack:
-            prometheus = urls.get("prometheus", "http://127.0.0.1:9090")
-            jaeger_api = urls.get("jaeger_api", "http://127.0.0.1:16686/api/traces?service=otel-mcp")
-            graph = f"{prometheus}/graph?g0.expr={urllib.parse.quote(DEMO_QUERY)}&g0.tab=0&g0.range_input=15m"
-            print(f"  Prometheus graph    {graph}")
-            print(f"  Prometheus alerts   {prometheus}/alerts")
-            print(f"  Jaeger: demo trace  {jaeger_api.split('/api/')[0]}/api/traces/{result['trace_id']}")
-            print(f"  Jaeger: all traces  {jaeger_api}")
-        print(f"  live figures        otel-mcp stats --url http://{settings.host}:{settings.port}")
+            print(f"  {'traces in a terminal':<20} otel-mcp traces; otel-mcp traces show {result['trace_id']}")
+            if jaeger_ui is None:
+                from otel_mcp.stack.jaeger_ui import HOW_TO_GET
+
+                print(f"  (no Jaeger UI was built, so its pages show a placeholder; {HOW_TO_GET})")
         print("==> add this to your MCP client's configuration:")
         print(client_snippet(settings))
-        print("==> serving; press Ctrl-C to stop everything" if duration is None else "")
+        until = "press Ctrl-C to stop" if duration is None else f"stopping in {duration:g} s"
+        print(f"==> serving, with a light workload (one call every {BACKGROUND_CALL_PERIOD:g} s) for "
+              f"the Monitor tab; {until}", flush=True)
+        stop = _start_background_workload(mcp_url)
         deadline = None if duration is None else time.monotonic() + duration
         while server.poll() is None and (deadline is None or time.monotonic() < deadline):
             time.sleep(0.5)
+        stop.set()
     except KeyboardInterrupt:
         pass
     finally:
@@ -220,7 +273,7 @@ def run_demo(settings: Settings, with_stack: bool = True, duration: float | None
             server.wait(15)
         except subprocess.TimeoutExpired:
             server.kill()
-        if with_stack:
+        if started_stack:
             from otel_mcp import stack
 
             stack.down()
