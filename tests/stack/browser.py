@@ -94,10 +94,13 @@ def poll(probe: Callable[[], T | None], timeout: float) -> T | None:
 
 
 def wait_until(driver: webdriver.Chrome, probe: Callable[[], T | None], timeout: float, what: str,
-               shot: str) -> T:
-    """``poll`` that fails the test on timeout, saving the page as ``<shot>-failed.png``."""
+               shot: str, seen: object = None) -> T:
+    """``poll`` that fails the test on timeout, saving the page as ``<shot>-failed.png`` and ``.html``
+    and showing ``seen`` (what the probe last recorded)."""
     result = poll(probe, timeout)
     if not result:
         failed = save_screenshot(driver, f"{shot}-failed")
-        pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (screenshot {failed})")
+        failed.with_suffix(".html").write_text(str(driver.page_source))  # the DOM, to see why
+        last = "" if seen is None else f"; last seen: {seen}"
+        pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (screenshot {failed}{last})")
     return result

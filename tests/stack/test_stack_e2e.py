@@ -123,7 +123,7 @@ def test_spanmetrics_series_exist(sent: dict[str, Any]) -> None:
     calls = (f'traces_span_metrics_calls_total{{service_name="{sent["service"]}", '
              f'span_name="tools/call compose_rules", span_kind="SPAN_KIND_SERVER"}}')
     wait_for(lambda: prom_query(prom, calls)["data"]["result"], PIPELINE_TIMEOUT, calls)
-    duration = f'traces_span_metrics_duration_seconds_bucket{{service_name="{sent["service"]}"}}'
+    duration = f'traces_span_metrics_duration_milliseconds_bucket{{service_name="{sent["service"]}"}}'
     assert prom_query(prom, duration)["data"]["result"]
     # The recording rule over them evaluates too (every 5s, once rate() has two samples).
     recorded = f'service_name_span_name:traces_span_metrics_calls:rate5m{{service_name="{sent["service"]}"}}'

@@ -9,6 +9,7 @@ UI (graph, alerts) are rendered by Debian's headless chromium. Each page is save
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import signal
@@ -109,8 +110,14 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chro
 
 
 def _fetch(url: str) -> tuple[int, str]:
+    """Status and body; urllib raises on anything but 2xx/3xx (followed), so a body means 200."""
     with urllib.request.urlopen(url, timeout=10) as resp:
         return int(resp.status), resp.read().decode("utf-8", "replace")
+
+
+def _page_holds(url: str, content: str) -> bool:
+    status, body = _fetch(url)
+    return status == 200 and content in body
 
 
 def _text(driver: webdriver.Chrome) -> str:
@@ -121,15 +128,17 @@ def _text(driver: webdriver.Chrome) -> str:
 
 
 def test_every_link_the_demo_prints_opens_its_page(stack: StackStatus, demo: Demo) -> None:
+    jaeger_ui, prometheus_ui = "<title>Jaeger UI</title>", "<title>Prometheus Time Series Collection"
     expected = {  # what each page's HTML holds; the Jaeger UI routes all serve the built UI's index.html
-        "Jaeger trace": "<title>Jaeger UI</title>", "Jaeger search": "<title>Jaeger UI</title>",
-        "Jaeger monitor": "<title>Jaeger UI</title>", "Prometheus graph": "Prometheus",
-        "Prometheus alerts": ALERT_NAMES[0], "Prometheus targets": "otel-collector-exporter",
+        "Jaeger trace": jaeger_ui, "Jaeger search": jaeger_ui, "Jaeger monitor": jaeger_ui,
+        "Prometheus graph": prometheus_ui, "Prometheus alerts": ALERT_NAMES[0],
+        "Prometheus targets": "otel-collector-exporter",  # once the scrape pools have synced
     }
     assert set(expected) | {"MCP endpoint"} == set(demo.links), demo.output
     for label, content in expected.items():
-        status, body = _fetch(demo.links[label])
-        assert status == 200 and content in body, f"{label}: {demo.links[label]} -> {status}"
+        url = demo.links[label]
+        wait_for(functools.partial(_page_holds, url, content), PAGE_TIMEOUT,
+                 f"{label}: {url} answering 200 with {content!r}")
     assert "placeholder" not in _fetch(demo.links["Jaeger trace"])[1].lower()
 
     async def list_tools() -> int:  # the MCP endpoint is for clients: a real one uses it
@@ -179,18 +188,24 @@ def test_search_page_lists_otel_mcp_traces(demo: Demo, browser: webdriver.Chrome
 
 
 def test_monitor_tab_shows_otel_mcp_latency_errors_and_requests(demo: Demo, browser: webdriver.Chrome) -> None:
+    seen: dict[str, object] = {}
+
     def charts_with_data() -> bool:
-        graphs = browser.find_elements(By.CSS_SELECTOR, "[data-testid=service-graph]")
-        drawn = [g for g in graphs if g.find_elements(By.CSS_SELECTOR, "path.recharts-area-area")]
-        table = browser.find_element(By.CSS_SELECTOR, ".operation-table-block").text
-        return len(graphs) == 3 and len(drawn) == 3 and "tools/call compose_rules" in table
+        graphs = browser.find_elements(By.CSS_SELECTOR, ".graph-container")
+        # a plotted point of a series (one per minute: the tab's step), not the "No Data" placeholder
+        plotted = "circle.recharts-area-dot, path.recharts-area-area"
+        charts = {g.find_element(By.CSS_SELECTOR, ".graph-header").text: len(g.find_elements(By.CSS_SELECTOR, plotted))
+                  for g in graphs}
+        operations = [r.text.split("\n")[0] for r in browser.find_elements(By.CSS_SELECTOR, ".ant-table-row")]
+        seen.update(charts=charts, operations=operations)
+        return len(charts) == 3 and all(charts.values()) and "tools/call compose_rules" in operations
 
     def opened() -> bool:
         browser.get(demo.links["Jaeger monitor"])  # reload: the page fetches its metrics once
         return bool(poll(charts_with_data, 10.0))
 
     wait_until(browser, opened, MONITOR_SCRAPES * SCRAPE_INTERVAL, "the Monitor tab's charts and operations",
-               "jaeger-monitor")
+               "jaeger-monitor", seen)
     assert f"Operations metrics under {SERVICE}" in _text(browser)
     save_screenshot(browser, "jaeger-monitor")
 
