@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import http.server
 import json
 import os
 import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -138,3 +140,24 @@ def dashboard_queries_without_data(prometheus_url: str) -> list[str]:
         if answer["status"] != "success" or not answer["data"]["result"]:
             empty.append(f"{dashboard} / {title}: {expr}")
     return empty
+
+
+@contextlib.contextmanager
+def http_server(answer: Callable[[str], tuple[int, bytes]]) -> Iterator[str]:
+    """A loopback HTTP server whose GET answers ``answer(path)`` (status, body); yields its base URL."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status, body = answer(self.path)
+            self.send_response(status)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()

@@ -7,33 +7,20 @@ here by an HTTP server that answers the paths of one of them.
 
 from __future__ import annotations
 
-import http.server
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from stack_helpers import http_server
 
 from otel_mcp.stack.links import PROMETHEUS_QUERY, jaeger_links, prometheus_links
 
 
 @contextmanager
 def prometheus_serving(prefix: str) -> Iterator[str]:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            ok = self.path.split("?")[0] in {f"{prefix}/alerts", f"{prefix}/graph", f"{prefix}/targets"}
-            self.send_response(200 if ok else 404)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
+    pages = {f"{prefix}/alerts", f"{prefix}/graph", f"{prefix}/targets"}
+    with http_server(lambda path: (200 if path.split("?")[0] in pages else 404, b"")) as url:
+        yield url
 
 
 @pytest.mark.parametrize("prefix", ["/classic", ""])

@@ -5,14 +5,13 @@ The views of real traces are tested against the real stack in tests/stack/test_u
 
 from __future__ import annotations
 
-import http.server
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 
 import pytest
+from stack_helpers import http_server
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -39,22 +38,9 @@ def test_jaeger_down_is_one_line(closed_port: int, command: list[str]) -> None:
 
 @pytest.fixture
 def not_jaeger() -> Iterator[str]:
-    """An HTTP server that answers every path with 404 'No traces found', as Jaeger's API v3 does."""
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(404)
-            self.end_headers()
-            self.wfile.write(b'{"error":{"httpCode":404,"message":"No traces found"}}')
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
+    """Answers every path with 404 'No traces found', as Jaeger's API v3 does for an unknown trace."""
+    with http_server(lambda path: (404, b'{"error":{"httpCode":404,"message":"No traces found"}}')) as url:
+        yield url
 
 
 def test_no_traces_is_said_plainly(not_jaeger: str) -> None:
