@@ -40,9 +40,9 @@ SERVICE = "otel-mcp"
 DEMO_START_TIMEOUT = 240.0  # seconds from spawn to printed links (workload included) on a busy machine
 PAGE_TIMEOUT = 60.0  # seconds for a page to render its data
 SCRAPE_INTERVAL = 5.0  # prometheus/prometheus.yml's scrape_interval
-# The Monitor tab shows rates: Prometheus needs two scrapes of a growing spanmetrics counter,
-# after the Collector's flush (2 s in the test overlay); wait up to this many scrapes.
-MONITOR_SCRAPES = 12
+# The Monitor tab plots rates one point per minute (its step): a point needs two scrapes of a
+# growing spanmetrics counter (flushed every 2 s in the test overlay), a line two such minutes.
+MONITOR_SCRAPES = 30  # 150 s, from the demo's start: the first minute boundary after two scrapes, and the next
 STEPS = [f"otel_mcp.compose.{step}" for step in ("select", "expand_imports", "resolve", "order", "budget", "render")]
 ALERT_NAMES = sorted(
     rule["alert"]
@@ -192,8 +192,8 @@ def test_monitor_tab_shows_otel_mcp_latency_errors_and_requests(demo: Demo, brow
 
     def charts_with_data() -> bool:
         graphs = browser.find_elements(By.CSS_SELECTOR, ".graph-container")
-        # a plotted point of a series (one per minute: the tab's step), not the "No Data" placeholder
-        plotted = "circle.recharts-area-dot, path.recharts-area-area"
+        # a series drawn as a line over at least two points, not the "No Data" placeholder
+        plotted = "path.recharts-area-area"
         charts = {g.find_element(By.CSS_SELECTOR, ".graph-header").text: len(g.find_elements(By.CSS_SELECTOR, plotted))
                   for g in graphs}
         operations = [r.text.split("\n")[0] for r in browser.find_elements(By.CSS_SELECTOR, ".ant-table-row")]
