@@ -37,6 +37,7 @@ Configuration
 
 from __future__ import annotations
 
+import importlib
 import logging
 import socket
 import threading
@@ -62,7 +63,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 from opentelemetry.semconv._incubating.attributes.service_attributes import SERVICE_INSTANCE_ID
 from opentelemetry.semconv._incubating.metrics.mcp_metrics import MCP_SERVER_OPERATION_DURATION
 from opentelemetry.semconv.attributes.service_attributes import SERVICE_NAME, SERVICE_VERSION
@@ -218,41 +219,27 @@ def listening(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> bool:
         return False
 
 
-def _span_exporter(kind: str, protocol: str) -> SpanExporter:
+# signal -> (the OTLP/gRPC exporter's module, the OTLP/HTTP one's, the class); the ``_log_exporter`` modules are
+# the log exporters' only import path (the logs signal is still beta)
+_OTLP_EXPORTERS: Final = {
+    "traces": ("opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
+               "opentelemetry.exporter.otlp.proto.http.trace_exporter", "OTLPSpanExporter"),
+    "metrics": ("opentelemetry.exporter.otlp.proto.grpc.metric_exporter",
+                "opentelemetry.exporter.otlp.proto.http.metric_exporter", "OTLPMetricExporter"),
+    "logs": ("opentelemetry.exporter.otlp.proto.grpc._log_exporter",
+             "opentelemetry.exporter.otlp.proto.http._log_exporter", "OTLPLogExporter"),
+}
+_CONSOLE_EXPORTERS: Final[dict[str, Any]] = {
+    "traces": ConsoleSpanExporter, "metrics": ConsoleMetricExporter, "logs": ConsoleLogRecordExporter,
+}
+
+
+def exporter(signal: str, kind: str, protocol: str) -> Any:
+    """The SDK's exporter of ``kind`` (``console``, else OTLP over ``protocol``) for ``signal``."""
     if kind == "console":
-        return ConsoleSpanExporter()
-    if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-        return OTLPSpanExporter()
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
-
-    return HttpSpanExporter()
-
-
-def _metric_exporter(kind: str, protocol: str) -> MetricExporter:
-    if kind == "console":
-        return ConsoleMetricExporter()
-    if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-
-        return OTLPMetricExporter()
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetricExporter
-
-    return HttpMetricExporter()
-
-
-def _log_exporter(kind: str, protocol: str) -> Any:
-    if kind == "console":
-        return ConsoleLogRecordExporter()
-    # The ``_log_exporter`` modules are the log exporters' only import path (the logs signal is still beta).
-    if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-
-        return OTLPLogExporter()
-    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogExporter
-
-    return HttpLogExporter()
+        return _CONSOLE_EXPORTERS[signal]()
+    grpc_module, http_module, name = _OTLP_EXPORTERS[signal]
+    return getattr(importlib.import_module(grpc_module if protocol == "grpc" else http_module), name)()
 
 
 # -- step 2: resource -----------------------------------------------------------------------
@@ -276,7 +263,8 @@ def tracer_provider(resource: Resource, kinds: list[str], protocol: str) -> Trac
     """The SDK's provider (sampler from ``OTEL_TRACES_SAMPLER``), a batch processor per exporter."""
     provider = TracerProvider(resource=resource)
     for kind in kinds:
-        provider.add_span_processor(CountingBatchSpanProcessor(CountingSpanExporter(_span_exporter(kind, protocol))))
+        counting = CountingSpanExporter(exporter("traces", kind, protocol))
+        provider.add_span_processor(CountingBatchSpanProcessor(counting))
     return provider
 
 
@@ -295,9 +283,9 @@ def meter_provider(
     readers: list[MetricReader] = []
     stats: MetricsSource | None = None
     for kind in kinds:
-        exporter: MetricExporter = CountingMetricExporter(_metric_exporter(kind, protocol))
-        reader, source = stats_reader_for(exporter) if stats is None else (None, None)
-        readers.append(reader or PeriodicExportingMetricReader(exporter))
+        counting: MetricExporter = CountingMetricExporter(exporter("metrics", kind, protocol))
+        reader, source = stats_reader_for(counting) if stats is None else (None, None)
+        readers.append(reader or PeriodicExportingMetricReader(counting))
         stats = stats or source
     if stats is None:
         in_memory = InMemoryMetricReader()  # a pull reader: it costs nothing until otel-mcp://stats is read
@@ -316,7 +304,8 @@ def meter_provider(
 def logger_provider(resource: Resource, kinds: list[str], protocol: str) -> LoggerProvider:
     provider = LoggerProvider(resource=resource)
     for kind in kinds:
-        provider.add_log_record_processor(BatchLogRecordProcessor(CountingLogExporter(_log_exporter(kind, protocol))))
+        counting = CountingLogExporter(exporter("logs", kind, protocol))
+        provider.add_log_record_processor(BatchLogRecordProcessor(counting))
     return provider
 
 
