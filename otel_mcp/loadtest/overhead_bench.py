@@ -11,10 +11,14 @@ workload, real MCP clients from this process), all running at once; HTTP with
 - ``all``: traces (sampling 1.0, batch processor), metrics and logs to OTLP, perf log on;
 - ``metrics-bare`` (not run by default): metrics to OTLP and nothing else (no perf log file either);
 - ``recommended`` (not run by default): ``all`` with the settings ``docs/performance.md`` recommends
-  (``parentbased_traceidratio`` 0.1, ``OTEL_MCP_PERF_LOG_EXPORT=slow``).
+  (``parentbased_traceidratio`` 0.1, ``OTEL_MCP_PERF_LOG_EXPORT=slow``);
+- ``MODE+VARIANT`` adds a variant's settings (``VARIANTS``: ``stock`` without the fast paths, ``gc700``
+  with Python's GC threshold, ``http`` over OTLP/HTTP); ``MODE@base`` runs the ``otel_mcp`` of the
+  checkout given with ``--base`` (two versions side by side).
 
-OTLP goes to a minimal gRPC sink started here (accepts and drops), so the
-exporters do their full work.
+OTLP goes to the project's Collector build (``otel-mcp stack install``; the in-process gRPC sink without
+it), so the exporters do their full work. The servers run pinned to one core (``taskset``), this
+process (the clients) and the Collector on the other.
 
 How it measures, so that a shared, noisy 2-core machine still gives usable ratios:
 
@@ -22,15 +26,17 @@ How it measures, so that a shared, noisy 2-core machine still gives usable ratio
   B C A, ...) for the same number of calls (``--calls``); the ratios are taken
   per round (paired) and the report gives their median, so drift in the
   machine's speed hits the modes alike;
-- server CPU per call from the server process's own CPU time (psutil,
-  user+system, all threads) over the calls of its turn, not wall time;
+- server CPU per call from the server process's own CPU time (the scheduler's
+  nanoseconds, all threads) over the calls of its turn, not wall time; the
+  report gives each ratio's median and interquartile range, and ``--compare
+  SLOW:FAST`` the paired saving of one mode over another;
 - background CPU (the periodic metric export and the rest of what a server
   does when idle) is reported apart, as a share of one core, measured on each
   server while the others take their turn; the per-call figures exclude it;
 - ``--instructions`` counts instructions per call under ``valgrind
-  --tool=callgrind`` instead (deterministic, whatever the load; periodic
-  export switched off so that the count is per-call work, the batch span
-  export by size included).
+  --tool=callgrind`` instead: a diagnostic for where the time goes (periodic
+  export switched off so that the count is per-call work), not the measure
+  ``docs/performance.md`` judges telemetry by.
 
 Usage::
 
