@@ -16,14 +16,16 @@ from otel_mcp.errors import ConfigError, InvalidRule, RuleError
 from otel_mcp.remote import RemoteError
 from otel_mcp.store.schema import SchemaTooNew
 
-SERVE_FLAGS = ("transport", "host", "port", "db", "cache_dir", "files_root", "read_only", "log_level")
+SERVE_FLAGS = ("transport", "host", "port", "db", "cache_dir", "files_root", "read_only", "log_level",
+               "auth_token_file", "allow_remote_without_auth", "public_hosts", "allowed_origins")
+BOOLEAN_FLAGS = frozenset({"read_only", "allow_remote_without_auth"})
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
     helps = setting_help()
     for name in names:
         flag = "--" + name.replace("_", "-")
-        if name == "read_only":
+        if name in BOOLEAN_FLAGS:
             parser.add_argument(flag, action="store_true", default=None, help=helps[name])
         elif name == "transport":
             parser.add_argument(flag, choices=["stdio", "http"], default=None, help=helps[name])

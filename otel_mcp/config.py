@@ -57,7 +57,16 @@ class Settings:
     glob_max_segments: int = field(default=32, metadata=_doc("'/'-separated segments in one glob"))
     glob_max_alternatives: int = field(default=256, metadata=_doc("patterns one glob's {a,b} braces expand to"))
     max_request_bytes: int = field(default=4 * 1024 * 1024, metadata=_doc("largest HTTP request body"))
-    max_sessions: int = field(default=1000, metadata=_doc("concurrent HTTP sessions"))
+    max_sessions: int = field(default=1000, metadata=_doc("concurrent HTTP sessions (the longest idle is evicted)"))
+    session_idle_timeout_s: int = field(default=300, metadata=_doc("an HTTP session idle this long is closed"))
+    max_requests_in_flight: int = field(default=256, metadata=_doc("HTTP requests served at once (then 503)"))
+    max_streams: int = field(default=100, metadata=_doc("open GET and subscriptions/listen streams (then 503)"))
+    request_read_timeout_s: int = field(default=10, metadata=_doc("longest wait for a request's headers or body"))
+    public_hosts: str = field(default="", metadata=_doc("Host names accepted besides loopback, comma-separated"))
+    allowed_origins: str = field(default="", metadata=_doc("browser Origins accepted, comma-separated (default none)"))
+    allow_remote_without_auth: bool = field(
+        default=False, metadata=_doc("serve a non-loopback address without a bearer token (unsafe)")
+    )
     max_subscriptions: int = field(
         default=1024, metadata=_doc("resource URIs one handshake-era connection may subscribe to")
     )
@@ -113,7 +122,8 @@ class Settings:
         for name in ("cache_memory_mb", "cache_disk_mb", "max_body_bytes", "max_settings_bytes", "max_imports",
                      "max_import_depth", "max_rules", "glob_max_chars", "glob_max_wildcards", "glob_max_segments",
                      "glob_max_alternatives", "max_request_bytes", "max_sessions", "max_subscriptions",
-                     "perf_log_flush_ms"):
+                     "perf_log_flush_ms", "session_idle_timeout_s", "max_requests_in_flight", "max_streams",
+                     "request_read_timeout_s"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_result_bytes < MIN_RESULT_BYTES:

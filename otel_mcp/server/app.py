@@ -21,12 +21,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from otel_mcp import __version__
+from otel_mcp.config import Settings
 from otel_mcp.errors import RuleError
-from otel_mcp.server.auth import BearerAuthMiddleware
+from otel_mcp.server.admission import Admission, Gate
+from otel_mcp.server.auth import BearerAuthMiddleware, is_loopback
 from otel_mcp.server.changes import ChangeAnnouncer
 from otel_mcp.server.context import RulesContext
 from otel_mcp.server.limits import JsonRpcErrorBodies
 from otel_mcp.server.resources import register_resources
+from otel_mcp.server.sessions import evict_idle_sessions
 from otel_mcp.server.subscriptions import ChangeBus, serve_handshake_subscriptions
 from otel_mcp.server.tools import register_tools
 from otel_mcp.throttle import throttle_logger
@@ -113,17 +116,32 @@ def _prompt_errors_are_invalid_params(server: MCPServer) -> None:
     server.get_prompt = get_prompt  # type: ignore[method-assign]
 
 
-def transport_security(host: str, port: int) -> TransportSecuritySettings:
-    """DNS-rebinding protection: only loopback Host/Origin headers unless bound elsewhere."""
-    hosts = ["127.0.0.1", "localhost", "[::1]"] if host in ("127.0.0.1", "localhost", "::1") else [host]
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+
+
+def _listed(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def transport_security(settings: Settings) -> TransportSecuritySettings:
+    """DNS-rebinding protection: the Host header must name this server, the Origin header (sent by browsers
+    only) must be one of ``allowed_origins`` (none by default: a page on any local port could reach us)."""
+    hosts = list(LOOPBACK_NAMES)
+    if not is_loopback(settings.host) and settings.host not in ("0.0.0.0", "::"):
+        hosts.append(f"[{settings.host}]" if ":" in settings.host else settings.host)
+    allowed = [f"{h}:*" for h in hosts]  # a rebinding attacker's Host is its own domain, never these
+    for name in _listed(settings.public_hosts):
+        # a bare name is accepted on any port, and without one (behind a proxy on 80/443)
+        allowed += [name] if ":" in name.lstrip("[").split("]")[-1] else [name, f"{name}:*"]
     return TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
-        allowed_hosts=[f"{h}:{port}" for h in hosts] + [f"{h}:*" for h in hosts],
-        allowed_origins=[f"http://{h}:{port}" for h in hosts] + [f"http://{h}:*" for h in hosts],
+        allowed_hosts=allowed,
+        allowed_origins=_listed(settings.allowed_origins),
     )
 
 
-def build_http_app(server: MCPServer, rules: RulesContext, port: int | None = None) -> Starlette:
+def build_http_app(server: MCPServer, rules: RulesContext) -> Starlette:
+    """The HTTP app; ``app.state.gate`` is its ``admission.Gate`` (the server closes its streams at shutdown)."""
     settings = rules.settings
 
     async def healthz(_: Request) -> Response:
@@ -145,12 +163,18 @@ def build_http_app(server: MCPServer, rules: RulesContext, port: int | None = No
     app = server.streamable_http_app(
         max_request_body_size=settings.max_request_bytes,
         max_sessions=settings.max_sessions,
-        transport_security=transport_security(settings.host, port if port is not None else settings.port),
+        session_idle_timeout=settings.session_idle_timeout_s,
+        transport_security=transport_security(settings),
         host=settings.host,
     )
-    # Refusals on /mcp get JSON-RPC error bodies; with a token, everything but the probes needs it.
     throttle_logger("mcp.server.transport_security")  # it warns once per refused Host/Origin: once a minute
+    evict_idle_sessions(server.session_manager)
+    gate = Gate(max_requests_in_flight=settings.max_requests_in_flight, max_streams=settings.max_streams,
+                read_timeout=settings.request_read_timeout_s, max_body_bytes=settings.max_request_bytes)
+    app.state.gate = gate
+    # Outermost last: auth, then admission (bounds, body deadline), then JSON-RPC error bodies, then the SDK.
     app.add_middleware(JsonRpcErrorBodies, path="/mcp", max_request_bytes=settings.max_request_bytes)
+    app.add_middleware(Admission, gate=gate)
     token = settings.bearer_token()
     if token:
         app.add_middleware(BearerAuthMiddleware, token=token)

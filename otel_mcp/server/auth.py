@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 from collections.abc import Iterable
@@ -26,6 +27,8 @@ from collections.abc import Iterable
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from otel_mcp.config import Settings
+from otel_mcp.errors import ConfigError
 from otel_mcp.throttle import Throttle, held_back
 
 log = logging.getLogger("otel_mcp.server.auth")
@@ -33,6 +36,32 @@ log = logging.getLogger("otel_mcp.server.auth")
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 UNAUTHORIZED = -32001  # JSON-RPC server-defined error code used for a refused credential
 REALM = "otel-mcp"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps the server on this machine (a name other than localhost counts as not)."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(settings: Settings) -> None:
+    """Refuse to serve HTTP beyond loopback without a token, unless ``allow_remote_without_auth`` says so."""
+    if settings.transport != "http" or is_loopback(settings.host) or settings.bearer_token():
+        return
+    if settings.allow_remote_without_auth:
+        log.warning("serving %s without a bearer token (allow_remote_without_auth): anyone who can reach this "
+                    "address can read and change every rule", settings.host)
+        return
+    raise ConfigError(
+        f"refusing to serve http on {settings.host}, which is reachable from other machines, without a bearer "
+        "token: anyone who can reach it could read, change and delete every rule. Set a token (--auth-token-file "
+        "or OTEL_MCP_AUTH_TOKEN), bind 127.0.0.1, or, if the network is trusted (a private network behind "
+        "your own authenticating proxy), pass --allow-remote-without-auth"
+    )
 
 
 def _digest(value: bytes) -> bytes:

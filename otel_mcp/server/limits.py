@@ -25,7 +25,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from http import HTTPStatus
@@ -49,8 +48,7 @@ PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 INTERNAL_ERROR = -32603
 SHUTTING_DOWN = -32000  # server-defined: the server is draining and takes no new requests
-DEFAULT_GRACE_SECONDS = 10.0
-IN_FLIGHT = {"posts": 0}  # POST requests on /mcp being served (graceful shutdown waits for them)
+DEFAULT_GRACE_SECONDS = 2.0  # stdio: in-flight requests get this long to finish at SIGTERM or end of input
 
 
 def jsonrpc_error(request_id: str | int | None, code: int, message: str) -> dict[str, Any]:
@@ -149,11 +147,7 @@ class JsonRpcErrorBodies:
             if refusal is not None:
                 await send_json(send, 400, refusal)
                 return
-        IN_FLIGHT["posts"] += scope.get("method") == "POST"
-        try:
-            await self._serve(scope, receive, send)
-        finally:
-            IN_FLIGHT["posts"] -= scope.get("method") == "POST"
+        await self._serve(scope, receive, send)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         held: dict[str, Any] = {}
@@ -459,28 +453,3 @@ async def serve_stdio(server: MCPServer, max_line_bytes: int, grace: float = DEF
     """Serve MCP over this process's stdin/stdout with the guards above."""
     with _claim_stdio() as (fin, fout):
         await serve_wire(server, _Wire(fin, fout, max_line_bytes, grace))
-
-
-def release_streams_after_posts(server: Any, grace: float) -> threading.Thread:
-    """Graceful HTTP shutdown: keep SSE responses open until the POSTs in flight are answered.
-
-    sse-starlette ends every SSE stream as soon as uvicorn sees SIGTERM, which cut the response of a tool
-    call in flight. With its automatic drain disabled, this daemon thread waits for uvicorn's
-    ``should_exit``, then for the POSTs in flight to finish (at most ``grace`` seconds), and only then
-    tells sse-starlette to end the remaining (standalone GET) streams.
-    """
-    from sse_starlette.sse import AppStatus
-
-    AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
-
-    def watch() -> None:
-        while not getattr(server, "should_exit", False):
-            time.sleep(0.05)
-        deadline = time.monotonic() + grace
-        while IN_FLIGHT["posts"] > 0 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        AppStatus.should_exit = True
-
-    thread = threading.Thread(target=watch, name="otel-mcp-drain", daemon=True)
-    thread.start()
-    return thread

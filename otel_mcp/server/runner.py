@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
+import os
 import signal
 import sys
+import threading
 from types import FrameType
+from typing import Any, NoReturn
 
 import anyio
-import uvicorn
+from sse_starlette.sse import AppStatus
 
 from otel_mcp.config import Settings
 from otel_mcp.server.app import build_http_app, build_server
+from otel_mcp.server.auth import check_exposure
 from otel_mcp.server.context import RulesContext
-from otel_mcp.server.limits import DEFAULT_GRACE_SECONDS, release_streams_after_posts, serve_stdio
+from otel_mcp.server.http_server import bounded_server
+from otel_mcp.server.limits import serve_stdio
 
 log = logging.getLogger("otel_mcp.server")
 
-SHUTDOWN_GRACE_SECONDS = DEFAULT_GRACE_SECONDS  # in-flight requests get this long to finish after SIGTERM
+DRAIN_SECONDS = 2.0  # requests in flight get this long to finish after SIGTERM
+FLUSH_SECONDS = 2.0  # then telemetry gets this long to leave
+STOP_SLACK_SECONDS = 0.5  # for the local steps (database, performance log)
+SHUTDOWN_BOUND_SECONDS = 5.0  # the sum, with room: documented (docs/operations.md) and tested
 
 
 class _Stop(SystemExit):
@@ -60,42 +69,66 @@ def tune_young_collections(threshold: int) -> None:
 
 
 def serve(settings: Settings) -> None:
+    """Serve until SIGTERM (or end of input on stdio), then stop within ``SHUTDOWN_BOUND_SECONDS``.
+
+    Stop order: streams end at once, requests in flight get ``DRAIN_SECONDS``, the database is closed,
+    telemetry gets ``FLUSH_SECONDS`` to leave, and the process exits, whatever the telemetry backend does.
+    """
     from otel_mcp.telemetry import setup_telemetry
 
+    check_exposure(settings)  # before anything starts: a refused exposure leaves nothing behind
     telemetry = setup_telemetry(settings)  # first: the store's sqlite3 connections and the server get instrumented
     rules = RulesContext.open(settings, warm=True)
     server = build_server(rules)
     telemetry.attach(server, rules)  # otel-mcp://stats (always), /metrics when enabled
     freeze_startup_heap()
     tune_young_collections(settings.gc_young_threshold)
-    # uvicorn handles SIGTERM itself (stop accepting, let in-flight requests finish) and then re-raises it
-    # with the handler it found: with the default one the process died there, before the hooks below ran.
-    # Ours unwinds to this function's cleanup instead, also when SIGTERM arrives before uvicorn is up.
-    previous = signal.signal(signal.SIGTERM, _raise_stop)
+    # uvicorn handles SIGTERM itself (stop accepting, end streams, drain) and then re-raises it with the
+    # handler it found: ours unwinds to this function's cleanup, also when SIGTERM arrives before uvicorn is up.
+    signal.signal(signal.SIGTERM, _raise_stop)
     try:
         if settings.transport == "stdio":
-            anyio.run(serve_stdio, server, settings.max_request_bytes, SHUTDOWN_GRACE_SECONDS)
+            anyio.run(serve_stdio, server, settings.max_request_bytes, DRAIN_SECONDS)
         else:
+            # sse-starlette would end every SSE response on SIGTERM, the answers of POSTs in flight too;
+            # BoundedServer ends only the streams and lets those POSTs drain.
+            AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
             app = build_http_app(server, rules)
             print(f"otel-mcp: serving MCP on http://{settings.host}:{settings.port}/mcp", file=sys.stderr)
-            http_server = uvicorn.Server(
-                uvicorn.Config(
-                    app,
-                    host=settings.host,
-                    port=settings.port,
-                    log_level="warning",
-                    access_log=False,
-                    timeout_graceful_shutdown=int(SHUTDOWN_GRACE_SECONDS),
-                )
-            )
-            release_streams_after_posts(http_server, SHUTDOWN_GRACE_SECONDS)
-            http_server.run()
+            bounded_server(app, settings.host, settings.port, settings.request_read_timeout_s, DRAIN_SECONDS).run()
     except _Stop:
         log.info("SIGTERM: stopped serving")
     finally:
         signal.signal(signal.SIGTERM, _ignore_repeat)
         try:
-            rules.close()  # the cache's popularity snapshot, then the store
+            rules.close()  # the cache's popularity snapshot, then the store: nothing of the rules is lost
         finally:
-            telemetry.shutdown()  # last, so it flushes what the steps before it recorded
-            signal.signal(signal.SIGTERM, previous)
+            stop_telemetry(telemetry, FLUSH_SECONDS)  # last, so it flushes what the steps before it recorded
+    exit_now(0)
+
+
+def stop_telemetry(telemetry: Any, seconds: float) -> None:
+    """Flush and shut telemetry down for at most ``seconds``; what could not leave is dropped (and counted).
+
+    ``Telemetry.shutdown`` bounds its wait and says once in the log when the flush did not finish.
+    """
+    worker = threading.Thread(target=telemetry.shutdown, kwargs={"timeout": seconds}, name="otel-mcp-stop",
+                              daemon=True)
+    worker.start()
+    worker.join(seconds + STOP_SLACK_SECONDS)
+
+
+def exit_now(code: int) -> NoReturn:
+    """Exit without Python's exit hooks, once our state is saved and the logs flushed.
+
+    An export to a backend that does not answer cannot be interrupted: the OpenTelemetry SDK's own exit hooks
+    (``shutdown_on_exit``) and its exporter threads would hold the process for their full timeouts and retries
+    (tens of seconds), past the 10 s after which Docker sends SIGKILL. Everything of ours is closed by now.
+    """
+    for handler in logging.getLogger().handlers:
+        with contextlib.suppress(Exception):
+            handler.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)

@@ -312,3 +312,30 @@ def start_http(
         time.sleep(0.05)
     server.stop()
     raise RuntimeError(f"server did not become healthy within {timeout}s:\n{server.output()}")
+
+
+class BlackHole:
+    """A 'slow' backend: accepts OTLP connections and reads them, but never answers."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = int(self.sock.getsockname()[1])
+        self.held: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            conn.setblocking(False)
+            self.held.append(conn)  # kept open, never read from or answered
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()

@@ -31,7 +31,7 @@ from typing import Any
 
 import psutil
 import pytest
-from relwire import RawHttp, free_port, start_http
+from relwire import BlackHole, RawHttp, free_port, start_http
 
 from otel_mcp.stack import Binaries, install
 
@@ -243,35 +243,6 @@ def test_collector_down_killed_and_restarted(collector: Collector, tmp_path: Pat
         code = server.stop()  # SIGTERM; SIGKILL (code -9) if it does not exit within the stop bound
     assert code == 0, server.output()[-3000:]
     assert "Traceback" not in server.output()
-
-
-class BlackHole:
-    """A 'slow' backend: accepts OTLP connections and reads them, but never answers."""
-
-    def __init__(self) -> None:
-        import threading
-
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = int(self.sock.getsockname()[1])
-        self.held: list[socket.socket] = []
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            conn.setblocking(False)
-            self.held.append(conn)  # kept open, never read from or answered
-
-    def close(self) -> None:
-        self.sock.close()
-        for conn in self.held:
-            conn.close()
 
 
 def test_a_backend_that_never_answers_does_not_slow_requests(tmp_path: Path) -> None:

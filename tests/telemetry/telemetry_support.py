@@ -143,5 +143,5 @@ def instrumented_server(otel: Otel) -> Iterator[tuple[Any, RulesContext]]:
 @contextmanager
 def instrumented_http(otel: Otel) -> Iterator[ThreadedUvicorn]:
     """``instrumented_server`` over streamable HTTP on a real port."""
-    with instrumented_server(otel) as (server, rules), ThreadedUvicorn(build_http_app(server, rules, port=0)) as web:
+    with instrumented_server(otel) as (server, rules), ThreadedUvicorn(build_http_app(server, rules)) as web:
         yield web

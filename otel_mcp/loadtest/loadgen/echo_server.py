@@ -15,6 +15,7 @@ from mcp.server.mcpserver import MCPServer
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from otel_mcp.config import Settings
 from otel_mcp.server.app import transport_security
 
 
@@ -30,8 +31,8 @@ def build(port: int) -> object:
         return JSONResponse({"status": "ok"})
 
     server.custom_route("/healthz", methods=["GET"])(healthz)
-    return server.streamable_http_app(max_sessions=10000, transport_security=transport_security("127.0.0.1", port),
-                                      host="127.0.0.1")
+    security = transport_security(Settings(host="127.0.0.1"))
+    return server.streamable_http_app(max_sessions=10000, transport_security=security, host="127.0.0.1")
 
 
 def main() -> None:
