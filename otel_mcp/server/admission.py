@@ -9,7 +9,7 @@
 
 Past a bound the client gets ``503`` with ``Retry-After`` and a JSON-RPC error naming the setting.
 
-The POST body must arrive within ``request_read_timeout_ms`` (uvicorn has no body read timeout: a client
+The POST body must arrive within ``request_read_timeout_s`` (uvicorn has no body read timeout: a client
 that sends a byte now and then would hold its connection and its slot for ever); otherwise ``408``.
 
 ``close_streams()`` (called when the server starts shutting down) ends every open stream at once, properly
@@ -86,7 +86,7 @@ class Admission:
             except BodyTimeout:
                 self.gate.refused["slow_bodies"] += 1
                 message = (f"Request body not received within {self.gate.read_timeout:g} s "
-                           "(request_read_timeout_ms): the connection is closed")
+                           "(request_read_timeout_s): the connection is closed")
                 await send_json(send, 408, jsonrpc_error(None, INVALID_REQUEST, message), [(b"connection", b"close")])
                 return
             if messages is None:
