@@ -232,6 +232,29 @@ class RawStdio:
         return int(self.process.returncode)
 
 
+def open_get_stream(port: int, session_id: str, timeout: float = 30.0) -> http.client.HTTPResponse:
+    """A session's standalone SSE stream (``GET /mcp``), its response headers read."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    conn.request("GET", "/mcp", headers={"Accept": "text/event-stream", "Mcp-Session-Id": session_id,
+                                         "Mcp-Protocol-Version": PROTOCOL})
+    return conn.getresponse()
+
+
+def read_in_background(response: http.client.HTTPResponse) -> tuple[threading.Thread, dict[str, object]]:
+    """Read ``response`` to its end in a thread: ``outcome["body"]``, or ``outcome["error"]`` if it was cut."""
+    outcome: dict[str, object] = {}
+
+    def read() -> None:
+        try:
+            outcome["body"] = response.read()
+        except Exception as exc:
+            outcome["error"] = repr(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return reader, outcome
+
+
 def env_without_otel_mcp() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("OTEL_MCP_")}
 

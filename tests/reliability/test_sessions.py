@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from mcp import Client
-from relwire import PROTOCOL, HttpProc, RawHttp, initialize_message, is_jsonrpc_error, start_http
+from relwire import HttpProc, RawHttp, initialize_message, is_jsonrpc_error, open_get_stream, start_http
 
 MODERN = "2026-07-28"
 MODERN_META = {"io.modelcontextprotocol/protocolVersion": MODERN,
@@ -41,13 +41,6 @@ def sessions(server: HttpProc, n: int) -> list[RawHttp]:
         raw.open_session()
         clients.append(raw)
     return clients
-
-
-def open_get_stream(port: int, session_id: str) -> http.client.HTTPResponse:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request("GET", "/mcp", headers={"Accept": "text/event-stream", "Mcp-Session-Id": session_id,
-                                         "Mcp-Protocol-Version": PROTOCOL})
-    return conn.getresponse()
 
 
 def modern_post(port: int, method: str, params: dict[str, Any], name: str | None = None) -> http.client.HTTPResponse:

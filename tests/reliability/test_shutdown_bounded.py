@@ -1,4 +1,4 @@
-"""SIGTERM ends the HTTP server within 5 s whatever the telemetry backend does.
+"""SIGTERM ends the server within 5 s whatever the telemetry backend does (HTTP, and stdio with a black hole).
 
 The OTLP endpoint is a closed port or a black hole (accepts, never answers), over gRPC and HTTP/protobuf,
 idle and after load. Each case measures the real process's exit after SIGTERM, with a GET stream open and a
@@ -8,13 +8,14 @@ stream is ended properly, and telemetry that could not leave is said once in the
 
 from __future__ import annotations
 
-import http.client
+import signal
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from relwire import PROTOCOL, BlackHole, RawHttp, free_port, start_http
+from relwire import BlackHole, RawHttp, RawStdio, base_env, free_port, open_get_stream, read_in_background, start_http
 
 from otel_mcp.store import RuleStore
 
@@ -47,25 +48,6 @@ class Writer(threading.Thread):
                 self.acknowledged.append(rule_id)
 
 
-def open_stream(port: int, session_id: str) -> tuple[threading.Thread, dict[str, object]]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    conn.request("GET", "/mcp", headers={"Accept": "text/event-stream", "Mcp-Session-Id": session_id,
-                                         "Mcp-Protocol-Version": PROTOCOL})
-    response = conn.getresponse()
-    assert response.status == 200
-    outcome: dict[str, object] = {}
-
-    def read() -> None:
-        try:
-            outcome["body"] = response.read()
-        except Exception as exc:
-            outcome["error"] = repr(exc)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    return reader, outcome
-
-
 @pytest.mark.parametrize("loaded", [False, True], ids=["idle", "loaded"])
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
 @pytest.mark.parametrize("backend", ["closed_port", "black_hole"])
@@ -80,7 +62,9 @@ def test_sigterm_exits_within_5s(tmp_path: Path, backend: str, protocol: str, lo
     })
     try:
         writer = Writer(server.port)
-        reader, outcome = open_stream(server.port, writer.raw.session_id or "")
+        stream = open_get_stream(server.port, writer.raw.session_id or "")
+        assert stream.status == 200
+        reader, outcome = read_in_background(stream)
         if loaded:
             writer.start()
             time.sleep(LOAD_SECONDS)
@@ -105,3 +89,29 @@ def test_sigterm_exits_within_5s(tmp_path: Path, backend: str, protocol: str, lo
         assert writer.acknowledged, "no write was acknowledged under load"
     store = RuleStore(server.db)
     assert [store.get(rule_id).id for rule_id in writer.acknowledged] == writer.acknowledged
+
+
+def test_sigterm_exits_within_5s_on_stdio(tmp_path: Path) -> None:
+    hole = BlackHole()
+    env = {**base_env(tmp_path), "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{hole.port}",
+           "OTEL_EXPORTER_OTLP_INSECURE": "true", "OTEL_METRIC_EXPORT_INTERVAL": "500"}
+    args = [sys.executable, "-m", "otel_mcp.cli", "serve", "--db", str(tmp_path / "rules.db")]
+    server = RawStdio(args, env, tmp_path / "stdio.stderr")
+    try:
+        server.initialize()
+        created = server.request({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                                  "params": {"name": "create_rule", "arguments": {"id": "kept", "body": "b"}}})
+        assert not created["result"].get("isError"), created
+        time.sleep(1.0)  # exports are under way into the black hole
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(timeout=60)
+        took = time.monotonic() - started
+    finally:
+        hole.close()
+        server.close()
+    print(f"stdio black hole: exit {took:.2f}s after SIGTERM")
+    assert server.process.returncode == 0, server.stderr()[-3000:]
+    assert took < BOUND, (took, server.stderr()[-3000:])
+    assert RuleStore(tmp_path / "rules.db").get("kept").body == "b"
+    assert "Traceback" not in server.stderr()

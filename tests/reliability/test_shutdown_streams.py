@@ -7,12 +7,10 @@ no "ASGI callable returned without completing response" in the log).
 
 from __future__ import annotations
 
-import http.client
-import threading
 import time
 from pathlib import Path
 
-from relwire import PROTOCOL, RawHttp, start_http
+from relwire import RawHttp, open_get_stream, read_in_background, start_http
 
 
 def timed_stop(tmp: Path, with_stream: bool) -> tuple[float, dict[str, object], str]:
@@ -21,21 +19,10 @@ def timed_stop(tmp: Path, with_stream: bool) -> tuple[float, dict[str, object], 
     raw.open_session()
     outcome: dict[str, object] = {}
     if with_stream:
-        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-        conn.request("GET", "/mcp", headers={"Accept": "text/event-stream", "Mcp-Session-Id": raw.session_id or "",
-                                             "Mcp-Protocol-Version": PROTOCOL})
-        response = conn.getresponse()
+        response = open_get_stream(server.port, raw.session_id or "")
         assert response.status == 200
         assert response.getheader("content-type", "").startswith("text/event-stream")
-
-        def read() -> None:
-            try:
-                outcome["body"] = response.read()
-            except Exception as exc:
-                outcome["error"] = repr(exc)
-
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
+        reader, outcome = read_in_background(response)
         time.sleep(0.3)
     started = time.monotonic()
     code = server.stop()
