@@ -28,8 +28,6 @@ from otel_mcp.store.model import MAX_DESCRIPTION_CHARS, MAX_LIST_ITEMS, MAX_TAG_
 
 pytestmark = pytest.mark.anyio
 
-CLIENT_EVENT_LIMIT = 1024 * 1024  # the official client's largest server-sent event
-
 
 def markdown_of(size: int) -> str:
     """Realistic rule text (headings, code, quotes) of exactly ``size`` UTF-8 bytes."""
@@ -60,6 +58,14 @@ def max_size_rule(rule_id: str) -> dict[str, Any]:
     }
 
 
+def connections(server: Any) -> list[Callable[[], Client]]:
+    """The official client, as each kind of client connects: over HTTP with the initialize handshake (answers
+    come as server-sent events, where the client's 1 MiB event limit applies) and with the 2026-07-28 protocol."""
+    if server.http is None:
+        return [server.client]
+    return [lambda: server.http.client(mode="legacy"), server.http.client]
+
+
 async def all_pages(calls: Any, client: Client, **args: Any) -> list[dict[str, Any]]:
     listed, cursor = [], None
     while True:
@@ -85,16 +91,15 @@ async def test_the_whole_corpus_composed_with_no_budget(mcp_server: Any, calls: 
     async with mcp_server.client() as client:
         imported = await calls.ok(client, "import_rules", {"directory": "corpus"})
         assert imported["counts"] == {"created": len(list(corpus_dir.glob("*.mdc")))}
-        for path in ("src/app.py", "web/App.tsx", "README.md"):
-            result = await client.call_tool("compose_rules", {"context_files": [path]})
-            markdown, manifest = await calls.document(client, "compose_rules", {"context_files": [path]})
-            assert markdown == result.content[0].text and manifest == result.structured_content
-            included = manifest["included"]
-            assert len(included) > 200, f"{path}: only {len(included)} rules"
-            assert [m[0] for m in re.findall(r"<!-- rule:([a-z0-9._-]+)@(\d+)", markdown)] == [
-                i["id"] for i in included
-            ]
-            assert len(result.model_dump_json(by_alias=True, exclude_none=True)) < CLIENT_EVENT_LIMIT
+    for connect in connections(mcp_server):
+        async with connect() as client:
+            for path in ("src/app.py", "web/App.tsx", "README.md"):
+                markdown, manifest = await calls.document(client, "compose_rules", {"context_files": [path]})
+                included = manifest["included"]
+                assert len(included) > 200, f"{path}: only {len(included)} rules"
+                assert [m[0] for m in re.findall(r"<!-- rule:([a-z0-9._-]+)@(\d+)", markdown)] == [
+                    i["id"] for i in included
+                ]
 
 
 async def test_a_max_size_rule_reads_back(mcp_server: Any, calls: Any) -> None:
@@ -102,15 +107,17 @@ async def test_a_max_size_rule_reads_back(mcp_server: Any, calls: Any) -> None:
     async with mcp_server.client() as client:
         created = await calls.ok(client, "create_rule", rule)
         assert created["body_bytes"] == Settings.max_body_bytes
-        body, metadata = await calls.document(client, "get_rule", {"id": "biggest"})
-        assert body == rule["body"] and "body" not in metadata
-        assert {k: metadata[k] for k in ("description", "globs", "tags", "settings")} == {
-            k: rule[k] for k in ("description", "globs", "tags", "settings")
-        }
-        assert (await client.read_resource("rules://biggest")).contents[0].text == rule["body"]
-        assert [r["id"] for r in await all_pages(calls, client)] == ["biggest"]
-        composed, manifest = await calls.document(client, "compose_rules", {"rule_ids": ["biggest"]})
-        assert rule["body"] in composed and manifest["included"][0]["id"] == "biggest"
+    for connect in connections(mcp_server):
+        async with connect() as client:
+            body, metadata = await calls.document(client, "get_rule", {"id": "biggest"})
+            assert body == rule["body"] and "body" not in metadata
+            assert {k: metadata[k] for k in ("description", "globs", "tags", "settings")} == {
+                k: rule[k] for k in ("description", "globs", "tags", "settings")
+            }
+            assert (await client.read_resource("rules://biggest")).contents[0].text == rule["body"]
+            assert [r["id"] for r in await all_pages(calls, client)] == ["biggest"]
+            composed, manifest = await calls.document(client, "compose_rules", {"rule_ids": ["biggest"]})
+            assert rule["body"] in composed and manifest["included"][0]["id"] == "biggest"
 
 
 async def test_list_rules_after_max_size_settings(mcp_server: Any, calls: Any) -> None:
@@ -119,13 +126,15 @@ async def test_list_rules_after_max_size_settings(mcp_server: Any, calls: Any) -
     async with mcp_server.client() as client:
         for rule_id in ids:
             await calls.ok(client, "create_rule", {"id": rule_id, "body": "b", "settings": heavy})
-        listed = await all_pages(calls, client, limit=200)
-        assert [r["id"] for r in listed] == ids and all(r["settings"] == heavy for r in listed)
-        first = await calls.ok(client, "list_rules", {"limit": 200})
-        assert 1 <= len(first["rules"]) < len(ids), "a page is cut to fit, not sent whole"
-        assert [r["id"] for r in await index_pages(client)] == ids
-        history = await calls.ok(client, "rule_history", {"id": "heavy-00"})
-        assert history["versions"][0]["rule"]["settings"] == heavy
+    for connect in connections(mcp_server):
+        async with connect() as client:
+            listed = await all_pages(calls, client, limit=200)
+            assert [r["id"] for r in listed] == ids and all(r["settings"] == heavy for r in listed)
+            first = await calls.ok(client, "list_rules", {"limit": 200})
+            assert 1 <= len(first["rules"]) < len(ids), "a page is cut to fit, not sent whole"
+            assert [r["id"] for r in await index_pages(client)] == ids
+            history = await calls.ok(client, "rule_history", {"id": "heavy-00"})
+            assert history["versions"][0]["rule"]["settings"] == heavy
 
 
 async def test_sizes_beyond_the_limits_are_refused_by_name(mcp_server: Any, calls: Any) -> None:
@@ -147,7 +156,7 @@ async def test_a_result_over_max_result_bytes_names_its_size(
     http_server_factory: Callable[..., Any], calls: Any
 ) -> None:
     server = http_server_factory(env={"OTEL_MCP_MAX_RESULT_BYTES": str(64 * 1024)})
-    async with server.client() as client:
+    async with server.client(mode="legacy") as client:
         for i in range(3):
             await calls.ok(client, "create_rule", {"id": f"r{i}", "body": markdown_of(30_000),
                                                    "activation": "auto", "globs": ["**/*.md"]})
@@ -176,7 +185,7 @@ async def test_stored_rules_over_new_limits_stay_readable_and_are_named_once(
         conn.execute("UPDATE rules SET tags = ? WHERE id = 'legacy-tags'",
                      (json.dumps([f"t{i}" for i in range(MAX_LIST_ITEMS + 1)]),))
     server = http_server_factory()
-    async with server.client() as client:
+    async with server.client(mode="legacy") as client:
         _, meta = await calls.document(client, "get_rule", {"id": "legacy-big"})
         assert len(json.dumps(meta["settings"], separators=(",", ":"))) == Settings.max_settings_bytes + 10
         assert [r["id"] for r in await all_pages(calls, client)] == ["fine", "legacy-big", "legacy-tags"]
