@@ -26,8 +26,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
@@ -140,12 +141,15 @@ class CountingSpanExporter(SpanExporter):
 class CountingBatchSpanProcessor(BatchSpanProcessor):
     """A ``BatchSpanProcessor`` that counts the spans its full queue drops (the SDK only logs them)."""
 
+    live: ClassVar[weakref.WeakSet[CountingBatchSpanProcessor]] = weakref.WeakSet()  # for ``queued_spans`` at exit
+
     def __init__(self, exporter: SpanExporter, *args: Any, counts: DropCounts = DROPPED, **kwargs: Any) -> None:
         super().__init__(exporter, *args, **kwargs)
         self._drop_counts = counts
         from otel_mcp.telemetry import sdk_internals
 
         self._queue = sdk_internals.batch_queue(self)  # None on the stock SDK: full-queue drops go uncounted
+        CountingBatchSpanProcessor.live.add(self)
 
     def on_end(self, span: ReadableSpan) -> None:
         queue = self._queue
@@ -153,6 +157,16 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
         if queue is not None and sampled and len(queue) >= (queue.maxlen or 0):
             self._drop_counts.add("traces", QUEUE_FULL, 1)
         super().on_end(span)
+
+
+def queued_spans() -> int | None:
+    """Spans still waiting in the batch queues, read behind the fast-path boundary (None: not readable)."""
+    total = 0
+    for processor in list(CountingBatchSpanProcessor.live):
+        if processor._queue is None:
+            return None
+        total += len(processor._queue)
+    return total
 
 
 class CountingLogExporter(LogRecordExporter):

@@ -50,7 +50,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from otel_mcp import __version__
 from otel_mcp.telemetry import configurator, distro
-from otel_mcp.telemetry.dropped import DROPPED, register_dropped_counter
+from otel_mcp.telemetry.dropped import DROPPED, queued_spans, register_dropped_counter
 from otel_mcp.telemetry.perflog import Alerts, PerfLog, PerfLogHandler, Thresholds
 from otel_mcp.telemetry.stats import MetricsSource
 
@@ -208,9 +208,11 @@ class Telemetry:
         worker = threading.Thread(target=flush_and_shutdown, name="otel-mcp-telemetry-shutdown", daemon=True)
         worker.start()
         worker.join(timeout)
-        if worker.is_alive():
-            logger.warning("telemetry flush did not finish within %.0fs (backend down or slow): unsent telemetry "
-                           "is dropped", timeout)
+        if worker.is_alive():  # said once, with what is lost: the exit is not held for it
+            queued = queued_spans()
+            logger.warning("telemetry flush did not finish within %.0fs (backend down or slow): dropped at exit: "
+                           "%s spans still queued and the batches being sent; dropped before: %s", timeout,
+                           "unknown" if queued is None else queued, DROPPED.snapshot() or "none")
         if self.perf is not None:
             self.perf.close()
         for target, handler in self._handlers:
