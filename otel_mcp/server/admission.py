@@ -58,6 +58,10 @@ class Gate:
     streams: set[anyio.CancelScope] = field(default_factory=set)
     refused: dict[str, int] = field(default_factory=lambda: {"requests": 0, "streams": 0, "slow_bodies": 0})
 
+    def snapshot(self) -> dict[str, Any]:
+        """What ``/readyz`` shows: the work admitted now and the refusals so far."""
+        return {"requests_in_flight": self.in_flight, "open_streams": len(self.streams), "refused": dict(self.refused)}
+
     def close_streams(self) -> int:
         """End every open stream now (shutdown); returns how many there were."""
         scopes = list(self.streams)

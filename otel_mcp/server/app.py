@@ -155,6 +155,7 @@ def build_http_app(server: MCPServer, rules: RulesContext) -> Starlette:
         except Exception as exc:
             checks["database"] = f"error: {type(exc).__name__}"
         checks.update(rules.readiness())
+        checks["admission"] = gate.snapshot()
         ready = checks["database"] == "ok"
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 

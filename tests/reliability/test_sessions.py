@@ -17,6 +17,7 @@ import json
 import socket
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +127,10 @@ def test_requests_in_flight_and_streams_are_bounded_separately(tmp_path: Path) -
             thread.join(timeout=30)
         assert set(statuses) == {200, 503}, statuses
         assert all("(max_requests_in_flight)" in message for message in messages), messages
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/readyz", timeout=5) as response:
+            admission = json.loads(response.read())["checks"]["admission"]
+        assert admission["refused"]["requests"] == len(messages) and admission["refused"]["streams"] == 1, admission
+        assert admission["open_streams"] == 2, admission
         assert ping(raw) == 200
     finally:
         assert server.stop() == 0
