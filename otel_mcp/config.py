@@ -63,7 +63,7 @@ class Settings:
     max_streams: int = field(default=100, metadata=_doc("open GET and subscriptions/listen streams (then 503)"))
     request_read_timeout_s: int = field(default=10, metadata=_doc("longest wait for a request's headers or body"))
     public_hosts: str = field(default="", metadata=_doc("Host names accepted besides loopback, comma-separated"))
-    allowed_origins: str = field(default="", metadata=_doc("browser Origins accepted, comma-separated (default none)"))
+    allowed_origins: str = field(default="", metadata=_doc("browser Origins accepted besides our own, comma-separated"))
     allow_remote_without_auth: bool = field(
         default=False, metadata=_doc("serve a non-loopback address without a bearer token (unsafe)")
     )

@@ -125,7 +125,7 @@ def _listed(value: str) -> list[str]:
 
 def transport_security(settings: Settings) -> TransportSecuritySettings:
     """DNS-rebinding protection: the Host header must name this server, the Origin header (sent by browsers
-    only) must be one of ``allowed_origins`` (none by default: a page on any local port could reach us)."""
+    only) must be this server's own or one of ``allowed_origins`` (a page on another local port is refused)."""
     hosts = list(LOOPBACK_NAMES)
     if not is_loopback(settings.host) and settings.host not in ("0.0.0.0", "::"):
         hosts.append(f"[{settings.host}]" if ":" in settings.host else settings.host)
@@ -133,10 +133,13 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
     for name in _listed(settings.public_hosts):
         # a bare name is accepted on any port, and without one (behind a proxy on 80/443)
         allowed += [name] if ":" in name.lstrip("[").split("]")[-1] else [name, f"{name}:*"]
+    # This server's own origin is same-origin, never a rebinding page (whose origin is the attacker's domain);
+    # the MCP conformance suite requires it. Another port on localhost is another origin: refused.
+    own = [f"http://{h}:{settings.port}" for h in hosts] if settings.port else []
     return TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
         allowed_hosts=allowed,
-        allowed_origins=_listed(settings.allowed_origins),
+        allowed_origins=own + _listed(settings.allowed_origins),
     )
 
 
