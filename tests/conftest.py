@@ -19,28 +19,23 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mcp.client.session
 import pytest
 from mcp import Client, StdioServerParameters
+from server_process import HttpServer, free_port, wait_healthy
 
 from otel_mcp.store import RuleStore
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CORPUS_DIR = (REPO_ROOT / ".." / "shared" / "corpus" / "awesome-cursorrules" / "rules").resolve()
-SERVER_START_TIMEOUT = 30.0  # seconds; a bound, not a performance assertion
 
 
 # -- anyio -------------------------------------------------------------------
@@ -99,12 +94,6 @@ def corpus_dir() -> Path:
 # -- server subprocesses -----------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def server_env(tmp_path: Path) -> dict[str, str]:
     """Our environment (coverage, OTEL_* pass through) with caches and state kept in ``tmp_path``."""
@@ -141,71 +130,6 @@ def stdio_params(
         )
 
     return make
-
-
-@dataclass
-class HttpServer:
-    """A running ``otel-mcp serve --transport http`` subprocess."""
-
-    process: subprocess.Popen[bytes]
-    port: int
-    db: Path
-    files_root: Path
-    log: Path
-    host: str = "127.0.0.1"
-    args: list[str] = field(default_factory=list)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"{self.base_url}/mcp"
-
-    def client(self, **kwargs: Any) -> Client:
-        return Client(self.url, **kwargs)
-
-    def get(self, path: str, timeout: float = 5.0) -> tuple[int, dict[str, Any]]:
-        """GET ``path`` and decode its JSON body; returns (status, body) also for error statuses."""
-        try:
-            with urllib.request.urlopen(self.base_url + path, timeout=timeout) as resp:
-                return resp.status, json.loads(resp.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"null")
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=15)
-        return int(self.process.returncode)
-
-
-def wait_healthy(server: HttpServer, timeout: float = SERVER_START_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    last = "no answer yet"
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(
-                f"otel-mcp exited with code {server.process.returncode} before /healthz answered:\n{server.output()}"
-            )
-        try:
-            status, body = server.get("/healthz", timeout=1.0)
-            if status == 200 and body.get("status") == "ok":
-                return
-            last = f"HTTP {status}: {body}"
-        except (OSError, ValueError) as exc:
-            last = repr(exc)
-        time.sleep(0.05)
-    server.stop()
-    raise RuntimeError(f"otel-mcp did not answer /healthz within {timeout}s ({last}):\n{server.output()}")
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import HttpServer, free_port
+from server_process import HttpServer, free_port
 
 from otel_mcp import __version__
 from otel_mcp.cli import main

@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from conftest import HttpServer, free_port
 from mcp import Client
+from server_process import HttpServer, free_port
 
 pytestmark = pytest.mark.anyio
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from stack_helpers import free_port
 
 from otel_mcp.stack import Binaries
 
@@ -69,6 +70,9 @@ def test_stack_up_and_perf_list_from_the_installed_wheel(wheel: Path, stack_bina
                     f"{wheel}[perf]"], check=True, timeout=TIMEOUT)
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("OTEL_MCP_", "COV_", "COVERAGE_", "PYTHON", "VIRTUAL_ENV"))}
+    # Ports of its own: the session's stack may already hold the session's ports.
+    env |= {var: f"127.0.0.1:{free_port()}" if ":" in value else str(free_port())
+            for var, value in stack_ports.items()}
 
     def otel_mcp(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([str(venv / "bin" / "otel-mcp"), *args], cwd=elsewhere, env=env, capture_output=True,
