@@ -22,7 +22,7 @@ lint: bootstrap
 OTEL_PACKAGES = opentelemetry-api opentelemetry-sdk opentelemetry-proto opentelemetry-exporter-otlp \
 	opentelemetry-exporter-otlp-proto-common opentelemetry-exporter-otlp-proto-grpc \
 	opentelemetry-exporter-otlp-proto-http opentelemetry-exporter-prometheus opentelemetry-instrumentation \
-	opentelemetry-instrumentation-sqlite3 opentelemetry-instrumentation-dbapi opentelemetry-instrumentation-asyncio \
+	opentelemetry-instrumentation-sqlite3 opentelemetry-instrumentation-psycopg opentelemetry-instrumentation-dbapi opentelemetry-instrumentation-asyncio \
 	opentelemetry-instrumentation-system-metrics opentelemetry-semantic-conventions
 LATEST = .venv-latest-otel
 test-latest-otel:  ## the telemetry tests on the newest OpenTelemetry releases (separate venv)

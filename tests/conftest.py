@@ -3,6 +3,8 @@
 Everything here is generic so that other suites (telemetry, cache, perf) can reuse it:
 
 - ``db_path`` / ``store``: a fresh SQLite rule store in a temporary directory;
+- ``postgres_server`` (session): one throwaway PostgreSQL (``tests/postgres_server.py``), installed
+  by the project's installer when missing; ``postgres_dsn``: a fresh empty database on it, per test;
 - ``db_state(path)``: a comparable dump of everything stored (rules, history, generation),
   to assert that a failed call changed nothing;
 - ``server_env``: environment for a server subprocess (inherits ours, so coverage and
@@ -30,6 +32,7 @@ from typing import Any
 import mcp.client.session
 import pytest
 from mcp import Client, StdioServerParameters
+from postgres_server import PostgresServer
 from server_process import HttpServer, free_port, wait_healthy
 
 from otel_mcp.store import RuleStore
@@ -65,6 +68,24 @@ def store(db_path: Path) -> Iterator[RuleStore]:
         yield s
     finally:
         s.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: PostgresServer) -> Iterator[str]:
+    """A ``postgresql://user:password@127.0.0.1:port/db`` URL of a new empty database, dropped after the test."""
+    dsn = postgres_server.create_database()
+    yield dsn
+    postgres_server.drop_database(dsn.rsplit("/", 1)[1])
 
 
 def dump_db(path: Path) -> dict[str, Any]:

@@ -19,6 +19,9 @@ COLLECTOR_VERSION = "v0.165.0"
 JAEGER_MODULE = "github.com/jaegertracing/jaeger"
 JAEGER_VERSION = "v1.75.0"  # the Go module's tag; it is Jaeger v2.12
 PROMETHEUS_DEB = "prometheus"  # Debian bookworm ships 2.42 with promtool
+POSTGRESQL_DEB = "postgresql"  # Debian's "supported version" meta-package (15 on bookworm)
+POSTGRESQL_LIB_DIR = "/usr/lib/postgresql"  # Debian keeps each major's server binaries in <major>/bin
+HAPROXY_DEB = "haproxy"
 
 COLLECTOR_BINARY = "otelcol-otel-mcp"
 

@@ -6,6 +6,9 @@
   main module (its go.mod has a ``replace`` directive, so ``go install mod@version`` refuses it).
 - Prometheus and promtool: taken from ``PATH`` when present, otherwise Debian's package via
   ``apt-get install --no-install-recommends`` (as root) or extracted from ``apt-get download``.
+- PostgreSQL (the PostgreSQL rules store and its tests) and HAProxy (the replica tests' load
+  balancer): Debian's ``postgresql`` and ``haproxy`` packages, installed with apt-get as root
+  when missing; their system services are not started (we run our own instances).
 - The Jaeger UI of the same release (see :mod:`otel_mcp.stack.jaeger_ui`); optional: without
   it Jaeger serves its API, and the installer says in one line why and how to get the UI.
 
@@ -24,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +54,8 @@ class Binaries:
     prometheus: Path
     promtool: Path
     jaeger_ui: Path | None = None
+    postgres_bin: Path | None = None  # the folder holding initdb, pg_ctl and postgres
+    haproxy: Path | None = None
 
 
 def _say(progress: bool, message: str) -> None:
@@ -105,11 +110,11 @@ def find_binaries() -> Binaries | None:
     if prom is None or not (os.access(otelcol, os.X_OK) and os.access(jaeger, os.X_OK)):
         return None
     return Binaries(otelcol=otelcol, jaeger=jaeger, prometheus=prom[0], promtool=prom[1],
-                    jaeger_ui=jaeger_ui.find_ui())
+                    jaeger_ui=jaeger_ui.find_ui(), postgres_bin=postgres_bin_dir(), haproxy=haproxy_path())
 
 
 def install(progress: bool = True, *, force: bool = False) -> Binaries:
-    """Build or install whatever is missing and return the paths of all four binaries.
+    """Build or install whatever is missing and return the paths of all the binaries.
 
     Instant when everything is cached. A first build on 2 cores takes several minutes;
     with ``progress`` the go and apt output is streamed to stderr.
@@ -118,10 +123,9 @@ def install(progress: bool = True, *, force: bool = False) -> Binaries:
     :param bool force: rebuild the Collector and Jaeger even if cached (default False)
     :raises InstallError: a build or install step failed (with the tail of its output)
     """
-    s.cache_dir().mkdir(parents=True, exist_ok=True)
     # One installer at a time (a test run and a CLI call may race); the second one waits
     # and then finds the binaries the first one built.
-    with _locked(s.cache_dir() / ".install.lock"):
+    with _locked_cache():
         otelcol = collector_path()
         if force or not os.access(otelcol, os.X_OK):
             _build_collector(otelcol, progress)
@@ -142,7 +146,65 @@ def install(progress: bool = True, *, force: bool = False) -> Binaries:
             ui = _install_jaeger_ui(progress)
         else:
             _say(progress, f"jaeger UI cached: {ui}")
-    return Binaries(otelcol=otelcol, jaeger=jaeger, prometheus=prom[0], promtool=prom[1], jaeger_ui=ui)
+        postgres = _ensure_debian(postgres_bin_dir, s.POSTGRESQL_DEB, progress)
+        haproxy = _ensure_debian(haproxy_path, s.HAPROXY_DEB, progress)
+    return Binaries(otelcol=otelcol, jaeger=jaeger, prometheus=prom[0], promtool=prom[1], jaeger_ui=ui,
+                    postgres_bin=postgres, haproxy=haproxy)
+
+
+def postgres_bin_dir() -> Path | None:
+    """The newest ``/usr/lib/postgresql/<major>/bin`` holding ``initdb`` and ``pg_ctl`` (Debian's layout)."""
+    override = os.environ.get("OTEL_MCP_POSTGRES_BIN_DIR")
+    candidates = [Path(override)] if override else sorted(
+        Path(s.POSTGRESQL_LIB_DIR).glob("*/bin"), key=lambda d: _major(d.parent.name), reverse=True)
+    for d in candidates:
+        if all(os.access(d / tool, os.X_OK) for tool in ("initdb", "pg_ctl", "postgres")):
+            return d
+    return None
+
+
+def _major(name: str) -> int:
+    return int(name) if name.isdigit() else -1
+
+
+def haproxy_path() -> Path | None:
+    found = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
+    return Path(found) if found else None
+
+
+def ensure_postgresql(progress: bool = True) -> Path:
+    """The PostgreSQL server binaries' folder, installing Debian's package first when missing."""
+    with _locked_cache():
+        return _ensure_debian(postgres_bin_dir, s.POSTGRESQL_DEB, progress)
+
+
+def ensure_haproxy(progress: bool = True) -> Path:
+    """The ``haproxy`` executable, installing Debian's package first when missing."""
+    with _locked_cache():
+        return _ensure_debian(haproxy_path, s.HAPROXY_DEB, progress)
+
+
+@contextmanager
+def _locked_cache() -> Iterator[None]:
+    s.cache_dir().mkdir(parents=True, exist_ok=True)
+    with _locked(s.cache_dir() / ".install.lock"):
+        yield
+
+
+def _ensure_debian(find: Callable[[], Path | None], package: str, progress: bool) -> Path:
+    found = find()
+    if found is not None:
+        _say(progress, f"{package} found: {found}")
+        return found
+    if os.geteuid() != 0:
+        raise InstallError(f"Debian's {package} package is missing and installing it needs root: "
+                           f"run `sudo apt-get install --no-install-recommends {package}` "
+                           f"(or `sudo otel-mcp stack install`)")
+    apt_install([package], progress)
+    found = find()
+    if found is None:
+        raise InstallError(f"{package} was installed but its binaries are still not found")
+    return found
 
 
 def _install_jaeger_ui(progress: bool) -> Path | None:
@@ -224,8 +286,7 @@ def go_tool(package: str, version: str, progress: bool = True) -> Path:
 
     The tests build their own tools this way (actionlint), sharing the cache and the install lock.
     """
-    s.cache_dir().mkdir(parents=True, exist_ok=True)
-    with _locked(s.cache_dir() / ".install.lock"):
+    with _locked_cache():
         return _go_install(package, version, progress)
 
 

@@ -454,3 +454,40 @@ def test_cli_up_foreground_stops_everything_on_sigterm(isolated: Path, monkeypat
     for pid in pids:
         assert pid is not None
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_postgresql_is_found_by_globbing_and_installed_when_missing(
+        isolated: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The newest /usr/lib/postgresql/<major>/bin wins; when none exists, apt-get installs `postgresql`."""
+    lib = isolated / "lib" / "postgresql"
+    monkeypatch.setattr(install_mod.s, "POSTGRESQL_LIB_DIR", str(lib))
+    monkeypatch.setattr(install_mod, "_POLICY_RC_D", isolated / "policy-rc.d")
+    monkeypatch.setattr(install_mod.os, "geteuid", lambda: 0)
+    apt = script(isolated / "fakeapt" / "apt-get", f"""\
+        import os, sys
+        open({str(isolated / "apt.log")!r}, "a").write(" ".join(sys.argv[1:]) + "\\n")
+        if "install" in sys.argv:
+            for major in ("9.6", "13", "16"):
+                os.makedirs(os.path.join({str(lib)!r}, major, "bin"), exist_ok=True)
+                for tool in ("initdb", "pg_ctl", "postgres"):
+                    path = os.path.join({str(lib)!r}, major, "bin", tool)
+                    open(path, "w").close()
+                    os.chmod(path, 0o755)
+        """)
+    monkeypatch.setenv("PATH", f"{apt.parent}{os.pathsep}{os.environ['PATH']}")
+    assert install_mod.postgres_bin_dir() is None
+
+    assert install_mod.ensure_postgresql(progress=True) == lib / "16" / "bin"
+    assert "install -y --no-install-recommends postgresql" in (isolated / "apt.log").read_text()
+    assert "installing Debian's postgresql" in capsys.readouterr().err
+    # Cached: found, apt-get not run again.
+    before = (isolated / "apt.log").read_text()
+    assert install_mod.ensure_postgresql(progress=False) == lib / "16" / "bin"
+    assert (isolated / "apt.log").read_text() == before
+
+
+def test_missing_package_without_root_says_how_to_install(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(install_mod, "haproxy_path", lambda: None)
+    monkeypatch.setattr(install_mod.os, "geteuid", lambda: 1000)
+    with pytest.raises(InstallError, match="sudo apt-get install --no-install-recommends haproxy"):
+        install_mod.ensure_haproxy(progress=False)
