@@ -1,6 +1,6 @@
 """The build step pyproject.toml cannot declare: the stack's config files.
 
-The stack's folders (Collector, Jaeger, Prometheus, Grafana) stay at the repository's top level, their one
+The stack's folders (Collector, Jaeger, Prometheus, Grafana, HAProxy) stay at the repository's top level, their one
 editable source; setuptools ships only files inside a package, so the build copies them into
 ``otel_mcp/stack/config/`` of the wheel, where ``otel_mcp.stack`` reads them through importlib.resources.
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-STACK_DIRS = ("collector", "jaeger", "prometheus", "grafana")
+STACK_DIRS = ("collector", "jaeger", "prometheus", "grafana", "haproxy")
 STACK_PACKAGE_DIR = Path("otel_mcp", "stack", "config")
 
 

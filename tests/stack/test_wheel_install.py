@@ -21,7 +21,7 @@ from otel_mcp.stack import Binaries
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-STACK_DIRS = ("collector", "jaeger", "prometheus", "grafana")
+STACK_DIRS = ("collector", "jaeger", "prometheus", "grafana", "haproxy")
 PACKAGED = "otel_mcp/stack/config/"
 TIMEOUT = 300  # seconds per step: a loaded 2-core machine, pip unpacking numpy and matplotlib
 
