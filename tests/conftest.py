@@ -33,7 +33,7 @@ import mcp.client.session
 import pytest
 from mcp import Client, StdioServerParameters
 from postgres_server import PostgresServer
-from server_process import HttpServer, free_port, wait_healthy
+from server_process import HttpServer, server_environment, spawn_http_server, wait_healthy
 
 from otel_mcp.store import RuleStore
 
@@ -118,17 +118,7 @@ def corpus_dir() -> Path:
 @pytest.fixture
 def server_env(tmp_path: Path) -> dict[str, str]:
     """Our environment (coverage, OTEL_* pass through) with caches and state kept in ``tmp_path``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_MCP_")}
-    env.update(
-        OTEL_MCP_CACHE_DIR=str(tmp_path / "cache"),
-        OTEL_MCP_STATE_DIR=str(tmp_path / "state"),
-        PYTHONUNBUFFERED="1",
-    )
-    # Telemetry stays on but in-process: a test server must not export to whatever Collector
-    # happens to listen on localhost:4317 (another suite's stack), nor wait for it at shutdown.
-    for kind in ("TRACES", "METRICS", "LOGS"):
-        env.setdefault(f"OTEL_{kind}_EXPORTER", "none")
-    return env
+    return server_environment(tmp_path)
 
 
 @pytest.fixture
@@ -167,18 +157,8 @@ def http_server_factory(
         port: int | None = None,
         root: Path | None = None,
     ) -> HttpServer:
-        port = port or free_port()
-        log = tmp_path / f"http-server-{port}.log"
-        args = [
-            sys.executable, "-m", "otel_mcp.cli", "serve", "--transport", "http", "--host", "127.0.0.1",
-            "--port", str(port), "--db", str(db or db_path), "--files-root", str(root or files_root), *extra,
-        ]
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**server_env, **(env or {})}, cwd=REPO_ROOT,
-            )
-        server = HttpServer(process, port, db or db_path, root or files_root, log, args=args)
+        server = spawn_http_server(*extra, db=db or db_path, files_root=root or files_root, log_dir=tmp_path,
+                                   env={**server_env, **(env or {})}, port=port)
         started.append(server)
         wait_healthy(server)
         return server

@@ -7,12 +7,15 @@ Kept out of ``conftest.py`` so test modules can import it by name: several folde
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ from typing import Any
 from mcp import Client
 
 SERVER_START_TIMEOUT = 30.0  # seconds; a bound, not a performance assertion
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -35,7 +39,7 @@ class HttpServer:
 
     process: subprocess.Popen[bytes]
     port: int
-    db: Path
+    db: Path | str  # a SQLite file, or a PostgreSQL URL
     files_root: Path
     log: Path
     host: str = "127.0.0.1"
@@ -72,6 +76,38 @@ class HttpServer:
                 self.process.kill()
                 self.process.wait(timeout=15)
         return int(self.process.returncode)
+
+
+def server_environment(tmp: Path) -> dict[str, str]:
+    """Our environment (coverage, OTEL_* pass through) with caches and state kept in ``tmp``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_MCP_")}
+    env.update(
+        OTEL_MCP_CACHE_DIR=str(tmp / "cache"),
+        OTEL_MCP_STATE_DIR=str(tmp / "state"),
+        PYTHONUNBUFFERED="1",
+    )
+    # Telemetry stays on but in-process: a test server must not export to whatever Collector
+    # happens to listen on localhost:4317 (another suite's stack), nor wait for it at shutdown.
+    for kind in ("TRACES", "METRICS", "LOGS"):
+        env.setdefault(f"OTEL_{kind}_EXPORTER", "none")
+    return env
+
+
+def spawn_http_server(
+    *extra: str, db: Path | str, files_root: Path, log_dir: Path, env: Mapping[str, str], port: int | None = None
+) -> HttpServer:
+    """Start ``otel-mcp serve --transport http`` on ``port`` (default a free one) without waiting for it."""
+    port = port or free_port()
+    log = log_dir / f"http-server-{port}.log"
+    args = [
+        sys.executable, "-m", "otel_mcp.cli", "serve", "--transport", "http", "--host", "127.0.0.1",
+        "--port", str(port), "--db", str(db), "--files-root", str(files_root), *extra,
+    ]
+    with log.open("ab") as out:  # appended: a replica restarted on its port keeps one log
+        process = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=dict(env), cwd=REPO_ROOT,
+        )
+    return HttpServer(process, port, db, files_root, log, args=args)
 
 
 def wait_healthy(server: HttpServer, timeout: float = SERVER_START_TIMEOUT) -> None:

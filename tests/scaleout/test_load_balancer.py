@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from load_balancer import HAPROXY, TEMPLATE, render_config
+from replica_cluster import Cluster
 
 pytestmark = pytest.mark.anyio
 
@@ -55,17 +56,17 @@ def test_the_compose_topology_matches_the_load_balancer_configuration() -> None:
 
 
 async def test_sessionless_requests_spread_and_handshake_sessions_stick(
-    cluster: Callable[..., object], db_path: Path
+    cluster: Callable[..., Cluster], db_path: Path
 ) -> None:
     replicas = cluster(3, db=db_path)
     modern: list[str] = []
-    async with replicas.client(seen=modern) as client:  # type: ignore[attr-defined]
+    async with replicas.client(seen=modern) as client:
         for _ in range(6):
             assert not (await client.call_tool("list_rules", {})).is_error
     assert set(modern) == {"replica-1", "replica-2", "replica-3"}, modern
 
     legacy: list[str] = []
-    async with replicas.client(seen=legacy, mode="legacy") as client:  # type: ignore[attr-defined]
+    async with replicas.client(seen=legacy, mode="legacy") as client:
         assert client.protocol_version == "2025-11-25"
         for _ in range(6):
             assert not (await client.call_tool("list_rules", {})).is_error
