@@ -61,27 +61,27 @@ def _rule_folder(path: str, *, create: bool) -> Path:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from otel_mcp.interchange import import_directory
-    from otel_mcp.store import RuleStore
+    from otel_mcp.store.backends import open_store, redact
 
     settings = _settings(args)
     folder = _rule_folder(args.directory, create=False)
-    store = RuleStore(settings.db)
+    store = open_store(settings.db)
     results = import_directory(store, folder, ".", args.format)
     for r in results:
         line = f"{r.status:9} {r.path}" + (f"  ({r.error})" if r.error else f"  -> {r.rule_id}@{r.version}")
         print(line)
     errors = sum(r.status == "error" for r in results)
-    print(f"{len(results) - errors} imported, {errors} failed, into {settings.db}")
+    print(f"{len(results) - errors} imported, {errors} failed, into {redact(settings.db)}")
     return 1 if errors else 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from otel_mcp.interchange import export_directory
-    from otel_mcp.store import RuleStore
+    from otel_mcp.store.backends import open_store
 
     settings = _settings(args)
     folder = _rule_folder(args.directory, create=True)
-    results = export_directory(RuleStore(settings.db), folder, ".", args.format)
+    results = export_directory(open_store(settings.db), folder, ".", args.format)
     print(f"{len(results)} file(s) written to {folder}")
     return 0
 

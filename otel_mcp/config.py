@@ -34,7 +34,13 @@ class Settings:
     transport: str = field(default="stdio", metadata=_doc("stdio or http"))
     host: str = field(default="127.0.0.1", metadata=_doc("HTTP bind address"))
     port: int = field(default=8000, metadata=_doc("HTTP port (0 picks a free one)"))
-    db: Path = field(default=Path(user_data_dir(APP)) / "rules.db", metadata=_doc("SQLite database file"))
+    db: Path | str = field(default=Path(user_data_dir(APP)) / "rules.db", metadata=_doc(
+        "rules database: a SQLite file (or sqlite:///path), or postgresql://user:password@host:port/database"
+    ))
+    db_pool_size: int = field(default=10, metadata=_doc("PostgreSQL connections one server process opens at most"))
+    db_timeout_ms: int = field(
+        default=5000, metadata=_doc("longest wait for a database connection or for another writer's lock")
+    )
     cache_dir: Path = field(default=Path(user_cache_dir(APP)) / "compositions", metadata=_doc("disk cache"))
     cache: bool = field(default=True, metadata=_doc("cache compositions (memory + disk)"))
     cache_memory_mb: int = field(default=64, metadata=_doc("memory for decoded compositions (L1)"))
@@ -123,7 +129,7 @@ class Settings:
                      "max_import_depth", "max_rules", "glob_max_chars", "glob_max_wildcards", "glob_max_segments",
                      "glob_max_alternatives", "max_request_bytes", "max_sessions", "max_subscriptions",
                      "perf_log_flush_ms", "session_idle_timeout_s", "max_requests_in_flight", "max_streams",
-                     "request_read_timeout_s"):
+                     "request_read_timeout_s", "db_pool_size", "db_timeout_ms"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_result_bytes < MIN_RESULT_BYTES:
@@ -170,6 +176,10 @@ def _coerce(name: str, kind: Any, value: Any, source: str) -> Any:
             return int(value)
         if kind in ("Path", "Path | None"):
             return Path(os.path.expanduser(str(value)))
+        if kind == "Path | str":
+            from otel_mcp.store.backends import database_setting
+
+            return database_setting(str(value))
         return str(value)
     except ValueError as exc:
         raise ConfigError(f"{name} (from {source}) has an invalid value {value!r}: {exc}") from None

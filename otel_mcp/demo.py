@@ -24,6 +24,7 @@ from typing import Any
 
 from otel_mcp.config import Settings
 from otel_mcp.remote import RemoteError
+from otel_mcp.store.backends import redact
 
 SAMPLES = Path(__file__).parent / "samples"
 SERVER_START_TIMEOUT = 30.0  # seconds
@@ -36,9 +37,9 @@ BACKGROUND_ERROR_EVERY = 10  # every 10th background call fails (a missing rule)
 def seed_samples(settings: Settings) -> int:
     """Import the bundled sample rules into an empty database; returns how many were imported."""
     from otel_mcp.interchange import import_directory
-    from otel_mcp.store import RuleStore
+    from otel_mcp.store.backends import open_store
 
-    store = RuleStore(settings.db)
+    store = open_store(settings.db)
     try:
         if store.count():
             return 0
@@ -217,7 +218,7 @@ def run_demo(settings: Settings, with_stack: bool = True, duration: float | None
     import anyio
 
     seeded = seed_samples(settings)
-    print(f"==> rules database: {settings.db} ({seeded} sample rules imported)")
+    print(f"==> rules database: {redact(settings.db)} ({seeded} sample rules imported)")
     stack_env: dict[str, str] = {}
     urls: dict[str, str] = {}
     started_stack = False

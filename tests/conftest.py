@@ -2,10 +2,13 @@
 
 Everything here is generic so that other suites (telemetry, cache, perf) can reuse it:
 
-- ``db_path`` / ``store``: a fresh SQLite rule store in a temporary directory;
+- ``db_path``: a SQLite file path in a temporary directory;
+- ``store_backend``: ``"sqlite"``, or both ``"sqlite"`` and ``"postgresql"`` for a test (or module) marked
+  ``both_backends``; ``store_db``: that backend's fresh ``db`` setting (a file path or a database URL);
+  ``store``: the rule store opened on it; ``reopen_store(**kwargs)``: another store on the same database;
 - ``postgres_server`` (session): one throwaway PostgreSQL (``tests/postgres_server.py``), installed
   by the project's installer when missing; ``postgres_dsn``: a fresh empty database on it, per test;
-- ``db_state(path)``: a comparable dump of everything stored (rules, history, generation),
+- ``db_state(store_db)``: a comparable dump of everything stored (rules, history, generation),
   to assert that a failed call changed nothing;
 - ``server_env``: environment for a server subprocess (inherits ours, so coverage and
   ``OTEL_*`` settings pass through; caches and state go to the temporary directory);
@@ -30,12 +33,14 @@ from pathlib import Path
 from typing import Any
 
 import mcp.client.session
+import psycopg
 import pytest
 from mcp import Client, StdioServerParameters
 from postgres_server import PostgresServer
 from server_process import HttpServer, server_environment, spawn_http_server, wait_healthy
 
-from otel_mcp.store import RuleStore
+from otel_mcp.store import RuleStore, RuleStoreBase
+from otel_mcp.store.backends import is_postgres, open_store
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CORPUS_DIR = (REPO_ROOT / ".." / "shared" / "corpus" / "awesome-cursorrules" / "rules").resolve()
@@ -61,9 +66,62 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "db" / "rules.db"
 
 
+BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "store_backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_backends"):
+        metafunc.parametrize("store_backend", BACKENDS, indirect=True)
+
+
 @pytest.fixture
-def store(db_path: Path) -> Iterator[RuleStore]:
-    s = RuleStore(db_path)
+def store_backend(request: pytest.FixtureRequest) -> str:
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+def store_db(store_backend: str, db_path: Path, request: pytest.FixtureRequest) -> Path | str:
+    """The ``db`` setting of a fresh database of ``store_backend``: a SQLite file path or a PostgreSQL URL."""
+    if store_backend == "postgresql":
+        return str(request.getfixturevalue("postgres_dsn"))
+    return db_path
+
+
+@pytest.fixture
+def reopen_store(store_db: Path | str) -> Iterator[Callable[..., RuleStoreBase]]:
+    """``reopen_store(**open_store_kwargs)``: another store on ``store_db``, closed at teardown."""
+    opened: list[RuleStoreBase] = []
+
+    def reopen(**kwargs: Any) -> RuleStoreBase:
+        opened.append(open_store(store_db, **kwargs))
+        return opened[-1]
+
+    yield reopen
+    for s in opened:
+        s.close()
+
+
+@pytest.fixture
+def hold_write_lock(store_db: Path | str) -> Callable[[], Any]:
+    """``hold_write_lock()``: another connection holding what every writer takes first (SQLite's write lock,
+    PostgreSQL's generation row), as a process in the middle of a write; ``.execute("ROLLBACK")`` releases it."""
+
+    def hold() -> Any:
+        if is_postgres(store_db):
+            conn: Any = psycopg.connect(str(store_db), autocommit=True)
+            conn.execute("BEGIN")
+            conn.execute("SELECT value FROM store_meta WHERE key = 'generation' FOR UPDATE")
+            return conn
+        conn = sqlite3.connect(store_db, isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        return conn
+
+    return hold
+
+
+@pytest.fixture
+def store(store_db: Path | str) -> Iterator[RuleStoreBase]:
+    s = open_store(store_db)
     try:
         yield s
     finally:
@@ -88,9 +146,9 @@ def postgres_dsn(postgres_server: PostgresServer) -> Iterator[str]:
     postgres_server.drop_database(dsn.rsplit("/", 1)[1])
 
 
-def dump_db(path: Path) -> dict[str, Any]:
-    """Everything a write could change, in a form that compares with ``==``."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+def dump_db(path: Path | str) -> dict[str, Any]:
+    """Everything a write could change, in a form that compares with ``==`` (a SQLite file or a PostgreSQL URL)."""
+    conn: Any = psycopg.connect(path) if is_postgres(path) else sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         rules = conn.execute("SELECT * FROM rules ORDER BY id").fetchall()
         versions = conn.execute("SELECT * FROM rule_versions ORDER BY rule_id, version").fetchall()
@@ -101,7 +159,7 @@ def dump_db(path: Path) -> dict[str, Any]:
 
 
 @pytest.fixture
-def db_state() -> Callable[[Path], dict[str, Any]]:
+def db_state() -> Callable[[Path | str], dict[str, Any]]:
     return dump_db
 
 
@@ -275,7 +333,7 @@ class ToolCalls:
 
     @staticmethod
     @contextlib.contextmanager
-    def unchanged(path: Path) -> Iterator[None]:
+    def unchanged(path: Path | str) -> Iterator[None]:
         """Assert that the block leaves the database at ``path`` exactly as it was."""
         before = dump_db(path)
         yield

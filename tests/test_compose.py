@@ -13,7 +13,7 @@ from otel_mcp.compose.engine import import_problem
 from otel_mcp.compose.globs import GlobLimits
 from otel_mcp.compose.service import ComposeService
 from otel_mcp.errors import CompositionError, InvalidRule, LimitExceeded
-from otel_mcp.store import Rule, RuleStore, build_spec
+from otel_mcp.store import Rule, RuleStoreBase, build_spec
 
 T0 = 1_700_000_000.0
 
@@ -611,7 +611,8 @@ class DictCache:
         self.data[key] = composition
 
 
-def test_service_follows_writes_including_other_stores(store: RuleStore) -> None:
+@pytest.mark.both_backends
+def test_service_follows_writes_including_other_stores(store: RuleStoreBase, reopen_store: Any) -> None:
     cache = DictCache()
     service = ComposeService(store, cache)
     store.create({"id": "a", "body": "one\n", "activation": "always"})
@@ -619,17 +620,14 @@ def test_service_follows_writes_including_other_stores(store: RuleStore) -> None
     first = service.compose(request)
     assert "one" in first.markdown
     assert service.compose(request) is first and cache.hits == 1
-    other = RuleStore(store.path)  # another writer (as another process would be)
-    try:
-        other.update("a", 1, {"body": "two\n"})
-    finally:
-        other.close()
+    reopen_store().update("a", 1, {"body": "two\n"})  # another writer (as another process would be)
     second = service.compose(request)
     assert "two" in second.markdown and "<!-- rule:a@2 -->" in second.markdown
     assert len(cache.data) == 2  # keys carry the generation
 
 
-def test_service_without_cache_and_cache_key_shape(store: RuleStore) -> None:
+@pytest.mark.both_backends
+def test_service_without_cache_and_cache_key_shape(store: RuleStoreBase) -> None:
     service = ComposeService(store, options=ComposeOptions(max_import_depth=1))
     store.create({"id": "a", "body": "x", "activation": "always", "imports": ["b"]})
     store.create({"id": "b", "body": "y", "imports": ["c"]})

@@ -1,4 +1,5 @@
-"""Optimistic concurrency under real contention: writer threads and writer processes, no lost update."""
+"""Optimistic concurrency under real contention: writer threads and writer processes, no lost update,
+on both backends (on PostgreSQL the writer processes stand for replicas sharing the database)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,16 @@ from typing import Any
 import pytest
 
 from otel_mcp.errors import RuleExists, VersionConflict
-from otel_mcp.store import RuleStore
+from otel_mcp.store import RuleStoreBase
+from otel_mcp.store.backends import open_store
 
 WRITERS = 8
 ATTEMPTS = 25
+pytestmark = pytest.mark.both_backends
 BUSY_TIMEOUT = 60.0  # generous: contention must surface as conflicts, never as lock timeouts
 
 
-def _write_loop(store: RuleStore, name: str, attempts: int, start: Any) -> dict[str, Any]:
+def _write_loop(store: RuleStoreBase, name: str, attempts: int, start: Any) -> dict[str, Any]:
     """Read-modify-write ``attempts`` times; report successes, conflicts and anything else."""
     start.wait()
     ok: list[int] = []
@@ -39,14 +42,14 @@ def _write_loop(store: RuleStore, name: str, attempts: int, start: Any) -> dict[
 
 
 def _process_writer(path: str, name: str, attempts: int, start: Any, results: Any) -> None:
-    store = RuleStore(path, busy_timeout=BUSY_TIMEOUT)
+    store = open_store(path, timeout_s=BUSY_TIMEOUT)
     try:
         results.put(_write_loop(store, name, attempts, start))
     finally:
         store.close()
 
 
-def _check_no_lost_update(store: RuleStore, results: list[dict[str, Any]], writers: int, attempts: int) -> None:
+def _check_no_lost_update(store: RuleStoreBase, results: list[dict[str, Any]], writers: int, attempts: int) -> None:
     assert len(results) == writers
     assert [r["others"] for r in results] == [[] for _ in results], "every failure must be a VersionConflict"
     successes = [v for r in results for v in r["ok"]]
@@ -63,8 +66,8 @@ def _check_no_lost_update(store: RuleStore, results: list[dict[str, Any]], write
     assert final.version in next(r["ok"] for r in results if r["name"] == last_writer)
 
 
-def test_threads_lose_no_update(db_path: Path) -> None:
-    store = RuleStore(db_path, busy_timeout=BUSY_TIMEOUT)
+def test_threads_lose_no_update(store_db: Path | str) -> None:
+    store = open_store(store_db, timeout_s=BUSY_TIMEOUT)
     try:
         store.create({"id": "hot", "body": "start\n"})
         start = threading.Barrier(WRITERS)
@@ -88,15 +91,15 @@ def test_threads_lose_no_update(db_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_processes_lose_no_update(db_path: Path) -> None:
-    store = RuleStore(db_path, busy_timeout=BUSY_TIMEOUT)
+def test_processes_lose_no_update(store_db: Path | str) -> None:
+    store = open_store(store_db, timeout_s=BUSY_TIMEOUT)
     try:
         store.create({"id": "hot", "body": "start\n"})
         ctx = multiprocessing.get_context("spawn")
         start = ctx.Barrier(WRITERS)
         queue = ctx.Queue()
         procs = [
-            ctx.Process(target=_process_writer, args=(str(db_path), f"proc-{n}", ATTEMPTS, start, queue))
+            ctx.Process(target=_process_writer, args=(str(store_db), f"proc-{n}", ATTEMPTS, start, queue))
             for n in range(WRITERS)
         ]
         for p in procs:
@@ -110,8 +113,8 @@ def test_processes_lose_no_update(db_path: Path) -> None:
         store.close()
 
 
-def test_concurrent_creates_of_one_id_have_one_winner(db_path: Path) -> None:
-    store = RuleStore(db_path, busy_timeout=BUSY_TIMEOUT)
+def test_concurrent_creates_of_one_id_have_one_winner(store_db: Path | str) -> None:
+    store = open_store(store_db, timeout_s=BUSY_TIMEOUT)
     start = threading.Barrier(WRITERS)
     outcomes: list[str] = []
     lock = threading.Lock()
@@ -140,8 +143,8 @@ def test_concurrent_creates_of_one_id_have_one_winner(db_path: Path) -> None:
         store.close()
 
 
-def test_readers_never_see_a_half_written_rule(db_path: Path) -> None:
-    store = RuleStore(db_path, busy_timeout=BUSY_TIMEOUT)
+def test_readers_never_see_a_half_written_rule(store_db: Path | str) -> None:
+    store = open_store(store_db, timeout_s=BUSY_TIMEOUT)
     store.create({"id": "hot", "body": "start\n", "tags": ["v1"]})
     stop = threading.Event()
     problems: list[str] = []

@@ -1,4 +1,8 @@
-"""RuleStore: model validation, CRUD with optimistic concurrency, history, rollback, search, migrations."""
+"""The rule store: model validation, CRUD with optimistic concurrency, history, rollback, search, migrations.
+
+The store tests run on both backends (``both_backends``); the SQLite file's own (WAL, its migrations)
+here, PostgreSQL's own in test_store_postgres.py.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from otel_mcp.store import (
     RuleLimits,
     RuleSpec,
     RuleStore,
+    RuleStoreBase,
     StoreBusy,
     build_spec,
     check_rule_id,
@@ -23,6 +28,8 @@ from otel_mcp.store import (
     schema,
 )
 from otel_mcp.store.model import MAX_DESCRIPTION_CHARS, MAX_LIST_ITEMS, MAX_TAG_CHARS, read_bytes
+
+pytestmark = pytest.mark.both_backends
 
 
 def spec(rule_id: str = "r", **kw: Any) -> dict[str, Any]:
@@ -151,7 +158,7 @@ def test_merge_spec_keeps_unchanged_fields_and_refuses_id_change() -> None:
 # -- create / get / update / delete -----------------------------------------------------
 
 
-def test_create_and_get(store: RuleStore) -> None:
+def test_create_and_get(store: RuleStoreBase) -> None:
     rule = store.create(spec("a", description="A rule", tags=["x"]))
     assert rule.version == 1
     assert rule.etag == rule.spec.content_hash()
@@ -161,28 +168,28 @@ def test_create_and_get(store: RuleStore) -> None:
     assert store.count() == 1
 
 
-def test_create_accepts_a_rulespec(store: RuleStore) -> None:
+def test_create_accepts_a_rulespec(store: RuleStoreBase) -> None:
     rule = store.create(RuleSpec(id="s", body="b"))
     assert store.get("s").etag == rule.etag
 
 
-def test_create_existing_is_refused(store: RuleStore, db_path: Path, db_state: Any) -> None:
+def test_create_existing_is_refused(store: RuleStoreBase, store_db: Path | str, db_state: Any) -> None:
     store.create(spec("a"))
-    before = db_state(db_path)
+    before = db_state(store_db)
     with pytest.raises(RuleExists, match="rule 'a' already exists; use update_rule"):
         store.create(spec("a", body="different"))
-    assert db_state(db_path) == before
+    assert db_state(store_db) == before
 
 
-def test_invalid_create_writes_nothing(store: RuleStore, db_path: Path, db_state: Any) -> None:
-    before = db_state(db_path)
+def test_invalid_create_writes_nothing(store: RuleStoreBase, store_db: Path | str, db_state: Any) -> None:
+    before = db_state(store_db)
     with pytest.raises(InvalidRule):
         store.create(spec("a", priority="high"))
-    assert db_state(db_path) == before
+    assert db_state(store_db) == before
     assert store.generation() == 0
 
 
-def test_get_missing(store: RuleStore) -> None:
+def test_get_missing(store: RuleStoreBase) -> None:
     with pytest.raises(RuleNotFound, match="rule 'nope' does not exist"):
         store.get("nope")
     store.create(spec("a"))
@@ -190,7 +197,7 @@ def test_get_missing(store: RuleStore) -> None:
         store.get("a", 7)
 
 
-def test_update_bumps_version_and_keeps_created_at(store: RuleStore) -> None:
+def test_update_bumps_version_and_keeps_created_at(store: RuleStoreBase) -> None:
     created = store.create(spec("a"))
     updated = store.update("a", 1, {"body": "new body", "priority": 5})
     assert updated.version == 2
@@ -202,37 +209,38 @@ def test_update_bumps_version_and_keeps_created_at(store: RuleStore) -> None:
     assert store.get("a", 1).body == created.body
 
 
-def test_stale_update_is_a_conflict_naming_the_current_version(store: RuleStore, db_path: Path, db_state: Any) -> None:
+def test_stale_update_is_a_conflict_naming_the_current_version(
+        store: RuleStoreBase, store_db: Path | str, db_state: Any) -> None:
     store.create(spec("a"))
     store.update("a", 1, {"body": "v2"})
-    before = db_state(db_path)
+    before = db_state(store_db)
     with pytest.raises(VersionConflict) as info:
         store.update("a", 1, {"body": "lost?"})
     assert "expected version 1, current version is 2" in str(info.value)
     assert (info.value.expected, info.value.current, info.value.rule_id) == (1, 2, "a")
-    assert db_state(db_path) == before
+    assert db_state(store_db) == before
 
 
 @pytest.mark.parametrize("bad", ["1", 1.0, None, True])
-def test_update_rejects_non_integer_expected_version(store: RuleStore, bad: Any) -> None:
+def test_update_rejects_non_integer_expected_version(store: RuleStoreBase, bad: Any) -> None:
     store.create(spec("a"))
     with pytest.raises(InvalidRule, match="expected_version must be an integer"):
         store.update("a", bad, {"body": "x"})
     assert store.get("a").version == 1
 
 
-def test_update_missing_and_invalid_changes(store: RuleStore, db_path: Path, db_state: Any) -> None:
+def test_update_missing_and_invalid_changes(store: RuleStoreBase, store_db: Path | str, db_state: Any) -> None:
     with pytest.raises(RuleNotFound):
         store.update("ghost", 1, {"body": "x"})
     store.create(spec("a"))
-    before = db_state(db_path)
+    before = db_state(store_db)
     for changes in ({"body": 3}, {"id": "b"}, {"globs": ["{x"]}, {"unknown": 1}):
         with pytest.raises(InvalidRule):
             store.update("a", 1, changes)
-    assert db_state(db_path) == before
+    assert db_state(store_db) == before
 
 
-def test_delete_keeps_history_and_recreate_continues_versions(store: RuleStore) -> None:
+def test_delete_keeps_history_and_recreate_continues_versions(store: RuleStoreBase) -> None:
     store.create(spec("a"))
     store.update("a", 1, {"body": "v2"})
     with pytest.raises(VersionConflict, match="current version is 2"):
@@ -250,7 +258,7 @@ def test_delete_keeps_history_and_recreate_continues_versions(store: RuleStore) 
     assert [e.operation for e in store.history("a")] == ["create", "delete", "update", "create"]
 
 
-def test_history_newest_first_with_limit(store: RuleStore) -> None:
+def test_history_newest_first_with_limit(store: RuleStoreBase) -> None:
     store.create(spec("a"))
     for v in range(1, 5):
         store.update("a", v, {"body": f"v{v + 1}"})
@@ -264,7 +272,7 @@ def test_history_newest_first_with_limit(store: RuleStore) -> None:
         store.history("nothing")
 
 
-def test_rollback(store: RuleStore) -> None:
+def test_rollback(store: RuleStoreBase) -> None:
     v1 = store.create(spec("a", body="one", tags=["t"]))
     store.update("a", 1, {"body": "two", "tags": ["u"]})
     rolled = store.rollback("a", 1)
@@ -275,21 +283,21 @@ def test_rollback(store: RuleStore) -> None:
     assert store.history("a")[0].operation == "rollback"
 
 
-def test_rollback_conflict_and_errors(store: RuleStore, db_path: Path, db_state: Any) -> None:
+def test_rollback_conflict_and_errors(store: RuleStoreBase, store_db: Path | str, db_state: Any) -> None:
     store.create(spec("a", body="one"))
     store.update("a", 1, {"body": "two"})
-    before = db_state(db_path)
+    before = db_state(store_db)
     with pytest.raises(VersionConflict, match="expected version 1, current version is 2"):
         store.rollback("a", 1, expected_version=1)
     with pytest.raises(RuleNotFound, match="version 9 of rule 'a'"):
         store.rollback("a", 9)
     with pytest.raises(RuleNotFound):
         store.rollback("ghost", 1)
-    assert db_state(db_path) == before
+    assert db_state(store_db) == before
     assert store.rollback("a", 1, expected_version=2).version == 3
 
 
-def test_rollback_revives_a_deleted_rule_but_not_to_a_deletion(store: RuleStore) -> None:
+def test_rollback_revives_a_deleted_rule_but_not_to_a_deletion(store: RuleStoreBase) -> None:
     store.create(spec("a", body="one"))
     store.delete("a", 1)
     with pytest.raises(InvalidRule, match="version 2 of rule 'a' is a deletion"):
@@ -298,22 +306,17 @@ def test_rollback_revives_a_deleted_rule_but_not_to_a_deletion(store: RuleStore)
     assert revived.version == 3 and store.get("a").body == "one"
 
 
-def test_rollback_respects_current_limits(db_path: Path) -> None:
-    big = RuleStore(db_path)
-    big.create(spec("a", body="x" * 100))
-    big.update("a", 1, {"body": "small"})
-    big.close()
-    small = RuleStore(db_path, RuleLimits(max_body_bytes=50))
-    try:
-        assert small.history("a")[-1].spec.body == "x" * 100  # old history stays readable
-        with pytest.raises(InvalidRule, match="body is 100 bytes; the limit is 50"):
-            small.rollback("a", 1)
-        assert small.get("a").version == 2
-    finally:
-        small.close()
+def test_rollback_respects_current_limits(store: RuleStoreBase, reopen_store: Any) -> None:
+    store.create(spec("a", body="x" * 100))
+    store.update("a", 1, {"body": "small"})
+    small = reopen_store(limits=RuleLimits(max_body_bytes=50))
+    assert small.history("a")[-1].spec.body == "x" * 100  # old history stays readable
+    with pytest.raises(InvalidRule, match="body is 100 bytes; the limit is 50"):
+        small.rollback("a", 1)
+    assert small.get("a").version == 2
 
 
-def test_upsert(store: RuleStore) -> None:
+def test_upsert(store: RuleStoreBase) -> None:
     rule, status = store.upsert(spec("a"))
     assert (status, rule.version) == ("created", 1)
     same, status = store.upsert(spec("a"))
@@ -324,7 +327,7 @@ def test_upsert(store: RuleStore) -> None:
     assert [e.operation for e in store.history("a")] == ["import", "import"]
 
 
-def test_generation_moves_only_on_successful_writes(store: RuleStore) -> None:
+def test_generation_moves_only_on_successful_writes(store: RuleStoreBase) -> None:
     g0 = store.generation()
     store.create(spec("a"))
     assert store.generation() == g0 + 1
@@ -340,7 +343,7 @@ def test_generation_moves_only_on_successful_writes(store: RuleStore) -> None:
 # -- list / search ------------------------------------------------------------------
 
 
-def test_list_page_filters_and_pagination(store: RuleStore) -> None:
+def test_list_page_filters_and_pagination(store: RuleStoreBase) -> None:
     for i in range(7):
         store.create(
             spec(
@@ -362,7 +365,7 @@ def test_list_page_filters_and_pagination(store: RuleStore) -> None:
     assert len(store.list_page(limit=0)[0]) == 1  # clamped to at least one
 
 
-def test_search_finds_id_description_and_body(store: RuleStore) -> None:
+def test_search_finds_id_description_and_body(store: RuleStoreBase) -> None:
     store.create(spec("python-style", description="How we write Python", body="Use type hints everywhere.\n"))
     store.create(spec("react", description="Frontend", body="Prefer function components with hooks.\n"))
     assert [h.rule.id for h in store.search("hooks")] == ["react"]
@@ -375,7 +378,7 @@ def test_search_finds_id_description_and_body(store: RuleStore) -> None:
 @pytest.mark.parametrize(
     "query", ['"', "AND", "OR NOT", "a*", "NEAR(a b)", "col:val", "-x", "(", "'; DROP TABLE rules"]
 )
-def test_search_treats_query_as_text_not_syntax(store: RuleStore, query: str) -> None:
+def test_search_treats_query_as_text_not_syntax(store: RuleStoreBase, query: str) -> None:
     store.create(spec("a", body="plain text\n"))
     if not query.replace('"', " ").split():
         with pytest.raises(InvalidRule, match="at least one word"):
@@ -385,7 +388,7 @@ def test_search_treats_query_as_text_not_syntax(store: RuleStore, query: str) ->
     assert store.count() == 1
 
 
-def test_search_follows_updates_and_deletes(store: RuleStore) -> None:
+def test_search_follows_updates_and_deletes(store: RuleStoreBase) -> None:
     store.create(spec("a", body="apples\n"))
     store.update("a", 1, {"body": "oranges\n"})
     assert store.search("apples") == []
@@ -399,30 +402,26 @@ def test_search_follows_updates_and_deletes(store: RuleStore) -> None:
 # -- store modes and locking ---------------------------------------------------------
 
 
-def test_read_only_store_refuses_writes(store: RuleStore, db_path: Path) -> None:
+def test_read_only_store_refuses_writes(store: RuleStoreBase, reopen_store: Any) -> None:
     store.create(spec("a"))
-    ro = RuleStore(db_path, read_only=True)
-    try:
-        assert ro.get("a").id == "a"
-        with pytest.raises(InvalidRule, match="read-only"):
-            ro.create(spec("b"))
-    finally:
-        ro.close()
+    ro = reopen_store(read_only=True)
+    assert ro.get("a").id == "a"
+    with pytest.raises(InvalidRule, match="read-only"):
+        ro.create(spec("b"))
 
 
-def test_busy_writer_gives_store_busy(store: RuleStore, db_path: Path) -> None:
+def test_busy_writer_gives_store_busy(store: RuleStoreBase, reopen_store: Any, hold_write_lock: Any) -> None:
     store.create(spec("a"))
-    impatient = RuleStore(db_path, busy_timeout=0.05)
-    blocker = sqlite3.connect(db_path, isolation_level=None)
-    blocker.execute("BEGIN IMMEDIATE")
+    impatient = reopen_store(timeout_s=0.05)
+    blocker = hold_write_lock()
     try:
         with pytest.raises(StoreBusy, match="locked by another writer"):
             impatient.update("a", 1, {"body": "x"})
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
-        impatient.close()
     assert store.get("a").version == 1
+    assert impatient.update("a", 1, {"body": "x"}).version == 2  # the connection is usable again
 
 
 def test_store_creates_parent_directory_and_wal(tmp_path: Path) -> None:
@@ -465,7 +464,8 @@ def _write_v1_file(path: Path) -> None:
     conn.close()
 
 
-def test_fresh_file_is_at_current_schema(db_path: Path, store: RuleStore) -> None:
+def test_fresh_file_is_at_current_schema(db_path: Path) -> None:
+    RuleStore(db_path).close()
     assert _schema_version(db_path) == schema.SCHEMA_VERSION == len(schema.MIGRATIONS)
 
 

@@ -1,16 +1,20 @@
-"""Catching up with writes without reloading every rule (``RuleStore.changes_since``)."""
+"""Catching up with writes without reloading every rule (``changes_since``), on both backends."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from otel_mcp.compose.engine import ComposeRequest
 from otel_mcp.compose.service import ComposeService
-from otel_mcp.store import RuleStore
+from otel_mcp.store import RuleStore, RuleStoreBase
 
 
-def test_changes_since_lists_written_and_deleted_rules(tmp_path: Path) -> None:
-    store = RuleStore(tmp_path / "r.db")
+@pytest.mark.both_backends
+def test_changes_since_lists_written_and_deleted_rules(store: RuleStoreBase) -> None:
     store.create({"id": "a", "body": "a1"})
     store.create({"id": "b", "body": "b1"})
     start = store.generation()
@@ -24,8 +28,8 @@ def test_changes_since_lists_written_and_deleted_rules(tmp_path: Path) -> None:
     assert store.changes_since(changes.generation).written == []
 
 
-def test_an_unchanged_import_does_not_move_the_generation(tmp_path: Path) -> None:
-    store = RuleStore(tmp_path / "r.db")
+@pytest.mark.both_backends
+def test_an_unchanged_import_does_not_move_the_generation(store: RuleStoreBase) -> None:
     store.upsert({"id": "a", "body": "same"})
     before = store.generation()
     rule, status = store.upsert({"id": "a", "body": "same"})
@@ -34,9 +38,11 @@ def test_an_unchanged_import_does_not_move_the_generation(tmp_path: Path) -> Non
     assert len(store.history("a")) == 1
 
 
-def test_service_catches_up_with_writes_from_another_connection(tmp_path: Path) -> None:
-    reader = RuleStore(tmp_path / "r.db")
-    writer = RuleStore(tmp_path / "r.db")  # stands for another process sharing the file
+@pytest.mark.both_backends
+def test_service_catches_up_with_writes_from_another_connection(
+        store: RuleStoreBase, reopen_store: Callable[..., RuleStoreBase]) -> None:
+    reader = store
+    writer = reopen_store()  # stands for another process (another replica) sharing the database
     for i in range(20):
         writer.create({"id": f"r{i}", "body": f"body {i}", "activation": "always"})
     service = ComposeService(reader)
@@ -52,24 +58,22 @@ def test_service_catches_up_with_writes_from_another_connection(tmp_path: Path) 
     assert "changed" in markdown and "<!-- rule:r4@" not in markdown
 
 
-def test_opening_an_up_to_date_store_does_not_wait_for_a_writer(tmp_path: Path) -> None:
-    import sqlite3
-
-    RuleStore(tmp_path / "r.db").close()
-    holder = sqlite3.connect(tmp_path / "r.db", isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")  # another process in the middle of a write
+@pytest.mark.both_backends
+def test_opening_an_up_to_date_store_does_not_wait_for_a_writer(
+        store: RuleStoreBase, reopen_store: Callable[..., RuleStoreBase], hold_write_lock: Callable[[], Any]) -> None:
+    holder = hold_write_lock()  # another process in the middle of a write
     try:
-        store = RuleStore(tmp_path / "r.db", busy_timeout=0.1)
-        assert store.count() == 0
+        assert reopen_store(timeout_s=0.1).count() == 0
     finally:
         holder.execute("ROLLBACK")
         holder.close()
 
 
-def test_l2_hits_take_bodies_from_the_rule_set_without_reading_them_from_disk(tmp_path: Path) -> None:
+@pytest.mark.both_backends
+def test_l2_hits_take_bodies_from_the_rule_set_without_reading_them_from_disk(
+        store: RuleStoreBase, tmp_path: Path) -> None:
     from otel_mcp.cache import TieredCache
 
-    store = RuleStore(tmp_path / "r.db")
     for i in range(5):
         store.create({"id": f"r{i}", "body": f"# Rule {i}\n\n" + "text " * 200, "activation": "always"})
     cache = TieredCache(tmp_path / "cache")

@@ -20,7 +20,7 @@ from otel_mcp.compose.engine import ComposeOptions
 from otel_mcp.compose.service import ComposeService
 from otel_mcp.config import Settings
 from otel_mcp.remote import add_server_flags, mcp_endpoint
-from otel_mcp.store.sqlite import RuleStore
+from otel_mcp.store.backends import open_store
 
 
 def register_cli(subparsers: Any) -> None:
@@ -33,7 +33,7 @@ def register_cli(subparsers: Any) -> None:
         ("warm", cmd_warm, "compose the hottest requests into the disk cache now"),
     ):
         parser = sub.add_parser(name, help=text)
-        parser.add_argument("--db", default=None, help="SQLite database file")
+        parser.add_argument("--db", default=None, help="rules database (SQLite file or postgresql:// URL)")
         parser.add_argument("--cache-dir", default=None, help="disk cache directory")
         if name == "stats":
             add_server_flags(parser, url_help="read the counters of the server at this base URL or MCP endpoint "
@@ -80,7 +80,7 @@ def cmd_clear(args: argparse.Namespace) -> int:
 
 def cmd_warm(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    store = RuleStore(settings.db, read_only=settings.read_only)
+    store = open_store(settings.db, read_only=settings.read_only)
     try:
         with TieredCache(settings.cache_dir) as cache:
             options = ComposeOptions.from_settings(settings)

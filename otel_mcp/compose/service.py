@@ -13,8 +13,8 @@ import threading
 from typing import Protocol
 
 from otel_mcp.compose.engine import ComposeOptions, ComposeRequest, Composition, compose
+from otel_mcp.store.base import Changes, RuleStoreBase
 from otel_mcp.store.model import Rule
-from otel_mcp.store.sqlite import Changes, RuleStore
 
 
 class CompositionCache(Protocol):
@@ -89,7 +89,7 @@ class ComposeService:
 
     def __init__(
         self,
-        store: RuleStore,
+        store: RuleStoreBase,
         cache: CompositionCache | None = None,
         options: ComposeOptions = ComposeOptions(),
         observer: RequestObserver | None = None,

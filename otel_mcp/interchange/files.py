@@ -19,8 +19,8 @@ from typing import Any
 from otel_mcp.errors import FileAccessError, InvalidRule, RuleError
 from otel_mcp.interchange.confined import ConfinedFiles
 from otel_mcp.interchange.formats import AGENTS_FILE, FORMATS, agents_text, detect_format, file_name, to_rules, to_text
+from otel_mcp.store.base import RuleStoreBase, StoreBusy
 from otel_mcp.store.model import Rule
-from otel_mcp.store.sqlite import RuleStore, StoreBusy
 
 MAX_IMPORT_FILES = 10_000
 MAX_FILE_BYTES = 4 * 1024 * 1024  # 4mb: a rule file larger than this is not a rule file
@@ -66,7 +66,7 @@ def _inside(base: Path, path: Path) -> Path | None:
     return real if real == base or base in real.parents else None
 
 
-def import_directory(store: RuleStore, root: Path, directory: str, fmt: str = "auto") -> list[FileResult]:
+def import_directory(store: RuleStoreBase, root: Path, directory: str, fmt: str = "auto") -> list[FileResult]:
     if fmt != "auto" and fmt not in FORMATS:
         raise InvalidRule(f"format {fmt!r} is not one of: auto, {', '.join(FORMATS)}")
     folder = confine(root, directory)
@@ -111,7 +111,7 @@ def import_directory(store: RuleStore, root: Path, directory: str, fmt: str = "a
     return results
 
 
-def _import_rule(store: RuleStore, shown: str, fields: dict[str, Any], seen: dict[str, str]) -> FileResult:
+def _import_rule(store: RuleStoreBase, shown: str, fields: dict[str, Any], seen: dict[str, str]) -> FileResult:
     rule_id = fields.get("id")
     try:
         if isinstance(rule_id, str) and rule_id in seen:
@@ -123,7 +123,7 @@ def _import_rule(store: RuleStore, shown: str, fields: dict[str, Any], seen: dic
     return FileResult(shown, status, rule.id, rule.version)
 
 
-def export_directory(store: RuleStore, root: Path, directory: str, fmt: str = "cursor") -> list[FileResult]:
+def export_directory(store: RuleStoreBase, root: Path, directory: str, fmt: str = "cursor") -> list[FileResult]:
     """Write every rule as files of ``fmt`` into ``root/directory``; nothing is created unless every
     path is safe to write (no symlink on the way, no non-file at a target)."""
     if fmt not in FORMATS:

@@ -20,7 +20,7 @@ from mcp.server.subscriptions import SubscriptionBus
 from mcp.shared.subscriptions import ResourcesListChanged, ResourceUpdated
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
-from otel_mcp.store.sqlite import RuleStore
+from otel_mcp.store.base import RuleStoreBase
 
 INDEX_URI = "rules://index"
 
@@ -36,7 +36,7 @@ class ChangeAnnouncer:
     :param bus: the server's subscription bus
     """
 
-    def __init__(self, store: RuleStore, bus: SubscriptionBus) -> None:
+    def __init__(self, store: RuleStoreBase, bus: SubscriptionBus) -> None:
         self._store = store
         self._bus = bus
         self._generation = store.generation()

@@ -10,13 +10,14 @@ from otel_mcp.compose.engine import ComposeOptions
 from otel_mcp.compose.service import ComposeService
 from otel_mcp.config import Settings
 from otel_mcp.server.results import READ_RESERVE_BYTES
+from otel_mcp.store.backends import open_store
+from otel_mcp.store.base import RuleStoreBase
 from otel_mcp.store.model import RuleLimits
-from otel_mcp.store.sqlite import RuleStore
 
 log = logging.getLogger(__name__)
 
 
-def warn_rules_over_limits(store: RuleStore) -> None:
+def warn_rules_over_limits(store: RuleStoreBase) -> None:
     """Name, once, the stored rules that the current limits would refuse: they stay stored and readable."""
     over = store.over_limits()
     if over:
@@ -30,7 +31,7 @@ def warn_rules_over_limits(store: RuleStore) -> None:
 @dataclass
 class RulesContext:
     settings: Settings
-    store: RuleStore
+    store: RuleStoreBase
     composer: ComposeService
     cache: Any = None  # otel_mcp.cache.TieredCache when caching is on
     warming: Any = None  # otel_mcp.cache.WarmProgress of the start-up warm-up
@@ -49,7 +50,8 @@ class RulesContext:
             max_read_bytes=settings.max_result_bytes - READ_RESERVE_BYTES,
             globs=options.globs,
         )
-        store = RuleStore(settings.db, limits, read_only=settings.read_only and settings.db.exists())
+        store = open_store(settings.db, limits, read_only=settings.read_only, pool_size=settings.db_pool_size,
+                           timeout_s=settings.db_timeout_ms / 1000)
         warn_rules_over_limits(store)
         cache = None
         if settings.cache:

@@ -18,7 +18,7 @@ from otel_mcp.compose.engine import ComposeRequest
 from otel_mcp.errors import RuleError, RuleNotFound
 from otel_mcp.server.context import RulesContext
 from otel_mcp.server.results import ResultLimit, compact_json, text_cost
-from otel_mcp.store.sqlite import MAX_PAGE_SIZE
+from otel_mcp.store.base import MAX_PAGE_SIZE
 
 INDEX_URI = "rules://index"
 

@@ -26,8 +26,8 @@ from otel_mcp.interchange import export_directory, import_directory
 from otel_mcp.server.changes import ChangeAnnouncer
 from otel_mcp.server.context import RulesContext
 from otel_mcp.server.results import ResultLimit, data_cost, data_result, document_result
+from otel_mcp.store.base import StoreBusy
 from otel_mcp.store.model import SPEC_FIELDS, Rule, build_spec
-from otel_mcp.store.sqlite import StoreBusy
 
 log = logging.getLogger(__name__)
 

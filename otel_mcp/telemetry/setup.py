@@ -109,7 +109,7 @@ class TelemetryOptions:
                 min_cache_hit_ratio=s.alert_min_cache_hit_percent / 100,
                 max_rss_bytes=s.alert_max_rss_mb * 2**20,
             ),
-            "db_path": s.db,
+            "db_path": s.db if isinstance(s.db, Path) else None,  # a file to size; not a server database
             "cache_dir": s.cache_dir,
         }
         values.update(overrides)

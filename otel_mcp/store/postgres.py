@@ -1,0 +1,211 @@
+"""The rule store on PostgreSQL (psycopg 3, ``psycopg_pool.ConnectionPool``): several server
+processes (replicas) share one database.
+
+Writers serialise on the row lock of the generation counter (the first statement of every write
+transaction, see :mod:`otel_mcp.store.base`); a writer waits for it at most ``timeout`` seconds
+(``lock_timeout``), then gets ``StoreBusy``, as on SQLite. Every committed write also sends
+``NOTIFY otel_mcp_changes, '<generation>'`` (delivered at commit, never for a rolled-back one), for
+whoever keeps caches or subscriptions coherent across replicas. Connections are autocommit; reads of
+more than one statement run in one ``REPEATABLE READ`` transaction so they see one state.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from functools import lru_cache
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from otel_mcp.store.backends import redact
+from otel_mcp.store.base import (
+    BUMP_GENERATION_SQL,
+    MAX_PAGE_SIZE,
+    RULE_COLUMNS,
+    Execute,
+    RuleStoreBase,
+    SearchHit,
+    StoreBusy,
+    StoreUnavailable,
+    Transaction,
+    row_to_rule,
+    search_terms,
+)
+from otel_mcp.store.model import Rule, RuleLimits
+from otel_mcp.store.postgres_schema import migrate
+from otel_mcp.store.postgres_search import tsquery_literal, tsvector_literal
+
+CHANGES_CHANNEL = "otel_mcp_changes"  # NOTIFY channel; the payload is the committed generation
+APPLICATION_NAME = "otel-mcp"
+_SNIPPET_OPTIONS = "StartSel=[, StopSel=], MaxWords=12, MinWords=4, ShortWord=0, MaxFragments=1, FragmentDelimiter=..."
+
+
+@lru_cache(maxsize=256)
+def _sql(statement: str) -> str:
+    """The shared SQL's ``?`` placeholders as psycopg's ``%s`` (none of our statements holds a ``?`` or ``%``)."""
+    return statement.replace("?", "%s")
+
+
+class PostgresRuleStore(RuleStoreBase):
+    """Rules in a PostgreSQL database; safe to share between threads, processes and hosts.
+
+    :param url: ``postgresql://user:password@host:port/database`` (libpq parameters in the query string)
+    :param limits: body size and import count limits applied on write
+    :param read_only: refuse every write
+    :param pool_size: most connections this store opens
+    :param timeout: seconds to wait for a connection, or for another writer's lock
+    """
+
+    TAG_MATCH = "EXISTS (SELECT 1 FROM jsonb_array_elements_text(rules.tags::jsonb) AS t(tag) WHERE t.tag = ?)"
+
+    def __init__(self, url: str, limits: RuleLimits = RuleLimits(), *, read_only: bool = False,
+                 pool_size: int = 10, timeout: float = 5.0) -> None:
+        self.url = url
+        self.limits = limits
+        self.read_only = read_only
+        self.timeout = timeout
+        connect_args: dict[str, Any] = {
+            "autocommit": True,
+            "application_name": APPLICATION_NAME,
+            "connect_timeout": max(1, math.ceil(timeout)),
+            "options": f"-c lock_timeout={int(timeout * 1000)}",
+        }
+        # One connection first: a wrong password or host fails here with libpq's own message, where a
+        # pool would only retry in the background and time out.
+        try:
+            with psycopg.connect(url, **connect_args) as conn:
+                migrate(conn)
+                row = conn.execute("SELECT value FROM store_meta WHERE key = 'store_id'").fetchone()
+        except psycopg.Error as exc:
+            raise self._unavailable("cannot be opened", exc) from None
+        self.store_id = int(row[0]) if row else 0
+        self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, timeout=timeout, kwargs=connect_args,
+                                    name="otel-mcp", open=False)
+        self._pool.open()
+
+    @property
+    def location(self) -> str:
+        return redact(self.url)
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def _unavailable(self, what: str, exc: BaseException) -> StoreUnavailable:
+        reason = " ".join(str(exc).replace(self.url, self.location).split()) or type(exc).__name__
+        return StoreUnavailable(f"the database {self.location} {what} ({reason})")
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection; a database that is down or unreachable is ``StoreUnavailable``."""
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except PoolTimeout as exc:  # no connection could be made in time
+            raise self._unavailable("cannot be reached", exc) from None
+        except psycopg.OperationalError as exc:
+            raise self._lost(exc) from None
+
+    def _lost(self, exc: psycopg.OperationalError) -> StoreUnavailable:
+        """A connection broke: the idle ones probably died with it (a database restart), so replace them now
+        rather than fail one request per pooled connection."""
+        self._pool.check()
+        return self._unavailable("cannot be reached", exc)
+
+    # -- reads -------------------------------------------------------------
+
+    def _fetch(self, sql: str, params: Any, many: bool) -> Any:
+        """One read statement, tried again once on a fresh connection when its connection had broken."""
+        for retry in (True, False):
+            try:
+                with self._pool.connection() as conn:
+                    cursor = conn.execute(_sql(sql), params)
+                    return cursor.fetchall() if many else cursor.fetchone()
+            except PoolTimeout as exc:
+                raise self._unavailable("cannot be reached", exc) from None
+            except psycopg.OperationalError as exc:
+                lost = self._lost(exc)
+                if not retry:
+                    raise lost from None
+        raise AssertionError("unreachable")
+
+    def _fetchone(self, sql: str, params: Any = ()) -> Any:
+        return self._fetch(sql, params, many=False)
+
+    def _fetchall(self, sql: str, params: Any = ()) -> list[Any]:
+        return self._fetch(sql, params, many=True)  # type: ignore[no-any-return]
+
+    @contextmanager
+    def _reading(self) -> Iterator[Execute]:
+        with self._connection() as conn:
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            try:
+                yield lambda sql, params: conn.execute(_sql(sql), params)
+            finally:
+                with suppress(psycopg.Error):
+                    conn.execute("COMMIT")
+
+    def ping(self) -> None:
+        self._fetchone("SELECT 1")
+
+    def search(self, query: str, limit: int = 20) -> list[SearchHit]:
+        """Full-text search (``tsvector`` + GIN, see ``postgres_search``) over id, description and body,
+        best ``ts_rank`` first."""
+        tsquery = tsquery_literal(search_terms(query))
+        if tsquery is None:
+            return []
+        columns = ", ".join("r." + c.strip() for c in RULE_COLUMNS.split(","))
+        rows = self._fetchall(
+            f"SELECT {columns}, ts_headline('simple', r.body, q, '{_SNIPPET_OPTIONS}')"
+            " FROM rules r, CAST(? AS tsquery) q WHERE r.search_vector @@ q"
+            " ORDER BY ts_rank(r.search_vector, q) DESC, r.id LIMIT ?",
+            (tsquery, max(1, min(limit, MAX_PAGE_SIZE))),
+        )
+        return [SearchHit(row_to_rule(r[:16]), r[16]) for r in rows]
+
+    # -- writes ------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[Transaction]:
+        """One write transaction; waits for the generation row's lock (other writers, any process)."""
+        self._check_writable()
+        with self._connection() as conn:
+            try:
+                conn.execute("BEGIN")
+                generation = int(conn.execute(BUMP_GENERATION_SQL).fetchone()[0])  # type: ignore[index]
+            except pg_errors.LockNotAvailable as exc:
+                self._abandon(conn)
+                raise StoreBusy(f"database is locked by another writer ({exc}); retry later") from None
+            except psycopg.Error as exc:
+                self._abandon(conn)
+                raise self._unavailable("cannot be written; nothing was changed", exc) from None
+            tx = Transaction(lambda sql, params: conn.execute(_sql(sql), params), generation)
+            try:
+                yield tx
+                if not tx.changed:
+                    conn.execute("ROLLBACK")
+                    return
+                conn.execute("SELECT pg_notify(%s, %s)", (CHANGES_CHANNEL, str(generation)))
+            except psycopg.Error as exc:
+                self._abandon(conn)
+                raise self._unavailable("cannot be written; nothing was changed", exc) from None
+            except BaseException:
+                self._abandon(conn)
+                raise
+            try:
+                conn.execute("COMMIT")
+            except psycopg.Error as exc:
+                raise self._unavailable("did not confirm the write (see the rule's history for whether it"
+                                        " was applied)", exc) from None
+
+    @staticmethod
+    def _abandon(conn: psycopg.Connection[Any]) -> None:
+        with suppress(psycopg.Error):
+            conn.execute("ROLLBACK")
+
+    def _after_put(self, tx: Transaction, rule: Rule) -> None:
+        tx.execute("UPDATE rules SET search_vector = CAST(? AS tsvector) WHERE id = ?",
+                   (tsvector_literal((rule.id, rule.description, rule.body)), rule.id))
