@@ -77,7 +77,9 @@ class Settings:
         default=1024, metadata=_doc("resource URIs one handshake-era connection may subscribe to")
     )
     change_poll_ms: int = field(
-        default=1000, metadata=_doc("how often to look for other processes' writes to notify of (0: never)")
+        default=1000, metadata=_doc(
+            "SQLite: how often to look for other processes' writes to notify of (0: never); PostgreSQL pushes them"
+        )
     )
     auth_token: str = field(default="", metadata=_doc("bearer token required on HTTP (empty: no auth)"))
     auth_token_file: Path | None = field(default=None, metadata=_doc("file holding the bearer token"))

@@ -50,8 +50,7 @@ def build_server(rules: RulesContext) -> MCPServer:
     async def watch_other_writers(_server: MCPServer) -> AsyncIterator[dict[str, Any]]:
         # Entered once per HTTP app and once per stdio connection: one watcher per server process.
         async with anyio.create_task_group() as group:
-            if poll_seconds > 0:
-                group.start_soon(changes.watch, poll_seconds)
+            group.start_soon(changes.watch, poll_seconds)
             yield {}
             group.cancel_scope.cancel()
 

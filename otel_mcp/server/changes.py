@@ -1,10 +1,11 @@
 """Announce every change to the rules on the subscription bus, whichever process wrote it.
 
 A write tool of this server announces its change at once (``announce``). Writes by other processes sharing
-the database (another server, ``otel-mcp import``, the server of another stdio client) are found by
-looking at the store's generation every ``change_poll_ms`` (``watch``). Both read what changed since the last
-announced generation, so every write is announced once: ``resources/list_changed``, ``rules://index`` and
-``rules://<id>`` of each rule written or deleted.
+the database (other replicas, ``otel-mcp import``, the server of another stdio client) are found by ``watch``:
+on PostgreSQL the database pushes every committed write (``LISTEN``/``NOTIFY``, ``store.write_feed()``); on
+SQLite, which cannot, by looking at the store's generation every ``change_poll_ms``. Both read what changed
+since the last announced generation, so every write is announced once: ``resources/list_changed``,
+``rules://index`` and ``rules://<id>`` of each rule written or deleted.
 
 Usage::
 
@@ -15,14 +16,19 @@ Usage::
 
 from __future__ import annotations
 
+import logging
+
 import anyio
 from mcp.server.subscriptions import SubscriptionBus
 from mcp.shared.subscriptions import ResourcesListChanged, ResourceUpdated
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from otel_mcp.store.base import RuleStoreBase
+from otel_mcp.throttle import Throttle, held_back
 
 INDEX_URI = "rules://index"
+
+log = logging.getLogger(__name__)
 
 
 def rule_uri(rule_id: str) -> str:
@@ -41,6 +47,7 @@ class ChangeAnnouncer:
         self._bus = bus
         self._generation = store.generation()
         self._lock = anyio.Lock()
+        self._throttle = Throttle()
 
     async def announce(self) -> None:
         """Publish what changed since the last announcement (nothing if nothing did)."""
@@ -54,12 +61,31 @@ class ChangeAnnouncer:
             for rule_id in sorted({rule.id for rule in changes.written} | changes.deleted):
                 await self._bus.publish(ResourceUpdated(uri=rule_uri(rule_id)))
 
-    async def watch(self, interval: float) -> None:
-        """Announce other processes' writes, looking every ``interval`` seconds, until cancelled."""
-        while True:
-            await anyio.sleep(interval)
+    async def written(self, generation: int | None) -> None:
+        """Announce a write committed at ``generation`` unless it already was (``None``: unknown, look).
+
+        Never raises: a database that cannot be read now leaves the write unannounced until the next one,
+        whose announcement reads everything since the last generation announced, this one included.
+        """
+        if generation is not None and generation <= self._generation:
+            return
+        try:
+            await self.announce()
+        except Exception as exc:
+            held = self._throttle.allow("announce")
+            if held is not None:
+                log.warning("announcing other processes' writes failed: %s%s", exc, held_back(held))
+
+    async def watch(self, poll_interval: float) -> None:
+        """Announce other processes' writes until cancelled: as the database pushes them when it can, else by
+        looking at the generation every ``poll_interval`` seconds (0: never)."""
+        feed = self._store.write_feed()
+        if feed is not None:
+            await feed(self.written)
+        while poll_interval > 0:
+            await anyio.sleep(poll_interval)
             # A probe a second is no operation of anyone's: no span, no DB metric point.
             with suppress_instrumentation():
                 generation = await anyio.to_thread.run_sync(self._store.generation)
             if generation != self._generation:
-                await self.announce()
+                await self.written(None)

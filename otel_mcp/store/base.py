@@ -22,10 +22,10 @@ from __future__ import annotations
 import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from otel_mcp.errors import InvalidRule, RuleError, RuleExists, RuleNotFound, VersionConflict
 from otel_mcp.store.model import SPEC_FIELDS, Activation, Rule, RuleLimits, RuleSpec, build_spec, merge_spec
@@ -41,6 +41,8 @@ BUMP_GENERATION_SQL = "UPDATE store_meta SET value = value + 1 WHERE key = 'gene
 READ_ONLY_MESSAGE = "the server is in read-only mode; writes are disabled"
 
 Execute = Callable[[str, Any], Any]  # (sql with ? placeholders, parameters) -> a cursor
+OnWrite = Callable[[int | None], Awaitable[None]]  # told a committed write's generation (None: look yourself)
+WriteFeed = Callable[[OnWrite], Awaitable[NoReturn]]  # calls back for every write, until cancelled
 
 
 class StoreBusy(Exception):
@@ -190,6 +192,11 @@ class RuleStoreBase(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    def write_feed(self) -> WriteFeed | None:
+        """Where the database pushes every committed write, this process's and other processes' alike; ``None``
+        when it cannot (SQLite): then only looking at ``generation`` now and then finds other processes' writes."""
+        return None
 
     # -- reads -------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 import psycopg
@@ -32,12 +32,14 @@ from otel_mcp.store.base import (
     StoreBusy,
     StoreUnavailable,
     Transaction,
+    WriteFeed,
     row_to_rule,
     search_terms,
 )
 from otel_mcp.store.model import Rule, RuleLimits
 from otel_mcp.store.postgres_schema import migrate
 from otel_mcp.store.postgres_search import tsquery_literal, tsvector_literal
+from otel_mcp.store.write_feed import listen_for_writes
 
 CHANGES_CHANNEL = "otel_mcp_changes"  # NOTIFY channel; the payload is the committed generation
 APPLICATION_NAME = "otel-mcp"
@@ -93,6 +95,10 @@ class PostgresRuleStore(RuleStoreBase):
 
     def close(self) -> None:
         self._pool.close()
+
+    def write_feed(self) -> WriteFeed:
+        """Every committed write's ``NOTIFY``, heard on a connection of its own (``write_feed.py``)."""
+        return partial(listen_for_writes, self.url, CHANGES_CHANNEL)
 
     def _unavailable(self, what: str, exc: BaseException) -> StoreUnavailable:
         reason = " ".join(str(exc).replace(self.url, self.location).split()) or type(exc).__name__

@@ -9,6 +9,7 @@ HTTP response, which replica answered (the ``X-Otel-Mcp-Replica`` header HAProxy
 from __future__ import annotations
 
 import contextlib
+import signal
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +72,9 @@ class Cluster:
 
     def stop(self) -> None:
         self.balancer.stop()
+        for replica in self.replicas:  # all drain at once, then each is waited for
+            if replica.process.poll() is None:
+                replica.process.send_signal(signal.SIGTERM)
         for replica in self.replicas:
             replica.stop()
 

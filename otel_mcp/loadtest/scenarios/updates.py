@@ -25,10 +25,8 @@ from __future__ import annotations
 import json
 import random
 import re
-import sqlite3
 import time
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -38,6 +36,7 @@ from otel_mcp.loadtest.loadgen.engine import OpError, PoolConfig, call, closed_l
 from otel_mcp.loadtest.loadgen.server import ProcessSampler, ServerProcess
 from otel_mcp.loadtest.scenarios.common import RunContext, check, cleanup_db, resource_summary, verdict, workload_db
 from otel_mcp.store import RuleStore
+from otel_mcp.store.base import HistoryEntry, RuleStoreBase
 
 CONFLICT = re.compile(r"expected version (\d+), current version is (\d+)")
 
@@ -102,34 +101,33 @@ def make_op(ledger: Ledger, rules: list[str]) -> Any:
     return op
 
 
-def verify(db: Path, ledger: Ledger) -> list[dict[str, Any]]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+def verify(store: RuleStoreBase, ledger: Ledger) -> list[dict[str, Any]]:
+    """The checks listed in the module's docstring, from the store's history (any backend)."""
     problems: dict[str, list[str]] = defaultdict(list)
     written_updates = 0
-    try:
-        for rule_id, acked in ledger.acked.items():
-            rows = conn.execute("SELECT version, operation, spec FROM rule_versions WHERE rule_id = ? ORDER BY version",
-                                (rule_id,)).fetchall()
-            versions = [r[0] for r in rows]
-            if versions != list(range(1, len(versions) + 1)):
-                problems["contiguous"].append(f"{rule_id}: versions {versions[:5]}..{versions[-5:]}")
-            bodies = {r[0]: json.loads(r[2]).get("body", "") for r in rows}
-            updates = [r[0] for r in rows if r[1] == "update"]
-            written_updates += len(updates)
-            for version, marker in acked.items():
-                if marker not in bodies.get(version, ""):
-                    problems["lost"].append(f"{rule_id}@{version} ({marker}) not in history")
-            unacked = [v for v in updates if v not in acked]
-            if unacked:
-                problems["unacked"].append(f"{rule_id}: versions {unacked[:10]} written but never acknowledged")
-            current = conn.execute("SELECT version FROM rules WHERE id = ?", (rule_id,)).fetchone()
-            if current is None or current[0] != max(versions):
-                problems["current"].append(f"{rule_id}: current {current} vs history max {max(versions)}")
-            for c in (c for c in ledger.conflicts if c["rule"] == rule_id):
-                if c["expected"] >= max(versions) or (c["current"] is not None and c["current"] <= c["expected"]):
-                    problems["phantom_conflict"].append(f"{rule_id}: {c}")
-    finally:
-        conn.close()
+    history: dict[str, list[HistoryEntry]] = defaultdict(list)
+    for entry in store.full_history():
+        history[entry.rule_id].append(entry)
+    for rule_id, acked in ledger.acked.items():
+        entries = history[rule_id]
+        versions = [e.version for e in entries]
+        if versions != list(range(1, len(versions) + 1)):
+            problems["contiguous"].append(f"{rule_id}: versions {versions[:5]}..{versions[-5:]}")
+        bodies = {e.version: e.spec.body for e in entries}
+        updates = [e.version for e in entries if e.operation == "update"]
+        written_updates += len(updates)
+        for version, marker in acked.items():
+            if marker not in bodies.get(version, ""):
+                problems["lost"].append(f"{rule_id}@{version} ({marker}) not in history")
+        unacked = [v for v in updates if v not in acked]
+        if unacked:
+            problems["unacked"].append(f"{rule_id}: versions {unacked[:10]} written but never acknowledged")
+        current = store.get(rule_id).version
+        if current != max(versions):
+            problems["current"].append(f"{rule_id}: current {current} vs history max {max(versions)}")
+        for c in (c for c in ledger.conflicts if c["rule"] == rule_id):
+            if c["expected"] >= max(versions) or (c["current"] is not None and c["current"] <= c["expected"]):
+                problems["phantom_conflict"].append(f"{rule_id}: {c}")
     acked_total = sum(len(a) for a in ledger.acked.values())
     answered = acked_total + len(ledger.conflicts)
     return [
@@ -181,9 +179,11 @@ def concurrent_updates(ctx: RunContext) -> dict[str, Any]:
     finally:
         sampler.stop()
         server.stop()
+    store = RuleStore(db)
     try:
-        checks = verify(db, ledger)
+        checks = verify(store, ledger)
     finally:
+        store.close()
         cleanup_db(db)
     result = holder["run"]
     unexpected = {k: v for k, v in result["errors"].items() if k != "conflict"}
