@@ -115,6 +115,11 @@ class PostgresRuleStore(RuleStoreBase):
         except psycopg.OperationalError as exc:
             raise self._lost(exc) from None
 
+    @staticmethod
+    def _execute(conn: psycopg.Connection[Any], sql: str, params: Any = None) -> psycopg.Cursor[Any]:
+        """Every statement of the store runs here: the one place an instrumentor wraps (telemetry/store.py)."""
+        return conn.execute(sql, params)
+
     def _lost(self, exc: psycopg.OperationalError) -> StoreUnavailable:
         """A connection broke: the idle ones probably died with it (a database restart), so replace them now
         rather than fail one request per pooled connection."""
@@ -128,7 +133,7 @@ class PostgresRuleStore(RuleStoreBase):
         for retry in (True, False):
             try:
                 with self._pool.connection() as conn:
-                    cursor = conn.execute(_sql(sql), params)
+                    cursor = self._execute(conn, _sql(sql), params)
                     return cursor.fetchall() if many else cursor.fetchone()
             except PoolTimeout as exc:
                 raise self._unavailable("cannot be reached", exc) from None
@@ -147,12 +152,12 @@ class PostgresRuleStore(RuleStoreBase):
     @contextmanager
     def _reading(self) -> Iterator[Execute]:
         with self._connection() as conn:
-            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            self._execute(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             try:
-                yield lambda sql, params: conn.execute(_sql(sql), params)
+                yield lambda sql, params: self._execute(conn, _sql(sql), params)
             finally:
                 with suppress(psycopg.Error):
-                    conn.execute("COMMIT")
+                    self._execute(conn, "COMMIT")
 
     def ping(self) -> None:
         self._fetchone("SELECT 1")
@@ -180,21 +185,21 @@ class PostgresRuleStore(RuleStoreBase):
         self._check_writable()
         with self._connection() as conn:
             try:
-                conn.execute("BEGIN")
-                generation = int(conn.execute(BUMP_GENERATION_SQL).fetchone()[0])  # type: ignore[index]
+                self._execute(conn, "BEGIN")
+                generation = int(self._execute(conn, BUMP_GENERATION_SQL).fetchone()[0])  # type: ignore[index]
             except pg_errors.LockNotAvailable as exc:
                 self._abandon(conn)
                 raise StoreBusy(f"database is locked by another writer ({exc}); retry later") from None
             except psycopg.Error as exc:
                 self._abandon(conn)
                 raise self._unavailable("cannot be written; nothing was changed", exc) from None
-            tx = Transaction(lambda sql, params: conn.execute(_sql(sql), params), generation)
+            tx = Transaction(lambda sql, params: self._execute(conn, _sql(sql), params), generation)
             try:
                 yield tx
                 if not tx.changed:
-                    conn.execute("ROLLBACK")
+                    self._execute(conn, "ROLLBACK")
                     return
-                conn.execute("SELECT pg_notify(%s, %s)", (CHANGES_CHANNEL, str(generation)))
+                self._execute(conn, "SELECT pg_notify(%s, %s)", (CHANGES_CHANNEL, str(generation)))
             except psycopg.Error as exc:
                 self._abandon(conn)
                 raise self._unavailable("cannot be written; nothing was changed", exc) from None
@@ -202,15 +207,15 @@ class PostgresRuleStore(RuleStoreBase):
                 self._abandon(conn)
                 raise
             try:
-                conn.execute("COMMIT")
+                self._execute(conn, "COMMIT")
             except psycopg.Error as exc:
                 raise self._unavailable("did not confirm the write (see the rule's history for whether it"
                                         " was applied)", exc) from None
 
-    @staticmethod
-    def _abandon(conn: psycopg.Connection[Any]) -> None:
+    @classmethod
+    def _abandon(cls, conn: psycopg.Connection[Any]) -> None:
         with suppress(psycopg.Error):
-            conn.execute("ROLLBACK")
+            cls._execute(conn, "ROLLBACK")
 
     def _after_put(self, tx: Transaction, rule: Rule) -> None:
         tx.execute("UPDATE rules SET search_vector = CAST(? AS tsvector) WHERE id = ?",

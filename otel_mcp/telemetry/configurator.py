@@ -60,7 +60,7 @@ from opentelemetry.sdk.metrics.export import (
     MetricReader,
     PeriodicExportingMetricReader,
 )
-from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.metrics.view import DropAggregation, ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter
@@ -85,6 +85,7 @@ DEFAULT_SERVICE_NAME: Final = "otel-mcp"
 DEFAULT_OTLP_GRPC: Final = ("localhost", 4317)
 DEFAULT_OTLP_HTTP: Final = ("localhost", 4318)
 PROBE_TIMEOUT: Final = 0.25  # seconds to find out whether a default collector listens
+PSYCOPG_INSTRUMENTATION_SCOPE: Final = "opentelemetry.instrumentation.psycopg"
 EXPORT_LOG_INTERVAL: Final = 60.0  # seconds between two exporter failure messages from one logger
 _EXPORTER_LOGGERS: Final = (
     "opentelemetry.exporter.otlp.proto.grpc.exporter",
@@ -275,6 +276,12 @@ def operation_duration_view(fine: bool = True) -> View:
                 aggregation=ExplicitBucketHistogramAggregation(list(buckets)))
 
 
+def contrib_db_metrics_dropped() -> View:
+    """Drops the psycopg instrumentation's ``db.client.operation.duration`` (it records through the global provider,
+    and only for the statements it traces): ``store.StoreInstrumentor`` meters every statement, as for SQLite."""
+    return View(meter_name=PSYCOPG_INSTRUMENTATION_SCOPE, aggregation=DropAggregation())
+
+
 def meter_provider(
     resource: Resource, kinds: list[str], protocol: str, prometheus: bool, fine_buckets: bool = True,
     extra_readers: tuple[MetricReader, ...] = (),
@@ -296,7 +303,8 @@ def meter_provider(
 
         readers.append(PrometheusMetricReader())
     readers.extend(extra_readers)
-    provider = MeterProvider(metric_readers=readers, resource=resource, views=[operation_duration_view(fine_buckets)])
+    provider = MeterProvider(metric_readers=readers, resource=resource,
+                             views=[operation_duration_view(fine_buckets), contrib_db_metrics_dropped()])
     register_dropped_counter(provider)
     return provider, stats
 

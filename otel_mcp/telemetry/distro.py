@@ -14,6 +14,8 @@ Elastic's EDOT Python:
 - ``system_metrics``: skipped, ``resources.ResourceInstrumentor`` runs it with our metric subset;
 - ``sqlite3``: spans only (``store.StoreInstrumentor`` records the database metrics), and only when a
   tracer provider records spans;
+- ``psycopg``: the same, and only once ``psycopg`` is imported (a SQLite server never loads it); it does not
+  forward a meter provider, so ``configurator.meter_provider`` drops its metrics with a View;
 - every other entry point (ours and any contrib instrumentation the user installed): as is.
 
 Usage
@@ -43,6 +45,7 @@ from opentelemetry.sdk.environment_variables import (
 )
 
 NAME: Final = "otel_mcp"  # the entry-point name of the distro and of the configurator
+DB_SPAN_ONLY: Final = frozenset({"sqlite3", "psycopg"})  # contrib DB instrumentations kept for their spans
 SEMCONV_OPT_IN: Final = "OTEL_SEMCONV_STABILITY_OPT_IN"
 
 DEFAULTS: Final[dict[str, str]] = {
@@ -76,7 +79,7 @@ class OtelMcpDistro(BaseDistro):  # type: ignore[misc]
 
             NamedAsyncioInstrumentor().instrument(**kwargs)
             return
-        if name == "sqlite3":
+        if name in DB_SPAN_ONLY:
             from opentelemetry.metrics import NoOpMeterProvider
 
             from otel_mcp.telemetry.state import records_spans
@@ -84,6 +87,11 @@ class OtelMcpDistro(BaseDistro):  # type: ignore[misc]
             if not records_spans(kwargs.get("tracer_provider")):
                 return  # it only makes spans
             kwargs = {**kwargs, "meter_provider": NoOpMeterProvider()}
+        if name == "psycopg":
+            import wrapt
+
+            wrapt.when_imported("psycopg")(lambda _module: entry_point.load()().instrument(**kwargs))
+            return
         entry_point.load()().instrument(**kwargs)
 
 

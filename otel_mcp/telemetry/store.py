@@ -1,4 +1,4 @@
-"""Rule-store (SQLite) instrumentation: ``db.client.operation.duration`` and slow-query reports.
+"""Rule-store instrumentation (SQLite and PostgreSQL): ``db.client.operation.duration`` and slow-query reports.
 
 ``opentelemetry-instrumentation-sqlite3`` traces cursors, but ``RuleStore``
 runs its statements with ``Connection.execute``, which sqlite3 implements in C
@@ -13,6 +13,12 @@ then emits its CLIENT span for it, and we record
   ``db.collection.name``, parsed from the statement's verb and first table
   (cached per statement text; never the text itself);
 - ``otel_mcp.db.slow_queries`` and a WARNING log over ``slow_query_ms``.
+
+PostgreSQL: every statement of ``PostgresRuleStore`` runs through its ``_execute``, which this
+instrumentor wraps (when ``otel_mcp.store.postgres`` is imported: a SQLite server never loads psycopg)
+the same way: metered here, and traced by ``opentelemetry-instrumentation-psycopg`` (whose cursor
+factory the pooled connections carry) under the same rule; a statement that is not to be traced runs
+on a plain ``psycopg.Cursor``. ``db.system.name`` is ``postgresql`` there.
 
 Spans: a request's reads (the generation probe of every composition, a rule
 by id, a page of the list) are its hot path, and a sqlite3 span costs more
@@ -46,6 +52,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 import time
 from collections.abc import Callable, Collection
 from typing import Any, Final
@@ -80,6 +87,8 @@ slow_log = logging.getLogger("otel_mcp.perf.db")
 SCHEMA_URL: Final = Schemas.V1_37_0.value
 DEFAULT_SLOW_QUERY_SECONDS = 0.1  # 100 ms, until setup_telemetry sets the alert_slow_query_ms setting's value
 DB_SYSTEM: Final = DbSystemNameValues.SQLITE.value
+POSTGRESQL: Final = DbSystemNameValues.POSTGRESQL.value
+POSTGRES_MODULE: Final = "otel_mcp.store.postgres"
 MAX_STATEMENTS = 512  # distinct statement texts whose parse is cached
 READ_VERBS: Final = frozenset({"SELECT", "WITH", "PRAGMA", "EXPLAIN", "VALUES"})
 TRACE_READS_ENV: Final = "OTEL_MCP_DB_TRACE_READS"
@@ -131,27 +140,30 @@ class DbTelemetry:
             names.DB_SLOW_QUERIES, unit="{query}", description="Statements slower than the slow-query threshold"
         )
         self.slow_query_seconds = slow_query_seconds
-        self._statements: dict[str, Statement] = {}
+        self._by_system: dict[str, dict[str, Statement]] = {DB_SYSTEM: {}, POSTGRESQL: {}}
+        self._statements = self._by_system[DB_SYSTEM]  # SQLite's, read directly on its hot path
         self.observers: list[SlowQueryObserver] = []
         self.enabled = True
 
-    def statement(self, sql: str) -> Statement:
+    def statement(self, sql: str, system: str = DB_SYSTEM) -> Statement:
         """The cached facts of ``sql`` (parsed once per distinct text; never the text in metrics)."""
-        cached = self._statements.get(sql)
+        statements = self._by_system[system]
+        cached = statements.get(sql)
         if cached is not None:
             return cached
         verb, table = parse_statement(sql)
-        attrs: dict[str, AttributeValue] = {DB_SYSTEM_NAME: DB_SYSTEM, DB_OPERATION_NAME: verb}
+        attrs: dict[str, AttributeValue] = {DB_SYSTEM_NAME: system, DB_OPERATION_NAME: verb}
         if table is not None:
             attrs[DB_COLLECTION_NAME] = table
         stmt = Statement(attrs, bind(self.duration, attrs), self.trace_reads or verb not in READ_VERBS)
-        if len(self._statements) < MAX_STATEMENTS:
-            self._statements[sql] = stmt
+        if len(statements) < MAX_STATEMENTS:
+            statements[sql] = stmt
         return stmt
 
-    def observe(self, sql: str, seconds: float, error: BaseException | None, span_made: bool = True) -> None:
-        """Meter one execution; ``span_made=False``: no sqlite3 span covers it (a slow one then gets ours)."""
-        stmt = self.statement(sql)
+    def observe(self, sql: str, seconds: float, error: BaseException | None, span_made: bool = True,
+                system: str = DB_SYSTEM) -> None:
+        """Meter one execution; ``span_made=False``: no contrib DB span covers it (a slow one then gets ours)."""
+        stmt = self.statement(sql, system)
         if error is None:
             stmt.duration.record(seconds)
         else:
@@ -165,7 +177,7 @@ class DbTelemetry:
             end = time.time_ns()
             span = self.tracer.start_span(
                 stmt.operation, kind=SpanKind.CLIENT, start_time=end - int(seconds * 1e9),
-                attributes={DB_SYSTEM_NAME: DB_SYSTEM, DB_QUERY_TEXT: sql, **stmt.slow_attrs},
+                attributes={DB_QUERY_TEXT: sql, **stmt.attrs},
             )
             span.end(end_time=end)
         slow_log.warning(
@@ -232,6 +244,35 @@ class MeteredConnection:
                 logger.debug("DB telemetry failed", exc_info=True)
 
 
+def metered_postgres_execute(telemetry: DbTelemetry) -> Callable[..., Any]:
+    """A wrapper of ``PostgresRuleStore._execute(conn, sql, params)``: ``MeteredConnection.execute`` for psycopg."""
+    import psycopg
+
+    def execute(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
+        if not telemetry.enabled or not instrumentation_enabled():
+            return wrapped(*args, **kwargs)
+        return metered(*args, **kwargs)
+
+    def metered(conn: Any, sql: str, params: Any = None) -> Any:
+        stmt = telemetry.statement(sql, POSTGRESQL)
+        # The psycopg instrumentation traces the cursors of the connection's own factory; psycopg.Cursor is plain.
+        traced = stmt.traced and conn.cursor_factory is not psycopg.Cursor
+        start = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            return (conn.execute if stmt.traced else psycopg.Cursor(conn).execute)(sql, params)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            try:
+                telemetry.observe(sql, time.perf_counter() - start, error, traced, POSTGRESQL)
+            except Exception:
+                logger.debug("DB telemetry failed", exc_info=True)
+
+    return execute
+
+
 class StoreInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     _telemetry: DbTelemetry | None = None
 
@@ -255,12 +296,25 @@ class StoreInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             return conn if isinstance(conn, MeteredConnection) else MeteredConnection(conn, telemetry)
 
         wrapt.wrap_function_wrapper(store_sqlite, "RuleStore._connect", connect_wrapper)
+        wrapt.when_imported(POSTGRES_MODULE)(_wrap_postgres)
 
     def _uninstrument(self, **kwargs: Any) -> None:
         unwrap(store_sqlite.RuleStore, "_connect")
+        postgres = sys.modules.get(POSTGRES_MODULE)
+        wrapper = vars(postgres.PostgresRuleStore)["_execute"] if postgres is not None else None
+        if isinstance(wrapper, wrapt.ObjectProxy):  # unwrap() would put back the bare function, not the staticmethod
+            postgres.PostgresRuleStore._execute = wrapper.__wrapped__  # type: ignore[union-attr]
         if StoreInstrumentor._telemetry is not None:
             StoreInstrumentor._telemetry.enabled = False  # connections already metered pass straight through
         StoreInstrumentor._telemetry = None
+
+
+def _wrap_postgres(module: Any) -> None:
+    """Once ``otel_mcp.store.postgres`` is imported (at once if it already is), while instrumented."""
+    telemetry = StoreInstrumentor._telemetry
+    if telemetry is None or isinstance(vars(module.PostgresRuleStore)["_execute"], wrapt.ObjectProxy):
+        return
+    wrapt.wrap_function_wrapper(module, "PostgresRuleStore._execute", metered_postgres_execute(telemetry))
 
 
 __all__ = ["MeteredConnection", "StoreInstrumentor", "parse_statement"]

@@ -73,6 +73,7 @@ class Otel:
 
 
 def uninstrument_all() -> None:
+    from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
     from opentelemetry.instrumentation.sqlite3 import SQLite3Instrumentor
 
     from otel_mcp.telemetry.cache import CacheInstrumentor
@@ -83,7 +84,8 @@ def uninstrument_all() -> None:
     from otel_mcp.telemetry.tasks import NamedAsyncioInstrumentor
 
     for instrumentor in (McpInstrumentor(), ComposeInstrumentor(), StoreInstrumentor(), CacheInstrumentor(),
-                         ResourceInstrumentor(), SQLite3Instrumentor(), NamedAsyncioInstrumentor()):
+                         ResourceInstrumentor(), SQLite3Instrumentor(), PsycopgInstrumentor(),
+                         NamedAsyncioInstrumentor()):
         if instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.uninstrument()
 

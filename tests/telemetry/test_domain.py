@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import SpanKind, StatusCode
 from telemetry_support import NO_EXPORT, Otel, uninstrument_all
 
 from otel_mcp.compose.engine import ComposeRequest, Composition
 from otel_mcp.compose.service import ComposeService
 from otel_mcp.errors import CompositionError
-from otel_mcp.store import RuleStore
+from otel_mcp.store import RuleStoreBase
+from otel_mcp.store.backends import open_store
 from otel_mcp.telemetry import docs, names
 from otel_mcp.telemetry.perflog import PerfLog
 from otel_mcp.telemetry.setup import setup_telemetry
@@ -33,8 +34,8 @@ class DictCache:
         self.data[key] = composition
 
 
-def _store(otel: Otel) -> RuleStore:
-    store = RuleStore(otel.tmp / "domain.db")
+def _store(otel: Otel, db: Path | str | None = None) -> RuleStoreBase:
+    store = open_store(db or otel.tmp / "domain.db")
     store.create({"id": "base", "body": "secret-body-text", "activation": "always"})
     store.create({"id": "py", "body": "py body", "activation": "auto", "globs": ["**/*.py"], "imports": ["base"]})
     return store
@@ -95,14 +96,20 @@ def test_a_skipped_broken_rule_is_a_span_event_and_counted(otel: Otel) -> None:
     assert counted == {"import_cycle": 1, "missing_import": 1}
 
 
-def _db_spans(otel: Otel) -> list[Any]:
-    return [s for s in otel.finished() if s.attributes and s.attributes.get("db.system.name") == "sqlite"]
+def _db_spans(otel: Otel, system: str = "sqlite") -> list[Any]:
+    return [s for s in otel.finished() if s.attributes and s.attributes.get("db.system.name") == system]
 
 
-def test_db_duration_metric_and_spans_for_writes_only(otel: Otel) -> None:
-    store = _store(otel)  # writes: traced by the sqlite3 instrumentation
-    writes = [str(s.attributes["db.query.text"]) for s in _db_spans(otel)]
+@pytest.mark.both_backends
+def test_db_duration_metric_and_spans_for_writes_only(otel: Otel, store_db: Path | str, store_backend: str) -> None:
+    store = _store(otel, store_db)  # writes: traced by the sqlite3 / psycopg instrumentation
+    spans = _db_spans(otel, store_backend)
+    writes = [str(s.attributes["db.query.text"]) for s in spans]
     assert any(t.startswith("INSERT INTO rules") for t in writes)
+    if store_backend == "postgresql":  # the same conventions as SQLite's spans, and where the database is
+        insert = next(s for s in spans if str(s.attributes["db.query.text"]).startswith("INSERT INTO rules"))
+        assert insert.kind is SpanKind.CLIENT
+        assert insert.attributes["db.namespace"] == str(store_db).rsplit("/", 1)[1]
     otel.spans.clear()
     store.get("py")
     store.generation()
@@ -111,31 +118,35 @@ def test_db_duration_metric_and_spans_for_writes_only(otel: Otel) -> None:
     keys = {(p.attributes["db.operation.name"], p.attributes.get("db.collection.name")) for p in points}
     assert ("SELECT", "rules") in keys and ("SELECT", "store_meta") in keys
     assert ("INSERT", "rules") in keys
-    assert all(p.attributes["db.system.name"] == "sqlite" for p in points)
+    assert all(p.attributes["db.system.name"] == store_backend for p in points)
     assert all("db.query.text" not in p.attributes for p in points)
-    assert _db_spans(otel) == []  # fast reads: metric only
+    assert _db_spans(otel, store_backend) == []  # fast reads: metric only
 
 
-def test_db_reads_traced_on_request(otel_factory: Any, monkeypatch: Any) -> None:
+@pytest.mark.both_backends
+def test_db_reads_traced_on_request(otel_factory: Any, monkeypatch: Any, store_db: Path | str,
+                                    store_backend: str) -> None:
     monkeypatch.setenv("OTEL_MCP_DB_TRACE_READS", "true")
     otel = otel_factory()
-    store = _store(otel)
+    store = _store(otel, store_db)
     otel.spans.clear()
     store.get("py")
     store.close()
-    assert any("FROM rules WHERE id" in str(s.attributes["db.query.text"]) for s in _db_spans(otel))
+    assert any("FROM rules WHERE id" in str(s.attributes["db.query.text"]) for s in _db_spans(otel, store_backend))
 
 
-def test_slow_queries_logged_counted_and_traced_after_the_fact(otel_factory: Any, caplog: Any) -> None:
+@pytest.mark.both_backends
+def test_slow_queries_logged_counted_and_traced_after_the_fact(otel_factory: Any, caplog: Any, store_db: Path | str,
+                                                               store_backend: str) -> None:
     otel = otel_factory(alert_slow_query_ms=0)  # every statement is "slow"
-    store = _store(otel)
+    store = _store(otel, store_db)
     otel.spans.clear()
     tracer = otel.tracer_provider.get_tracer("test")
     with caplog.at_level(logging.WARNING, logger="otel_mcp.perf.db"), tracer.start_as_current_span("request") as req:
         store.get("py")
         store.generation()
     store.close()
-    spans = _db_spans(otel)
+    spans = _db_spans(otel, store_backend)
     probe = [s for s in spans if "store_meta WHERE key = 'generation'" in str(s.attributes["db.query.text"])]
     assert len(probe) == 1  # a slow read: one span, ours, made with the measured times
     span = probe[0]
@@ -322,3 +333,23 @@ def test_perf_log_export_all_or_slow(tmp_path: Path, monkeypatch: Any) -> None:
         assert '"event":"request"' in (tmp_path / f"{mode}.log").read_text()  # the file has it either way
     assert exported["all"] == ["otel_mcp.request"]
     assert exported["slow"] == []
+
+
+def test_the_pipeline_drops_the_psycopg_instrumentations_own_db_metric() -> None:
+    """It records db.client.operation.duration through the global provider for traced statements only; ours is
+    the one source (every statement), as for SQLite."""
+    from opentelemetry.metrics import get_meter
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.resources import Resource
+
+    from otel_mcp.telemetry import configurator
+
+    reader = InMemoryMetricReader()
+    provider, _ = configurator.meter_provider(Resource({}), [], "grpc", prometheus=False, extra_readers=(reader,))
+    for scope in (configurator.PSYCOPG_INSTRUMENTATION_SCOPE, "otel_mcp.telemetry.store"):
+        get_meter(scope, meter_provider=provider).create_histogram("db.client.operation.duration").record(0.001)
+    data = reader.get_metrics_data()
+    assert data is not None
+    scopes = {sm.scope.name for rm in data.resource_metrics for sm in rm.scope_metrics if sm.metrics}
+    provider.shutdown()
+    assert scopes == {"otel_mcp.telemetry.store"}
