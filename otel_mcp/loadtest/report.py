@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import json
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -162,7 +163,7 @@ def plot_arms(results: dict[str, Any], folder: Path, scenario: str, title: str, 
     ax2.set_ylabel("ms (median of rounds)")
     ax2.set_title("Latency")
     ax2.legend(fontsize=8)
-    ratios = ", ".join(f"{k} = {v:.2f}" for k, v in (r.get("ratios") or {}).items())
+    ratios = textwrap.fill(", ".join(f"{k} = {v:.2f}" for k, v in (r.get("ratios") or {}).items()), 110)
     fig.suptitle(f"{title}\n{ratios}", fontsize=10)
     fig.tight_layout()
     return _save(fig, folder, name)
@@ -217,6 +218,26 @@ def _checks(results: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def _replicas_table(results: dict[str, Any]) -> str:
+    """The ``replicas`` scenario's arms: throughput and latency, CPU per replica and of PostgreSQL, DB statements."""
+    r = results["scenarios"].get("replicas")
+    if not r or not r.get("arms"):
+        return ""
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{_fmt(a['throughput_rps'])} "
+        f"({_fmt(a['throughput_spread_rps'][0])}-{_fmt(a['throughput_spread_rps'][1])})</td>"
+        f"<td>{_fmt(a['p50_ms'])}</td><td>{_fmt(a['p99_ms'])}</td>"
+        f"<td>{html.escape(', '.join(f'{c:g}' for c in a['cpu_pct_per_replica']))}</td>"
+        f"<td>{_fmt(a['db_cpu_pct'])}</td><td>{_fmt(a['db_statements_per_op'])}</td></tr>"
+        for name, a in r["arms"].items())
+    cores = r.get("cores", {})
+    return (f"<h2>Replicas</h2><p>Medians of {r.get('rounds')} paired rounds, {r.get('concurrency')} clients; load "
+            f"generator on core(s) {cores.get('load_generator')}, servers and PostgreSQL on {cores.get('servers')}."
+            "</p><table><tr><th>arm</th><th>req/s (min-max)</th><th>p50 ms</th><th>p99 ms</th>"
+            "<th>CPU % per replica</th><th>PostgreSQL CPU %</th><th>DB statements per operation</th></tr>"
+            f"{rows}</table>")
+
+
 def _gate(results: dict[str, Any]) -> str:
     gate = results.get("gate")
     if not gate:
@@ -252,6 +273,8 @@ def write_report(results: dict[str, Any], out_dir: Path) -> Path:
                                           "Telemetry on (OTLP, sampling 1.0) vs off", "telemetry_on_off")),
         ("otel-mcp vs the raw SDK echo tool", plot_arms(results, plots_dir, "reference",
                                                         "otel-mcp vs raw SDK echo (same run)", "reference")),
+        ("Replicas on PostgreSQL vs one on SQLite", plot_arms(results, plots_dir, "replicas",
+                                                              "Mixed workload by replicas (same run)", "replicas")),
     ]
     statuses = [r.get("status") for r in results["scenarios"].values()]
     ok = all(s in ("pass", "skip") for s in statuses) and results.get("gate", {}).get("passed", True)
@@ -268,6 +291,7 @@ def write_report(results: dict[str, Any], out_dir: Path) -> Path:
         "<h2>Summary</h2><table><tr><th>scenario</th><th>status</th><th>throughput (req/s)</th><th>p50 ms</th>"
         "<th>p99 ms</th><th>p99.9 ms</th><th>max ms</th><th>figures</th><th>failed checks</th><th>wall s</th></tr>",
         _summary_rows(results), "</table>",
+        _replicas_table(results),
         "<h2>Regression gate</h2>", _gate(results),
         "<h2>Plots</h2>",
     ]

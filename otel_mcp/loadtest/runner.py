@@ -58,7 +58,10 @@ BUILTIN = (
     ("protocol-under-load", "otel_mcp.loadtest.scenarios.protocol", "protocol_under_load"),
     ("soak", "otel_mcp.loadtest.scenarios.soak", "soak"),
     ("ramp", "otel_mcp.loadtest.scenarios.ramp", "ramp"),
+    ("replicas", "otel_mcp.loadtest.scenarios.replicas", "replicas"),
 )
+# Run only when named: they start services of their own (``replicas``: a PostgreSQL server).
+ON_REQUEST = frozenset({"replicas"})
 
 
 def _builtin() -> None:
@@ -141,7 +144,8 @@ def run(names: list[str] | None = None, profile: str = "ci", out_dir: Path = DEF
     registry = load_registry()
     if profile not in PROFILES:
         raise SystemExit(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
-    chosen = names or [n for n in DEFAULT_ORDER if n in registry] + [n for n in registry if n not in DEFAULT_ORDER]
+    chosen = names or [n for n in DEFAULT_ORDER if n in registry] + [
+        n for n in registry if n not in DEFAULT_ORDER and n not in ON_REQUEST]
     unknown = [n for n in chosen if n not in registry]
     if unknown:
         raise SystemExit(f"unknown scenario(s) {unknown}; known: {sorted(registry)}")

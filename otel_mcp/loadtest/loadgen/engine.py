@@ -196,6 +196,8 @@ def load_client(url: str, stack: AsyncExitStack, factory: HttpClientFactory | No
 @dataclass
 class PoolConfig:
     url: str | None = None
+    # Several servers (replicas): the HTTP sessions go to them in turn, as a round-robin load balancer sends them.
+    urls: Sequence[str] = ()
     http_sessions: int = 8
     stdio_procs: int = 0
     stdio_db: Path | None = None
@@ -251,8 +253,9 @@ async def open_pool(config: PoolConfig) -> AsyncIterator[SessionPool]:
 
         def make(i: int) -> Client:
             if i < config.http_sessions:
-                assert config.url is not None
-                return load_client(config.url, stack, config.http_client_factory)
+                url = config.urls[i % len(config.urls)] if config.urls else config.url
+                assert url is not None
+                return load_client(url, stack, config.http_client_factory)
             assert config.stdio_db is not None
             return Client(stdio_params(config.stdio_db, config.stdio_env), cache=None)
 

@@ -62,7 +62,7 @@ def telemetry_env(on: bool, otlp_endpoint: str | None = None) -> dict[str, str]:
 class ServerProcess:
     """One HTTP server process on loopback. ``kind`` is ``otel-mcp`` or ``echo`` (the raw-SDK reference)."""
 
-    db: Path | None = None
+    db: Path | str | None = None  # a SQLite file or a PostgreSQL URL
     kind: str = "otel-mcp"
     env: Mapping[str, str] = field(default_factory=dict)
     cache: bool = True

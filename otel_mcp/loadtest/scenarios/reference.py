@@ -24,14 +24,14 @@ import statistics
 import time
 from typing import Any
 
-import anyio
 from mcp import Client
 
-from otel_mcp.loadtest.loadgen.engine import Op, PoolConfig, SessionPool, call, closed_loop, open_pool
+from otel_mcp.loadtest.loadgen.engine import Op, PoolConfig, call
 from otel_mcp.loadtest.loadgen.server import ProcessSampler, ServerProcess, otlp_sink, sink_endpoint, telemetry_env
 from otel_mcp.loadtest.scenarios.common import RunContext, check, cleanup_db, verdict, workload_db
-from otel_mcp.loadtest.scenarios.compose import HOT_DISTINCT, ComposeWorkload, compose_args
+from otel_mcp.loadtest.scenarios.compose import ComposeWorkload
 from otel_mcp.loadtest.scenarios.mixed import rule_ids
+from otel_mcp.loadtest.scenarios.rounds import median_of, paired_rounds
 
 
 async def _echo(client: Client, rng: random.Random) -> None:
@@ -47,44 +47,8 @@ def _get_rule_op(small: list[str]) -> Op:
     return op
 
 
-async def _warm(pool: SessionPool, count: int = HOT_DISTINCT) -> None:
-    for rank in range(count):
-        async with pool.borrow() as client:
-            await call(client, "compose_rules", compose_args(rank))
-
-
 def _ratio(a: float, b: float) -> float:
     return round(a / b, 4) if b else 0.0
-
-
-def _rounds(ctx: RunContext, arms: dict[str, tuple[PoolConfig, Any]], warm: set[str]
-            ) -> dict[str, list[dict[str, Any]]]:
-    """Closed-loop rounds over each arm in turn; returns each arm's per-round results."""
-    p = ctx.p
-    out: dict[str, list[dict[str, Any]]] = {name: [] for name in arms}
-
-    async def main() -> None:
-        pools: dict[str, SessionPool] = {}
-        from contextlib import AsyncExitStack
-
-        async with AsyncExitStack() as stack:
-            for name, (config, _) in arms.items():
-                pools[name] = await stack.enter_async_context(open_pool(config))
-                if name in warm:
-                    await _warm(pools[name], p["warm"])
-            for r in range(p["rounds"]):
-                for name, (_, picker) in arms.items():
-                    out[name].append(await closed_loop(
-                        pools[name], picker, concurrency=p["concurrency"], duration=p["round_duration"],
-                        seed=ctx.seed + r, label=f"{name} round {r + 1}/{p['rounds']}", progress=ctx.progress))
-
-    anyio.run(main)
-    return out
-
-
-def _median(rows: list[dict[str, Any]], key: str) -> float:
-    values = [r["throughput_rps"] if key == "rps" else r["latency"][key] for r in rows]
-    return round(statistics.median(values), 3) if values else 0.0
 
 
 def reference(ctx: RunContext) -> dict[str, Any]:
@@ -97,7 +61,7 @@ def reference(ctx: RunContext) -> dict[str, Any]:
     sampler = ProcessSampler([server.pid]).start()
     workload = ComposeWorkload(ctx.seed, hot=True)
     try:
-        rows = _rounds(ctx, {
+        rows = paired_rounds(ctx, {
             "echo": (PoolConfig(url=echo.url, http_sessions=p["concurrency"]), lambda rng: ("echo", _echo)),
             "get_rule": (PoolConfig(url=server.url, http_sessions=p["concurrency"]),
                          lambda rng: ("get_rule", _get_rule_op(small))),
@@ -120,9 +84,9 @@ def reference(ctx: RunContext) -> dict[str, Any]:
     checks = [check("no errors", errors == 0, f"{errors} errors"),
               check("every arm served", all(r["ok"] > 0 for arm in rows.values() for r in arm), "")]
     return {"scenario": "reference", "status": verdict(checks), "checks": checks, "ratios": ratios,
-            "arms": {arm: {"throughput_rps": _median(r, "rps"), "p50_ms": _median(r, "p50_ms"),
-                           "p99_ms": _median(r, "p99_ms"), "rounds": r} for arm, r in rows.items()},
-            "throughput_rps": _median(rows["compose"], "rps"),
+            "arms": {arm: {"throughput_rps": median_of(r, "rps"), "p50_ms": median_of(r, "p50_ms"),
+                           "p99_ms": median_of(r, "p99_ms"), "rounds": r} for arm, r in rows.items()},
+            "throughput_rps": median_of(rows["compose"], "rps"),
             "latency": rows["compose"][-1]["latency"], "finished_at": time.time()}
 
 
@@ -137,7 +101,7 @@ def telemetry_overhead(ctx: RunContext) -> dict[str, Any]:
         sampler_off = ProcessSampler([off.pid]).start()
         sampler_on = ProcessSampler([on.pid]).start()
         try:
-            rows = _rounds(ctx, {
+            rows = paired_rounds(ctx, {
                 "off": (PoolConfig(url=off.url, http_sessions=p["concurrency"]),
                         ComposeWorkload(ctx.seed, hot=True).picker),
                 "on": (PoolConfig(url=on.url, http_sessions=p["concurrency"]),
@@ -160,8 +124,8 @@ def telemetry_overhead(ctx: RunContext) -> dict[str, Any]:
             "telemetry_available": available, "exported_posts": exported,
             "ratios": {"telemetry_on_vs_off_throughput": round(statistics.median(thr), 4),
                        "telemetry_on_vs_off_p99": round(statistics.median(p99), 4)},
-            "arms": {arm: {"throughput_rps": _median(r, "rps"), "p50_ms": _median(r, "p50_ms"),
-                           "p99_ms": _median(r, "p99_ms"), "rounds": r} for arm, r in rows.items()},
+            "arms": {arm: {"throughput_rps": median_of(r, "rps"), "p50_ms": median_of(r, "p50_ms"),
+                           "p99_ms": median_of(r, "p99_ms"), "rounds": r} for arm, r in rows.items()},
             "cpu_mean_pct": {"off": cpu_off, "on": cpu_on},
-            "throughput_rps": _median(rows["on"], "rps"), "latency": rows["on"][-1]["latency"],
+            "throughput_rps": median_of(rows["on"], "rps"), "latency": rows["on"][-1]["latency"],
             "finished_at": time.time()}
