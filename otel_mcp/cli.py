@@ -86,6 +86,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from otel_mcp.store.backends import database_setting
+    from otel_mcp.store.transfer import copy_store
+
+    try:
+        source, target = database_setting(args.source), database_setting(args.target)
+    except ValueError as exc:
+        raise ConfigError(f"--from/--to: {exc}") from None
+    print(copy_store(source, target).summary())
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from otel_mcp.demo import run_demo
 
@@ -112,6 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--format", default="cursor", choices=["cursor", "claude", "copilot", "agents"])
     _add_setting_flags(exp, ("db",))
     exp.set_defaults(func=cmd_export)
+
+    mig = sub.add_parser("migrate", help="copy every rule with its history into another, empty database",
+                         description="Copy every rule with its whole history from one rules database to another "
+                         "(e.g. SQLite to PostgreSQL), then check that the copy reads back the same.")
+    mig.add_argument("--from", dest="source", required=True, metavar="DB",
+                     help="the source: a SQLite file, sqlite:///path or postgresql://... (read only)")
+    mig.add_argument("--to", dest="target", required=True, metavar="DB",
+                     help="the empty target: a SQLite file, sqlite:///path or postgresql://user:password@host/db")
+    mig.set_defaults(func=cmd_migrate)
 
     demo = sub.add_parser("demo", help="start the telemetry stack and the HTTP server, run a demo workload")
     _add_setting_flags(demo, ("host", "port", "cache_dir"))

@@ -1,6 +1,6 @@
 """Which backend a ``db`` setting names, opening it, and showing it without its password.
 
-``db`` is a SQLite file path (the default), ``sqlite:///path``, or a PostgreSQL URL
+``db`` is a SQLite file path (the default), ``sqlite:///absolute/path``, or a PostgreSQL URL
 (``postgresql://user:password@host:port/database``, ``postgres://`` too; any libpq parameter in
 the query string). A URL is shown everywhere (logs, spans, ``stats``, errors) through ``redact``.
 """
@@ -29,7 +29,8 @@ def database_setting(value: str) -> Path | str:
     if is_postgres(value):
         return value
     if value.lower().startswith(SQLITE_SCHEME):
-        return Path(value[len(SQLITE_SCHEME):]).expanduser()  # sqlite:///abs/path -> /abs/path
+        # sqlite:///abs/path (as a file:/// URL) and SQLAlchemy's sqlite:////abs/path both mean /abs/path.
+        return Path("/" + value[len(SQLITE_SCHEME):].lstrip("/"))
     if "://" in value:
         raise ValueError("expected a file path, sqlite:///path or postgresql://user:password@host:port/database")
     return Path(value).expanduser()

@@ -25,7 +25,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Self
 
 from otel_mcp.errors import InvalidRule, RuleError, RuleExists, RuleNotFound, VersionConflict
 from otel_mcp.store.model import SPEC_FIELDS, Activation, Rule, RuleLimits, RuleSpec, build_spec, merge_spec
@@ -192,6 +192,12 @@ class RuleStoreBase(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def write_feed(self) -> WriteFeed | None:
         """Where the database pushes every committed write, this process's and other processes' alike; ``None``
