@@ -23,6 +23,7 @@ from otel_mcp.stack import _settings as s
 SERVICE = "otel-mcp"
 STATUS_ERROR = (2, "STATUS_CODE_ERROR")  # OTLP JSON writes enums as numbers or as names
 _TIMEOUT = 10.0
+SEARCH_DEPTH_FACTOR = 10  # recent traces read per trace listed: enough for a slow one among fast ones
 
 
 class JaegerUnavailable(RuntimeError):
@@ -114,13 +115,17 @@ def parse_traces(doc: dict[str, Any] | None) -> list[Trace]:
 
 
 def recent_traces(jaeger_url: str, service: str, *, since: timedelta, limit: int) -> list[Trace]:
-    """The service's traces started within ``since``, slowest first (at most ``limit``)."""
+    """The service's traces started within ``since``, slowest first (at most ``limit``).
+
+    Jaeger returns the most recent traces up to the search depth, so ask for more than are
+    shown: the slowest of the last ``SEARCH_DEPTH_FACTOR * limit`` traces are listed.
+    """
     now = datetime.now(UTC)
     query = urllib.parse.urlencode({
         "query.service_name": service,
         "query.start_time_min": (now - since).isoformat(),
         "query.start_time_max": (now + timedelta(minutes=1)).isoformat(),
-        "query.num_traces": str(limit),
+        "query.num_traces": str(limit * SEARCH_DEPTH_FACTOR),
     })
     traces = parse_traces(_get(f"{jaeger_url}/api/v3/traces?{query}"))
     return sorted(traces, key=lambda t: t.duration_ns, reverse=True)[:limit]
@@ -198,7 +203,8 @@ def register_cli(sub: Any) -> None:
     traces.add_argument("--service", default=SERVICE, help=f"service name (default {SERVICE})")
     traces.add_argument("--since", type=float, default=60.0, metavar="MINUTES",
                         help="look back this many minutes (default 60)")
-    traces.add_argument("--limit", type=int, default=20, help="most traces listed (default 20)")
+    traces.add_argument("--limit", type=int, default=20,
+                        help=f"traces listed: the slowest of the last {SEARCH_DEPTH_FACTOR}x as many (default 20)")
     traces.set_defaults(func=cmd_list)
     commands = traces.add_subparsers(dest="traces_command", metavar="{show}")
     show = commands.add_parser("show", parents=[common], help="one trace as a waterfall")
