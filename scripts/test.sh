@@ -11,7 +11,7 @@ ruff check otel_mcp tests
 echo "==> mypy --strict otel_mcp"
 mypy
 echo "==> observability stack (built once from Go modules and Debian packages, then cached)"
-otel-mcp stack install
+otel-mcp stack install --scale-out   # the scale-out tiers' Collector too: tests/scaleout/ runs it
 echo "==> pytest (with coverage, including the server processes the tests start)"
 rm -f .coverage .coverage.*
 coverage run -m pytest "$@"   # parallel data files, one per process (pyproject: [tool.coverage.run])

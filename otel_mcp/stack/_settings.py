@@ -25,6 +25,13 @@ HAPROXY_DEB = "haproxy"
 
 COLLECTOR_BINARY = "otelcol-otel-mcp"
 
+# The scale-out tiers' Collector (agent and gateways, collector/scaleout/): a distribution of its own
+# at one older release, the newest at which the Go module proxy serves the contrib loadbalancing
+# exporter (core v0.161.0 / v1.67.0, contrib v0.161.0). Bump together with its builder-config.yaml.
+SCALEOUT_BUILDER_VERSION = "v0.161.0"
+SCALEOUT_COLLECTOR_VERSION = "v0.161.0"
+SCALEOUT_COLLECTOR_BINARY = "otelcol-otel-mcp-scaleout"
+
 # Bounded waits, in seconds.
 HEALTH_TIMEOUT = 60.0  # from spawn to healthy, per component
 STOP_TIMEOUT = 10.0  # SIGTERM grace before SIGKILL

@@ -41,6 +41,8 @@ def register_cli(subparsers: Any) -> argparse.ArgumentParser:
     p_install = commands.add_parser("install", help="build/install the binaries that are missing")
     p_install.add_argument("--quiet", action="store_true", help="do not stream build output")
     p_install.add_argument("--force", action="store_true", help="rebuild even if cached")
+    p_install.add_argument("--scale-out", action="store_true",
+                           help="also build the agent/gateway tiers' Collector (docs/scale-out.md)")
     p_install.set_defaults(func=_cmd_install)
 
     p_up = commands.add_parser("up", help="start the stack and wait until it is healthy")
@@ -70,7 +72,7 @@ def register_cli(subparsers: Any) -> argparse.ArgumentParser:
 
 def _cmd_install(args: argparse.Namespace) -> int:
     try:
-        binaries = install(progress=not args.quiet, force=args.force)
+        binaries = install(progress=not args.quiet, force=args.force, scale_out=args.scale_out)
     except (InstallError, FileNotFoundError) as exc:
         print(f"otel-mcp stack install: {exc}", file=sys.stderr)
         return 1

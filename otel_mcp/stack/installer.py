@@ -1,7 +1,8 @@
 """Build or install the stack's binaries once, into a cache keyed by version.
 
 - Collector: the official builder (``go install .../cmd/builder@v0.165.0``) compiles the
-  distribution described by ``collector/builder-config.yaml``.
+  distribution described by ``collector/builder-config.yaml``; with ``scale_out``, also the agent and
+  gateway tiers' distribution, ``collector/scaleout/builder-config.yaml`` (builder v0.161.0).
 - Jaeger v2: the ``github.com/jaegertracing/jaeger`` module is downloaded and built as the
   main module (its go.mod has a ``replace`` directive, so ``go install mod@version`` refuses it).
 - Prometheus and promtool: taken from ``PATH`` when present, otherwise Debian's package via
@@ -31,6 +32,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -47,7 +49,8 @@ class InstallError(RuntimeError):
 
 @dataclass(frozen=True)
 class Binaries:
-    """Absolute paths of the stack's executables, and of the Jaeger UI (None: API only)."""
+    """Absolute paths of the stack's executables, of the Jaeger UI (None: API only) and of the scale-out
+    tiers' Collector (None: not asked for)."""
 
     otelcol: Path
     jaeger: Path
@@ -56,6 +59,23 @@ class Binaries:
     jaeger_ui: Path | None = None
     postgres_bin: Path | None = None  # the folder holding initdb, pg_ctl and postgres
     haproxy: Path | None = None
+    otelcol_scaleout: Path | None = None
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """A Collector distribution: its binary's name, release, builder release and manifest."""
+
+    binary: str
+    version: str
+    builder_version: str
+    manifest: str  # relative to the config root
+
+
+COLLECTOR = Distribution(s.COLLECTOR_BINARY, s.COLLECTOR_VERSION, s.BUILDER_VERSION,
+                         "collector/builder-config.yaml")
+SCALEOUT_COLLECTOR = Distribution(s.SCALEOUT_COLLECTOR_BINARY, s.SCALEOUT_COLLECTOR_VERSION,
+                                  s.SCALEOUT_BUILDER_VERSION, "collector/scaleout/builder-config.yaml")
 
 
 def _say(progress: bool, message: str) -> None:
@@ -63,20 +83,26 @@ def _say(progress: bool, message: str) -> None:
         print(f"==> stack install: {message}", file=sys.stderr, flush=True)
 
 
-def _manifest_path() -> Path:
-    return s.config_root() / "collector" / "builder-config.yaml"
+def _manifest(dist: Distribution) -> dict[str, Any]:
+    manifest: dict[str, Any] = yaml.safe_load((s.config_root() / dist.manifest).read_text())
+    return manifest
 
 
-def collector_path() -> Path:
-    """Where the Collector build for the current manifest lives (it may not exist yet).
+def collector_path(dist: Distribution = COLLECTOR) -> Path:
+    """Where the build of ``dist``'s current manifest lives (it may not exist yet).
 
     The folder is keyed by the core version and a hash of the manifest's content (not its
     comments), so adding a component to ``builder-config.yaml`` rebuilds instead of reusing
     a stale binary.
     """
-    manifest = yaml.safe_load(_manifest_path().read_text())
-    digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:10]
-    return s.cache_dir() / f"{s.COLLECTOR_BINARY}-{s.COLLECTOR_VERSION}-{digest}" / s.COLLECTOR_BINARY
+    digest = hashlib.sha256(json.dumps(_manifest(dist), sort_keys=True).encode()).hexdigest()[:10]
+    return s.cache_dir() / f"{dist.binary}-{dist.version}-{digest}" / dist.binary
+
+
+def scaleout_collector_path() -> Path | None:
+    """The scale-out tiers' Collector if it is built, else None."""
+    path = collector_path(SCALEOUT_COLLECTOR)
+    return path if os.access(path, os.X_OK) else None
 
 
 def jaeger_path() -> Path:
@@ -110,10 +136,11 @@ def find_binaries() -> Binaries | None:
     if prom is None or not (os.access(otelcol, os.X_OK) and os.access(jaeger, os.X_OK)):
         return None
     return Binaries(otelcol=otelcol, jaeger=jaeger, prometheus=prom[0], promtool=prom[1],
-                    jaeger_ui=jaeger_ui.find_ui(), postgres_bin=postgres_bin_dir(), haproxy=haproxy_path())
+                    jaeger_ui=jaeger_ui.find_ui(), postgres_bin=postgres_bin_dir(), haproxy=haproxy_path(),
+                    otelcol_scaleout=scaleout_collector_path())
 
 
-def install(progress: bool = True, *, force: bool = False) -> Binaries:
+def install(progress: bool = True, *, force: bool = False, scale_out: bool = False) -> Binaries:
     """Build or install whatever is missing and return the paths of all the binaries.
 
     Instant when everything is cached. A first build on 2 cores takes several minutes;
@@ -121,16 +148,15 @@ def install(progress: bool = True, *, force: bool = False) -> Binaries:
 
     :param bool progress: print steps and stream tool output (default True)
     :param bool force: rebuild the Collector and Jaeger even if cached (default False)
+    :param bool scale_out: also build the scale-out tiers' Collector (default False: only
+        ``Binaries.otelcol_scaleout`` of an earlier build is reported)
     :raises InstallError: a build or install step failed (with the tail of its output)
     """
     # One installer at a time (a test run and a CLI call may race); the second one waits
     # and then finds the binaries the first one built.
     with _locked_cache():
-        otelcol = collector_path()
-        if force or not os.access(otelcol, os.X_OK):
-            _build_collector(otelcol, progress)
-        else:
-            _say(progress, f"collector cached: {otelcol}")
+        otelcol = _ensure_collector(COLLECTOR, progress, force)
+        scaleout = _ensure_collector(SCALEOUT_COLLECTOR, progress, force) if scale_out else scaleout_collector_path()
         jaeger = jaeger_path()
         if force or not os.access(jaeger, os.X_OK):
             _build_jaeger(jaeger, progress)
@@ -149,7 +175,16 @@ def install(progress: bool = True, *, force: bool = False) -> Binaries:
         postgres = _ensure_debian(postgres_bin_dir, s.POSTGRESQL_DEB, progress)
         haproxy = _ensure_debian(haproxy_path, s.HAPROXY_DEB, progress)
     return Binaries(otelcol=otelcol, jaeger=jaeger, prometheus=prom[0], promtool=prom[1], jaeger_ui=ui,
-                    postgres_bin=postgres, haproxy=haproxy)
+                    postgres_bin=postgres, haproxy=haproxy, otelcol_scaleout=scaleout)
+
+
+def _ensure_collector(dist: Distribution, progress: bool, force: bool) -> Path:
+    otelcol = collector_path(dist)
+    if force or not os.access(otelcol, os.X_OK):
+        _build_collector(dist, otelcol, progress)
+    else:
+        _say(progress, f"{dist.binary} cached: {otelcol}")
+    return otelcol
 
 
 def postgres_bin_dir() -> Path | None:
@@ -277,8 +312,8 @@ def run_streamed(argv: Sequence[str], *, label: str, progress: bool, cwd: Path |
     return "\n".join(lines)
 
 
-def _ensure_builder(progress: bool) -> Path:
-    return _go_install("go.opentelemetry.io/collector/cmd/builder", s.BUILDER_VERSION, progress)
+def _ensure_builder(version: str, progress: bool) -> Path:
+    return _go_install("go.opentelemetry.io/collector/cmd/builder", version, progress)
 
 
 def go_tool(package: str, version: str, progress: bool = True) -> Path:
@@ -302,10 +337,10 @@ def _go_install(package: str, version: str, progress: bool) -> Path:
     return binary
 
 
-def _build_collector(target: Path, progress: bool) -> None:
-    builder = _ensure_builder(progress)
-    _say(progress, f"building the Collector {s.COLLECTOR_VERSION} -> {target} (several minutes on 2 cores)")
-    manifest = yaml.safe_load(_manifest_path().read_text())
+def _build_collector(dist: Distribution, target: Path, progress: bool) -> None:
+    builder = _ensure_builder(dist.builder_version, progress)
+    _say(progress, f"building the Collector {dist.binary} {dist.version} -> {target} (several minutes on 2 cores)")
+    manifest = _manifest(dist)
     with tempfile.TemporaryDirectory(prefix="otelcol-build-", dir=s.cache_dir()) as tmp:
         work = Path(tmp)
         src = work / "src"
@@ -316,12 +351,13 @@ def _build_collector(target: Path, progress: bool) -> None:
         # buffers go's output while `go build -v` here streams one line per package.
         run_streamed([str(builder), "--config", str(work / "manifest.yaml"), "--skip-compilation"],
                      label="collector", progress=progress, cwd=work, env=_go_env())
-        binary = src / s.COLLECTOR_BINARY
+        binary = src / dist.binary
         run_streamed([_go(), "build", *GO_BUILD_FLAGS, *(["-v"] if progress else []), "-o", str(binary), "."],
                      label="collector", progress=progress, cwd=src, env=_go_env() | {"CGO_ENABLED": "0"})
         _place(binary, target)
-    # Builds of older manifests are never used again (the key is the manifest's hash).
-    for stale in s.cache_dir().glob(f"{s.COLLECTOR_BINARY}-*"):
+    # Builds of older manifests are never used again (the key is the manifest's hash); "-v" keeps
+    # otelcol-otel-mcp's cleanup off otelcol-otel-mcp-scaleout's builds.
+    for stale in s.cache_dir().glob(f"{dist.binary}-v*"):
         if stale != target.parent and stale.is_dir():
             shutil.rmtree(stale, ignore_errors=True)
 

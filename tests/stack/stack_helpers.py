@@ -11,49 +11,17 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
 
-import pytest
+from backend_probes import get_json, prom_query, wait_for  # noqa: F401 (this folder's tests import them from here)
 
 from otel_mcp.stack import StackStatus
 
-T = TypeVar("T")
-
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = sorted((REPO / "grafana" / "dashboards").glob("*.json"))
-HTTP_TIMEOUT = 5.0
-
-
-def get_json(url: str, timeout: float = HTTP_TIMEOUT) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
-        return json.loads(resp.read())
-
-
-def wait_for(probe: Callable[[], T | None], timeout: float, what: str | Callable[[], str],
-             interval: float = 1.0) -> T:
-    """Call ``probe`` until it returns something truthy; fail the test after ``timeout`` s.
-
-    ``what`` names the awaited thing in the failure; a callable is called then, so it can
-    show the last answer.
-    """
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while True:
-        try:
-            result = probe()
-            if result:
-                return result
-        except Exception as exc:  # a backend still starting answers errors; keep the last
-            last_error = exc
-        if time.monotonic() >= deadline:
-            described = what() if callable(what) else what
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {described} (last error: {last_error!r})")
-        time.sleep(interval)
 
 
 def free_port() -> int:
@@ -97,13 +65,6 @@ def sample_server(stack: StackStatus, work: Path, **otel_env: str) -> Iterator[t
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait(5)
-
-
-def prom_query(prometheus_url: str, expr: str) -> dict[str, Any]:
-    """The JSON answer of Prometheus's instant query API for ``expr``."""
-    url = f"{prometheus_url}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
-    doc: dict[str, Any] = get_json(url)
-    return doc
 
 
 def dashboard_panels(namespace: str | None = None) -> list[tuple[str, str, str, str]]:

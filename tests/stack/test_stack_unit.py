@@ -208,6 +208,25 @@ def test_install_builds_collector_and_jaeger_with_go(isolated: Path, monkeypatch
     assert (isolated / "go.log").read_text() == before
 
 
+def test_install_builds_the_scaleout_collector_only_when_asked(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    go = fake_go(isolated)
+    monkeypatch.setenv("PATH", f"{go.parent}{os.pathsep}{os.environ['PATH']}")
+    prom_dir = isolated / "prom"
+    script(prom_dir / "prometheus", "")
+    script(prom_dir / "promtool", "")
+    monkeypatch.setenv("OTEL_MCP_PROMETHEUS_BIN_DIR", str(prom_dir))
+
+    assert install(progress=False).otelcol_scaleout is None
+    binaries = install(progress=False, scale_out=True)
+
+    assert binaries.otelcol_scaleout == install_mod.collector_path(install_mod.SCALEOUT_COLLECTOR)
+    assert binaries.otelcol_scaleout.parent.name.startswith("otelcol-otel-mcp-scaleout-v0.161.0-")
+    assert "cmd/builder@v0.161.0" in (isolated / "go.log").read_text()
+    # Rebuilding the main distribution clears its own stale builds, not the scale-out one's.
+    assert install(progress=False, force=True).otelcol_scaleout == binaries.otelcol_scaleout
+    assert binaries.otelcol_scaleout.is_file() and find_binaries() == binaries
+
+
 def test_install_without_go_says_so(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(isolated / "empty"))
     with pytest.raises(InstallError, match="`go` is not on PATH"):
