@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import yaml
 from backend_probes import get_json, prom_query, wait_for
-from server_process import HttpServer, free_port, wait_healthy
+from server_process import HttpServer, free_port, server_environment, spawn_http_server, wait_healthy
 
 from otel_mcp.stack import Binaries, install
 
@@ -136,17 +136,6 @@ def spans_in(record: Path) -> dict[str, str]:
     return spans
 
 
-def _replica(work: Path, db: Path, env: dict[str, str], number: int) -> HttpServer:
-    port = free_port()
-    log = work / f"replica-{number}.log"
-    args = [sys.executable, "-m", "otel_mcp.cli", "serve", "--transport", "http", "--host", "127.0.0.1",
-            "--port", str(port), "--db", str(db)]
-    with log.open("wb") as out:
-        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env=env | {"OTEL_MCP_STATE_DIR": str(work / f"state-{number}")}, cwd=REPO)
-    return HttpServer(process, port, db, work, log, args=args)
-
-
 @pytest.fixture(scope="module")
 def tiers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tiers]:
     binaries = install(progress=True, scale_out=True)  # cached after `otel-mcp stack install --scale-out`
@@ -187,15 +176,16 @@ def tiers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tiers]:
         for proc in procs:
             proc.start()
 
-        # The replicas: one rule store (the sample rules) read by three server processes.
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OTEL_MCP_"))}
+        # The replicas: one rule store (the sample rules) read by three server processes, exporting to the
+        # agent (server_environment's OTEL_*_EXPORTER=none left out).
+        env = {k: v for k, v in server_environment(work).items()
+               if k.startswith("OTEL_MCP_") or not k.startswith("OTEL_")}
         env |= {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{agent_otlp}", "OTEL_SERVICE_NAME": SERVICE,
-                "OTEL_BSP_SCHEDULE_DELAY": "200", "OTEL_METRIC_EXPORT_INTERVAL": "1000",
-                "OTEL_MCP_CACHE_DIR": str(work / "cache"), "PYTHONUNBUFFERED": "1"}
+                "OTEL_BSP_SCHEDULE_DELAY": "200", "OTEL_METRIC_EXPORT_INTERVAL": "1000"}
         db = work / "rules.db"
         subprocess.run([sys.executable, "-m", "otel_mcp.cli", "import", str(REPO / "otel_mcp" / "samples"),
                         "--db", str(db)], env=env, check=True, capture_output=True)
-        replicas += [_replica(work, db, env, n) for n in range(REPLICAS)]
+        replicas += [spawn_http_server(db=db, files_root=work, log_dir=work, env=env) for _ in range(REPLICAS)]
         for replica in replicas:
             wait_healthy(replica, START_TIMEOUT)
         yield Tiers(agent_otlp=agent_otlp, jaeger=f"http://{jaeger_query}", prometheus=f"http://{prometheus}",
