@@ -39,7 +39,7 @@ from mcp import Client, StdioServerParameters
 from postgres_server import PostgresServer
 from server_process import HttpServer, server_environment, spawn_http_server, wait_healthy
 
-from otel_mcp.store import RuleStore, RuleStoreBase
+from otel_mcp.store import RuleStoreBase
 from otel_mcp.store.backends import is_postgres, open_store
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -188,12 +188,13 @@ def files_root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def stdio_params(
-    db_path: Path, files_root: Path, server_env: dict[str, str]
+    store_db: Path | str, files_root: Path, server_env: dict[str, str]
 ) -> Callable[..., StdioServerParameters]:
-    """``stdio_params(*extra_args, db=..., env={...})`` -> parameters for ``mcp.Client``."""
+    """``stdio_params(*extra_args, db=..., env={...})`` -> parameters for ``mcp.Client`` (default db: ``store_db``)."""
 
-    def make(*extra: str, db: Path | None = None, env: Mapping[str, str] | None = None) -> StdioServerParameters:
-        args = ["-m", "otel_mcp.cli", "serve", "--db", str(db or db_path), "--files-root", str(files_root), *extra]
+    def make(*extra: str, db: Path | str | None = None, env: Mapping[str, str] | None = None
+             ) -> StdioServerParameters:
+        args = ["-m", "otel_mcp.cli", "serve", "--db", str(db or store_db), "--files-root", str(files_root), *extra]
         return StdioServerParameters(
             command=sys.executable, args=args, env={**server_env, **(env or {})}, cwd=str(REPO_ROOT)
         )
@@ -203,19 +204,20 @@ def stdio_params(
 
 @pytest.fixture
 def http_server_factory(
-    tmp_path: Path, db_path: Path, files_root: Path, server_env: dict[str, str]
+    tmp_path: Path, store_db: Path | str, files_root: Path, server_env: dict[str, str]
 ) -> Iterator[Callable[..., HttpServer]]:
-    """``http_server_factory(*extra_args, db=..., env={...}, port=...)`` -> a healthy ``HttpServer``."""
+    """``http_server_factory(*extra_args, db=..., env={...}, port=...)`` -> a healthy ``HttpServer``
+    (default db: ``store_db``)."""
     started: list[HttpServer] = []
 
     def start(
         *extra: str,
-        db: Path | None = None,
+        db: Path | str | None = None,
         env: Mapping[str, str] | None = None,
         port: int | None = None,
         root: Path | None = None,
     ) -> HttpServer:
-        server = spawn_http_server(*extra, db=db or db_path, files_root=root or files_root, log_dir=tmp_path,
+        server = spawn_http_server(*extra, db=db or store_db, files_root=root or files_root, log_dir=tmp_path,
                                    env={**server_env, **(env or {})}, port=port)
         started.append(server)
         wait_healthy(server)
@@ -236,7 +238,7 @@ class McpServer:
     """One server under test, whatever the transport: connect with ``async with s.client() as c``."""
 
     transport: str
-    db: Path
+    db: Path | str
     files_root: Path
     _connect: Callable[[], Client]
     http: HttpServer | None = None
@@ -248,18 +250,18 @@ class McpServer:
 @pytest.fixture(params=["stdio", "http"])
 def mcp_server(
     request: pytest.FixtureRequest,
-    db_path: Path,
+    store_db: Path | str,
     files_root: Path,
     stdio_params: Callable[..., StdioServerParameters],
     http_server_factory: Callable[..., HttpServer],
 ) -> McpServer:
     if request.param == "stdio":
         params = stdio_params()
-        # A first store open creates the file, so db_state() works before the first client call.
-        RuleStore(db_path).close()
-        return McpServer("stdio", db_path, files_root, lambda: Client(params))
+        # A first store open creates the schema, so db_state() works before the first client call.
+        open_store(store_db).close()
+        return McpServer("stdio", store_db, files_root, lambda: Client(params))
     server = http_server_factory()
-    return McpServer("http", db_path, files_root, server.client, http=server)
+    return McpServer("http", store_db, files_root, server.client, http=server)
 
 
 @pytest.fixture

@@ -15,7 +15,9 @@ from otel_mcp.store.model import RuleLimits
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 SQLITE_SCHEME = "sqlite://"
-_PASSWORD_IN_URL = re.compile(r"(?P<head>^[a-z][a-z0-9+.-]*://[^:/@?#]*:)(?P<secret>[^@/?#]*)(?=@)", re.IGNORECASE)
+# user:password@ up to the authority's last "@" (an unescaped "@" in a password does not end it)
+_PASSWORD_IN_URL = re.compile(r"(?P<head>^[a-z][a-z0-9+.-]*://[^:/@?#]*:)(?P<secret>[^/?#]*)(?=@[^@/?#]*(?:[/?#]|$))",
+                              re.IGNORECASE)
 _PASSWORD_PARAM = re.compile(r"(?P<head>[?&]password=)(?P<secret>[^&#]*)", re.IGNORECASE)
 REDACTED = "***"
 

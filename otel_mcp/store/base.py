@@ -155,6 +155,8 @@ class RuleStoreBase(ABC):
     :param read_only: refuse every write
     """
 
+    #: the engine, as OpenTelemetry's ``db.system.name`` says it
+    BACKEND: str
     #: SQL that is true when the rule's JSON ``tags`` array holds the parameter
     TAG_MATCH: str
     limits: RuleLimits

@@ -62,6 +62,7 @@ class PostgresRuleStore(RuleStoreBase):
     :param timeout: seconds to wait for a connection, or for another writer's lock
     """
 
+    BACKEND = "postgresql"
     TAG_MATCH = "EXISTS (SELECT 1 FROM jsonb_array_elements_text(rules.tags::jsonb) AS t(tag) WHERE t.tag = ?)"
 
     def __init__(self, url: str, limits: RuleLimits = RuleLimits(), *, read_only: bool = False,

@@ -163,6 +163,7 @@ class RuleStore(RuleStoreBase):
     def _after_put(self, tx: Transaction, rule: Rule) -> None:
         """Nothing: the FTS5 index follows the rules table through triggers (see schema.py)."""
 
+    BACKEND = "sqlite"
     TAG_MATCH = "EXISTS (SELECT 1 FROM json_each(rules.tags) WHERE value = ?)"
 
     # -- reads ------------------------------------------------------------

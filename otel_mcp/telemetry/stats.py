@@ -265,6 +265,11 @@ class StatsReader:
             self._cache_counts(),
         )
 
+    def _database(self) -> dict[str, str] | None:
+        """Which rules database this process uses (a URL's password shown as ``***``)."""
+        store = getattr(self.rules, "store", None)
+        return {"backend": store.BACKEND, "location": store.location} if store is not None else None
+
     def _cache_counts(self) -> dict[str, int]:
         cache = getattr(getattr(self.rules, "composer", None), "cache", None)
         counts = {k: int(getattr(cache, k, 0)) for k in ("l1_hits", "l2_hits", "misses", "errors")}
@@ -299,6 +304,7 @@ class StatsReader:
             "methods": _table(now_reading.methods, baseline.methods if baseline else {}, window, errors=True),
             # the version each client negotiated: 2026-07-28 is sessionless, earlier ones have sessions
             "protocols": _table(now_reading.protocols, baseline.protocols if baseline else {}, window, errors=True),
+            "database": self._database(),
             "db": _table(now_reading.db, baseline.db if baseline else {}, window),
             "compose_steps": _table(now_reading.steps, baseline.steps if baseline else {}, window),
             "cache": _cache(now_reading.cache, baseline.cache if baseline else None),
