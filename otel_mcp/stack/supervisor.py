@@ -184,6 +184,8 @@ def _specs(binaries: Binaries, state_dir: Path, *, test_overlay: bool, persisten
                 "--storage.tsdb.retention.time=7d",
                 f"--web.listen-address={s.prometheus_listen_address()}",
                 "--web.enable-lifecycle",  # POST /-/reload after editing rules
+                # The scale-out tiers (collector/scaleout/) push their metrics here; loopback only.
+                "--web.enable-remote-write-receiver",
             ],
             health_url=f"{s.prometheus_url()}/-/ready",
             ports=[s.prometheus_listen_address()],

@@ -31,6 +31,7 @@ from backend_probes import get_json, prom_query, wait_for
 from server_process import HttpServer, free_port, server_environment, spawn_http_server, wait_healthy
 
 from otel_mcp.stack import Binaries, install
+from otel_mcp.stack._settings import SCALEOUT_COLLECTOR_VERSION
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(900)]
 
@@ -300,6 +301,31 @@ def test_the_agent_routes_traces_by_trace_id_with_a_queue_and_retries() -> None:
     otlp = lb["protocol"]["otlp"]
     assert otlp["sending_queue"]["enabled"] and otlp["retry_on_failure"]["enabled"]
     assert agent["service"]["pipelines"]["traces"]["exporters"] == ["load_balancing"]
+
+
+def test_the_compose_topology_runs_these_files_at_the_release_we_build() -> None:
+    """docker-compose.scale-out.yml: the replicas send to the agent, the agent to both gateways, the gateways
+    to Jaeger and to a Prometheus that accepts remote writes; contrib images of the scale-out build's release."""
+    services = yaml.safe_load((REPO / "docker-compose.scale-out.yml").read_text())["services"]
+    release = SCALEOUT_COLLECTOR_VERSION.removeprefix("v")
+    agent = services["otel-agent"]
+    gateways = {name: svc for name, svc in services.items() if name.startswith("otel-gateway-")}
+    assert len(gateways) == 2
+    for svc, config in [(agent, "agent.yaml"), *((g, "gateway.yaml") for g in gateways.values())]:
+        assert svc["image"] == f"otel/opentelemetry-collector-contrib:{release}"
+        assert any(v.startswith(f"./collector/scaleout/{config}:") for v in svc["volumes"])
+    agent_port = agent["environment"]["OTELCOL_OTLP_GRPC_ENDPOINT"].rsplit(":", 1)[1]
+    for name in ("replica-1", "replica-2", "replica-3"):
+        assert services[name]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"].endswith(f"otel-agent:{agent_port}}}")
+    routed = {agent["environment"][f"OTELCOL_GATEWAY_{n}_ENDPOINT"] for n in (1, 2)}
+    assert routed == {f"{name}:{svc['environment']['OTELCOL_OTLP_GRPC_ENDPOINT'].rsplit(':', 1)[1]}"
+                      for name, svc in gateways.items()}
+    assert len({svc["environment"]["OTELCOL_GATEWAY_ID"] for svc in gateways.values()}) == 2
+    assert "--web.enable-remote-write-receiver" in services["prometheus"]["command"]
+    promtool = install(progress=False).promtool
+    run = subprocess.run([str(promtool), "check", "config", str(REPO / "prometheus" / "prometheus.scale-out.yml")],
+                         check=False, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
 
 
 # -- the tiers at work -------------------------------------------------------------------------------
