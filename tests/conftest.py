@@ -130,12 +130,8 @@ def store(store_db: Path | str) -> Iterator[RuleStoreBase]:
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
-    server = PostgresServer()
-    try:
-        server.start()
+    with PostgresServer() as server:
         yield server
-    finally:
-        server.remove()
 
 
 @pytest.fixture

@@ -21,12 +21,8 @@ READY_TIMEOUT = 30.0  # seconds for /readyz to follow the database; a bound, not
 @pytest.fixture
 def own_postgres() -> Iterator[PostgresServer]:
     """A cluster of this test's own: it is stopped and started again, which the session's must not be."""
-    server = PostgresServer()
-    try:
-        server.start()
+    with PostgresServer() as server:
         yield server
-    finally:
-        server.remove()
 
 
 def _ready_becomes(server: HttpServer, status: int) -> dict[str, Any]:

@@ -100,6 +100,18 @@ class PostgresServer:
         self.stop()
         shutil.rmtree(self.root, ignore_errors=True)
 
+    def __enter__(self) -> PostgresServer:
+        """Started; removed (stopped, its folder deleted) at the end of the block, whatever happens."""
+        try:
+            self.start()
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
     def dsn(self, database: str = "postgres", *, password: bool = True) -> str:
         """A ``postgresql://`` URL over TCP; with ``password=False`` one that the server will refuse."""
         secret = f":{self.password}" if password else ""
