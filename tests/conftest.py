@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import sqlite3
 import subprocess
 import sys
@@ -31,12 +32,14 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import mcp.client.session
 import psycopg
 import pytest
 from mcp import Client, StdioServerParameters
 from postgres_server import PostgresServer
+from psycopg import sql
 from server_process import HttpServer, server_environment, spawn_http_server, wait_healthy
 
 from otel_mcp.store import RuleStoreBase
@@ -134,12 +137,22 @@ def postgres_server() -> Iterator[PostgresServer]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def postgres_test_database(postgres_server: PostgresServer) -> str:
+    """The URL of the database the tests' schemas live in."""
+    return postgres_server.create_database("otel_mcp_tests")
+
+
 @pytest.fixture
-def postgres_dsn(postgres_server: PostgresServer) -> Iterator[str]:
-    """A ``postgresql://user:password@127.0.0.1:port/db`` URL of a new empty database, dropped after the test."""
-    dsn = postgres_server.create_database()
-    yield dsn
-    postgres_server.drop_database(dsn.rsplit("/", 1)[1])
+def postgres_dsn(postgres_test_database: str) -> Iterator[str]:
+    """A ``postgresql://user:password@127.0.0.1:port/db?options=...`` URL whose ``search_path`` is a new empty
+    schema, dropped after the test: as empty as a new database to the store, in 1 ms instead of 300."""
+    schema = sql.Identifier(f"t_{secrets.token_hex(6)}")
+    with psycopg.connect(postgres_test_database, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
+    yield f"{postgres_test_database}?options=" + quote(f"-c search_path={schema.as_string()}")
+    with psycopg.connect(postgres_test_database, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(schema))
 
 
 def dump_db(path: Path | str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from otel_mcp.store.backends import redact
@@ -75,7 +76,8 @@ class PostgresRuleStore(RuleStoreBase):
             "autocommit": True,
             "application_name": APPLICATION_NAME,
             "connect_timeout": max(1, math.ceil(timeout)),
-            "options": f"-c lock_timeout={int(timeout * 1000)}",
+            # after the URL's own options (a search_path, say), which a keyword argument would replace
+            "options": f"{conninfo_to_dict(url).get('options') or ''} -c lock_timeout={int(timeout * 1000)}".strip(),
         }
         # One connection first: a wrong password or host fails here with libpq's own message, where a
         # pool would only retry in the background and time out.

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from opentelemetry.trace import SpanKind, StatusCode
+from psycopg.conninfo import conninfo_to_dict
 from telemetry_support import NO_EXPORT, Otel, uninstrument_all
 
 from otel_mcp.compose.engine import ComposeRequest, Composition
@@ -109,7 +110,7 @@ def test_db_duration_metric_and_spans_for_writes_only(otel: Otel, store_db: Path
     if store_backend == "postgresql":  # the same conventions as SQLite's spans, and where the database is
         insert = next(s for s in spans if str(s.attributes["db.query.text"]).startswith("INSERT INTO rules"))
         assert insert.kind is SpanKind.CLIENT
-        assert insert.attributes["db.namespace"] == str(store_db).rsplit("/", 1)[1]
+        assert insert.attributes["db.namespace"] == conninfo_to_dict(str(store_db))["dbname"]
     otel.spans.clear()
     store.get("py")
     store.generation()
