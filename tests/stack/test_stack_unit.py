@@ -510,3 +510,17 @@ def test_missing_package_without_root_says_how_to_install(isolated: Path, monkey
     monkeypatch.setattr(install_mod.os, "geteuid", lambda: 1000)
     with pytest.raises(InstallError, match="sudo apt-get install --no-install-recommends haproxy"):
         install_mod.ensure_haproxy(progress=False)
+
+
+def test_install_without_root_goes_on_without_the_server_packages(
+        isolated: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    built = script(isolated / "bin" / "built", "")
+    monkeypatch.setattr(install_mod, "_ensure_collector", lambda *args: built)
+    monkeypatch.setattr(install_mod, "jaeger_path", lambda: built)
+    monkeypatch.setattr(install_mod, "prometheus_paths", lambda: (isolated / "p", isolated / "pt"))
+    monkeypatch.setattr(install_mod.jaeger_ui, "find_ui", lambda: isolated)
+    monkeypatch.setattr(install_mod, "postgres_bin_dir", lambda: None)
+    monkeypatch.setattr(install_mod.os, "geteuid", lambda: 1000)
+    binaries = install(progress=False)
+    assert binaries.postgres_bin is None and binaries.haproxy is not None
+    assert "sudo apt-get install --no-install-recommends postgresql" in capsys.readouterr().err
