@@ -20,7 +20,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from otel_mcp import __version__
+from otel_mcp import __version__, mcp_internals
 from otel_mcp.config import Settings
 from otel_mcp.errors import RuleError
 from otel_mcp.server.admission import Admission, Gate
@@ -77,7 +77,7 @@ MAX_COMPLETIONS = 100  # the spec's cap on values per completion
 def _register_logging_and_completion(server: MCPServer, rules: RulesContext) -> None:
     """``logging/setLevel`` (accepted; the level is kept per server, we send no log notifications below it) and
     ``completion/complete`` for rule ids (the ``rules://{ref}`` template and the prompt's ``rule_ids``)."""
-    lowlevel = server._lowlevel_server
+    lowlevel = mcp_internals.lowlevel_server(server)
     levels: dict[str, str] = {}
 
     async def set_level(_ctx: Any, params: types.SetLevelRequestParams) -> types.EmptyResult:

@@ -42,6 +42,8 @@ from mcp.server.stdio import stdio_server
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from otel_mcp import mcp_internals
+
 log = logging.getLogger("otel_mcp.server.limits")
 
 PARSE_ERROR = -32700
@@ -427,7 +429,7 @@ def _claim_stdio() -> Iterator[tuple[IO[bytes], IO[bytes]]]:
 
 async def serve_wire(server: MCPServer, wire: _Wire) -> None:
     """Serve MCP over ``wire`` until end of input, or until SIGTERM (after draining)."""
-    lowlevel = server._lowlevel_server
+    lowlevel = mcp_internals.lowlevel_server(server)
     async with anyio.create_task_group() as tg:
 
         async def watch_signals() -> None:

@@ -38,6 +38,8 @@ from mcp.shared.subscriptions import (
 )
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
+from otel_mcp import mcp_internals
+
 log = logging.getLogger(__name__)
 
 # Tools and prompts are registered at start-up and never change; the resources (rules) do.
@@ -94,10 +96,10 @@ async def _deliver(connection: Connection, event: ServerEvent) -> None:
         log.warning("a client's stream did not take %s within %ss: dropped", event, DELIVERY_TIMEOUT_SECONDS)
 
 
-def _connection(ctx: ServerRequestContext[Any, Any]) -> Connection:
+def _connection(ctx: ServerRequestContext[Any, Any]) -> Connection | None:
     # The kernel's request context does not expose the connection (the SDK's newer Context does, as
     # ``ctx.connection``); the per-request session holds it, and it is the one object a connection keeps.
-    connection: Connection = ctx.session._connection
+    connection: Connection | None = mcp_internals.connection(ctx.session)
     return connection
 
 
@@ -109,7 +111,7 @@ def serve_handshake_subscriptions(server: MCPServer, bus: ChangeBus, max_subscri
     :param bus: the bus the write tools publish on
     :param max_subscriptions: resource URIs one connection may subscribe to
     """
-    lowlevel = server._lowlevel_server
+    lowlevel = mcp_internals.lowlevel_server(server)
 
     def handshake(ctx: ServerRequestContext[Any, Any]) -> Connection | None:
         return _connection(ctx) if ctx.protocol_version in HANDSHAKE_PROTOCOL_VERSIONS else None
@@ -146,6 +148,6 @@ def serve_handshake_subscriptions(server: MCPServer, bus: ChangeBus, max_subscri
     lowlevel.add_request_handler("resources/unsubscribe", types.UnsubscribeRequestParams, unsubscribe)
     # Both transports ask the server for its initialize result with no arguments (stdio through
     # serve_stdio, HTTP through the SDK's session manager): this is the one place to state the flags.
-    lowlevel.create_initialization_options = functools.partial(  # type: ignore[method-assign]
+    lowlevel.create_initialization_options = functools.partial(
         lowlevel.create_initialization_options, ADVERTISED
     )

@@ -97,7 +97,8 @@ from opentelemetry.trace import SpanContext, SpanKind, StatusCode
 from opentelemetry.util.types import AttributeValue
 from pydantic import ValidationError
 
-from otel_mcp.telemetry import mcp_internals, names
+from otel_mcp import mcp_internals
+from otel_mcp.telemetry import names
 from otel_mcp.telemetry.bound import BoundHistogram, bind
 from otel_mcp.telemetry.package import _mcp_instruments
 from otel_mcp.telemetry.state import current_span, instrumentation_enabled, records_spans

@@ -21,7 +21,8 @@ from telemetry_support import Otel, instrumented_server
 from test_launch_paths import FAST_EXPORT, Receiver
 from test_live import _calls, _seed, live_server
 
-from otel_mcp.telemetry import mcp_internals, sdk_internals
+from otel_mcp import mcp_internals
+from otel_mcp.telemetry import sdk_internals
 from otel_mcp.telemetry.bound import BoundHistogram, bind
 
 PACKAGE = Path(__file__).resolve().parents[2] / "otel_mcp"
@@ -59,6 +60,38 @@ def test_no_private_name_is_imported_outside_the_boundaries() -> None:
                 if private and not any(p in node.module for p in public_in_practice):
                     offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.module} {names}")
     assert offenders == []
+
+
+def _private_self_attributes(root: Path) -> set[str]:
+    """``_name`` attributes the code under ``root`` sets or reads on its own objects (``self._name``)."""
+    return {node.attr for path in root.rglob("*.py") for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+            and isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")}
+
+
+def test_no_private_attribute_of_the_mcp_sdk_is_read_outside_its_boundary() -> None:
+    """``server._lowlevel_server``, ``session._connection``, ``manager._server_instances``... only in mcp_internals."""
+    import mcp
+
+    sdk_private = _private_self_attributes(Path(mcp.__file__).parent) - _private_self_attributes(PACKAGE)
+    offenders = [f"{path.relative_to(PACKAGE)}:{node.lineno} .{node.attr}"
+                 for path in PACKAGE.rglob("*.py") if path.name != "mcp_internals.py"
+                 for node in ast.walk(ast.parse(path.read_text()))
+                 if isinstance(node, ast.Attribute) and node.attr in sdk_private]
+    assert "_lowlevel_server" in sdk_private and "_admit_session" in sdk_private  # the check sees the SDK's names
+    assert offenders == []
+
+
+def test_another_session_manager_keeps_the_sdks_own_admission() -> None:
+    """Without the tested SDK's session-manager names, max_sessions falls back to the SDK's 503: nothing breaks."""
+
+    class OtherManager:
+        max_sessions = 1
+
+    manager = OtherManager()
+    assert mcp_internals.wrap_session_admission(manager, lambda admit: admit) is False
+    assert mcp_internals.session_transports(manager) == {} and mcp_internals.forget_session(manager, "x") is None
+    assert not hasattr(manager, "_admit_session")
 
 
 def test_fastpath_setting_chooses(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -42,8 +42,8 @@ from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
+from otel_mcp import mcp_internals
 from otel_mcp.loadtest.loadgen.hist import LatencyRecorder, cdf, summarize
-from otel_mcp.telemetry import mcp_internals
 
 Op = Callable[[Client, random.Random], Awaitable[None]]
 
