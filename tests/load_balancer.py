@@ -17,14 +17,11 @@ import os
 import shutil
 import signal
 import subprocess
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from server_process import free_port
+from server_process import free_port, wait_healthy
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO_ROOT / "haproxy" / "haproxy.cfg"
@@ -88,16 +85,5 @@ def start_haproxy(replica_ports: Sequence[int], workdir: Path) -> HAProxy:
         process = subprocess.Popen([HAPROXY, "-db", "-f", str(config)], stdout=out, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, env=env)
     balancer = HAProxy(process, port, config, log)
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"haproxy exited with code {process.returncode}:\n{balancer.output()}")
-        try:
-            with urllib.request.urlopen(f"{balancer.base_url}/healthz", timeout=1.0) as resp:
-                if resp.status == 200:
-                    return balancer
-        except (OSError, urllib.error.URLError):
-            pass
-        time.sleep(0.05)
-    balancer.stop()
-    raise RuntimeError(f"haproxy did not answer within {START_TIMEOUT}s:\n{balancer.output()}")
+    wait_healthy(balancer, START_TIMEOUT, name="haproxy")  # /healthz through the balancer: a replica answers
+    return balancer

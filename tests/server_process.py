@@ -18,7 +18,7 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from mcp import Client
 
@@ -58,11 +58,7 @@ class HttpServer:
 
     def get(self, path: str, timeout: float = 5.0) -> tuple[int, dict[str, Any]]:
         """GET ``path`` and decode its JSON body; returns (status, body) also for error statuses."""
-        try:
-            with urllib.request.urlopen(self.base_url + path, timeout=timeout) as resp:
-                return resp.status, json.loads(resp.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"null")
+        return get_json(self.base_url + path, timeout)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -76,6 +72,28 @@ class HttpServer:
                 self.process.kill()
                 self.process.wait(timeout=15)
         return int(self.process.returncode)
+
+
+def get_json(url: str, timeout: float = 5.0) -> tuple[int, dict[str, Any]]:
+    """GET ``url`` and decode its JSON body; returns (status, body) also for error statuses."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+class Healthy(Protocol):
+    """A process answering ``/healthz`` at ``base_url``: an otel-mcp server, or a load balancer in front of some."""
+
+    process: subprocess.Popen[bytes]
+
+    @property
+    def base_url(self) -> str: ...
+
+    def output(self) -> str: ...
+
+    def stop(self) -> Any: ...
 
 
 def server_environment(tmp: Path) -> dict[str, str]:
@@ -110,16 +128,17 @@ def spawn_http_server(
     return HttpServer(process, port, db, files_root, log, args=args)
 
 
-def wait_healthy(server: HttpServer, timeout: float = SERVER_START_TIMEOUT) -> None:
+def wait_healthy(server: Healthy, timeout: float = SERVER_START_TIMEOUT, name: str = "otel-mcp") -> None:
+    """Wait (bounded) until ``server`` answers ``/healthz`` with ``{"status": "ok"}``; stop it if it never does."""
     deadline = time.monotonic() + timeout
     last = "no answer yet"
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise RuntimeError(
-                f"otel-mcp exited with code {server.process.returncode} before /healthz answered:\n{server.output()}"
+                f"{name} exited with code {server.process.returncode} before /healthz answered:\n{server.output()}"
             )
         try:
-            status, body = server.get("/healthz", timeout=1.0)
+            status, body = get_json(server.base_url + "/healthz", timeout=1.0)
             if status == 200 and body.get("status") == "ok":
                 return
             last = f"HTTP {status}: {body}"
@@ -127,6 +146,4 @@ def wait_healthy(server: HttpServer, timeout: float = SERVER_START_TIMEOUT) -> N
             last = repr(exc)
         time.sleep(0.05)
     server.stop()
-    raise RuntimeError(f"otel-mcp did not answer /healthz within {timeout}s ({last}):\n{server.output()}")
-
-
+    raise RuntimeError(f"{name} did not answer /healthz within {timeout}s ({last}):\n{server.output()}")

@@ -44,3 +44,15 @@ def test_the_perf_gate_table_quotes_the_baselines_the_gate_enforces() -> None:
         word, sign = ("below", "-") if row["direction"] == "higher" else ("above", "+")
         assert float(quoted) == row["baseline"], f"{metric}: docs {quoted}, perf/baselines/ci.json {row['baseline']}"
         assert fails_when == f"{word} {row['limit']:g} ({sign}{row['tolerance']:.0%})".replace("%", " %"), metric
+
+
+def test_the_scale_out_claims_name_tests_that_exist() -> None:
+    """docs/scale-out.md proves each claim with a test: every ``tests/...py::test_name`` it names must exist."""
+    import re
+
+    text = (ROOT / "docs" / "scale-out.md").read_text()
+    named = re.findall(r"`(tests/[\w/]+\.py)::(test_\w+)`", text)
+    assert len(named) >= 6
+    for path, name in named:
+        source = (ROOT / path).read_text()
+        assert re.search(rf"^(async )?def {name}\(", source, re.MULTILINE), f"{path}::{name} (docs/scale-out.md)"

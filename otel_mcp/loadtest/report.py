@@ -228,13 +228,15 @@ def _replicas_table(results: dict[str, Any]) -> str:
         f"({_fmt(a['throughput_spread_rps'][0])}-{_fmt(a['throughput_spread_rps'][1])})</td>"
         f"<td>{_fmt(a['p50_ms'])}</td><td>{_fmt(a['p99_ms'])}</td>"
         f"<td>{html.escape(', '.join(f'{c:g}' for c in a['cpu_pct_per_replica']))}</td>"
-        f"<td>{_fmt(a['db_cpu_pct'])}</td><td>{_fmt(a['db_statements_per_op'])}</td></tr>"
+        f"<td>{_fmt(a['db_cpu_pct'])}</td><td>{_fmt(a['loadgen_cpu_pct'])}</td>"
+        f"<td>{_fmt(a['db_statements_per_op'])}</td></tr>"
         for name, a in r["arms"].items())
     cores = r.get("cores", {})
     return (f"<h2>Replicas</h2><p>Medians of {r.get('rounds')} paired rounds, {r.get('concurrency')} clients; load "
             f"generator on core(s) {cores.get('load_generator')}, servers and PostgreSQL on {cores.get('servers')}."
             "</p><table><tr><th>arm</th><th>req/s (min-max)</th><th>p50 ms</th><th>p99 ms</th>"
-            "<th>CPU % per replica</th><th>PostgreSQL CPU %</th><th>DB statements per operation</th></tr>"
+            "<th>CPU % per replica</th><th>PostgreSQL CPU %</th><th>load generator CPU %</th>"
+            "<th>DB statements per operation</th></tr>"
             f"{rows}</table>")
 
 

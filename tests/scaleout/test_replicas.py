@@ -63,16 +63,20 @@ async def _composed_version(client: Client, rule_id: str) -> int:
     return int({i["id"]: i["version"] for i in composed["included"]}.get(rule_id, 0))
 
 
-# -- optimistic concurrency -----------------------------------------------------------------------
-
-
-async def test_concurrent_writers_on_every_replica_lose_no_update(replicas: Cluster) -> None:
-    rules = ["hot-a", "hot-b"]
+async def _contended(replicas: Cluster, rules: list[str]) -> tuple[Ledger, Any]:
+    """Creates ``rules``; (the ledger, the get+update operation that records into it), as ``concurrent-updates``."""
     async with replicas.client() as setup:
         for rule_id in rules:
             await _create(setup, rule_id, activation="manual")
     ledger = Ledger(rules)
-    op = make_op(ledger, rules)
+    return ledger, make_op(ledger, rules)
+
+
+# -- optimistic concurrency -----------------------------------------------------------------------
+
+
+async def test_concurrent_writers_on_every_replica_lose_no_update(replicas: Cluster) -> None:
+    ledger, op = await _contended(replicas, ["hot-a", "hot-b"])
     seen: list[str] = []
 
     async def writer(index: int, mode: str) -> None:
@@ -188,11 +192,7 @@ async def test_a_replica_killed_mid_write_loses_nothing_acknowledged_and_catches
     replicas: Cluster,
 ) -> None:
     rules = ["survivor-a", "survivor-b"]
-    async with replicas.client() as setup:
-        for rule_id in rules:
-            await _create(setup, rule_id, activation="manual")
-    ledger = Ledger(rules)
-    op = make_op(ledger, rules)
+    ledger, op = await _contended(replicas, rules)
     unanswered = 0
     stop = anyio.Event()
 

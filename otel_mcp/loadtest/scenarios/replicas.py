@@ -8,9 +8,10 @@ sessionless clients (no balancer in the path: its cost is not the replicas'). Th
 (90 % reads, 10 % writes, conflicts expected). Arms are loaded in paired interleaved closed-loop rounds
 (``ROUNDS``, same concurrency); figures are medians over rounds, ratios medians of per-round ratios.
 
-Per arm: throughput, p50/p99, each replica's CPU and PostgreSQL's (% of one core during the arm's rounds),
-and DB statements per operation: on PostgreSQL each is a round trip (``pg_stat_statements``, server side), on
-SQLite an in-process call (the servers' own ``db.client.operation.duration`` count, from ``/metrics``).
+Per arm: throughput, p50/p99, each replica's CPU, PostgreSQL's and the load generator's (% of one core during
+the arm's rounds), and DB statements per operation: on PostgreSQL each is a round trip (``pg_stat_statements``,
+server side), on SQLite an in-process call (the servers' own ``db.client.operation.duration`` count, from
+``/metrics``).
 
 Correctness under load, checked per arm: every acknowledged write is in the history (rows added = writes
 acknowledged, give or take the ones whose answer timed out), and after the rounds no replica composes a rule
@@ -116,6 +117,7 @@ class Meter:
         self.postgres = postgres
         self._admin = psycopg.connect(postgres.dsn(), autocommit=True)
         self._admin.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        self._loadgen = psutil.Process()  # the SDK clients: on 2 cores, often the first to saturate
 
     def close(self) -> None:
         self._admin.close()
@@ -137,6 +139,7 @@ class Meter:
         database = self._postgres_processes() if arm.on_postgres else []
         figures: dict[str, Any] = {}
         statements, replica_cpu, db_cpu = self._statements(arm), _cpu_seconds(replicas), sum(_cpu_seconds(database))
+        loadgen_cpu = _cpu_seconds([self._loadgen])[0]
         t0 = time.monotonic()
         yield figures
         wall = time.monotonic() - t0
@@ -144,6 +147,7 @@ class Meter:
                                           for before, after in zip(replica_cpu, _cpu_seconds(replicas), strict=True)]
         figures["db_cpu_pct"] = round((sum(_cpu_seconds(database)) - db_cpu) / wall * 100, 1) if database else 0.0
         figures["db_statements"] = self._statements(arm) - statements
+        figures["loadgen_cpu_pct"] = round((_cpu_seconds([self._loadgen])[0] - loadgen_cpu) / wall * 100, 1)
 
 
 def _seed_postgres(postgres: PostgresServer, source: RuleStoreBase) -> str:
@@ -208,6 +212,7 @@ def _arm_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "throughput_spread_rps": [min(r["throughput_rps"] for r in rows), max(r["throughput_rps"] for r in rows)],
         "cpu_pct_per_replica": [round(statistics.median(cpu), 1) for cpu in per_replica],
         "db_cpu_pct": median_of(rows, "db_cpu_pct"),
+        "loadgen_cpu_pct": median_of(rows, "loadgen_cpu_pct"),
         "db_statements_per_op": round(statistics.median(r["db_statements"] / max(1, n)
                                                         for r, n in zip(rows, operations, strict=True)), 2),
         "rounds": rows,
