@@ -45,7 +45,7 @@ async def test_the_feed_tells_each_commit_and_asks_for_a_look_after_a_lost_conne
             with psycopg.connect(postgres_dsn, autocommit=True) as admin:
                 cut = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                                     " WHERE application_name = 'otel-mcp listener'").fetchall()
-            assert cut == [(True,)]
+            assert cut and all(row == (True,) for row in cut)  # ours, and any other test's still running
             assert await next_told() is None
             await anyio.to_thread.run_sync(store.update, "fed", 1, {"body": "v2"})
             assert await next_told() == store.generation()
