@@ -175,14 +175,20 @@ def fake_go(tmp_path: Path) -> Path:
     return go
 
 
-def test_install_builds_collector_and_jaeger_with_go(isolated: Path, monkeypatch: pytest.MonkeyPatch,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def fake_toolchain(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``fake_go`` on PATH and stand-ins for prometheus/promtool; returns the latter's folder."""
     go = fake_go(isolated)
     monkeypatch.setenv("PATH", f"{go.parent}{os.pathsep}{os.environ['PATH']}")
     prom_dir = isolated / "prom"
     script(prom_dir / "prometheus", "")
     script(prom_dir / "promtool", "")
     monkeypatch.setenv("OTEL_MCP_PROMETHEUS_BIN_DIR", str(prom_dir))
+    return prom_dir
+
+
+def test_install_builds_collector_and_jaeger_with_go(isolated: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    prom_dir = fake_toolchain(isolated, monkeypatch)
     assert find_binaries() is None
 
     binaries = install(progress=True)
@@ -209,12 +215,7 @@ def test_install_builds_collector_and_jaeger_with_go(isolated: Path, monkeypatch
 
 
 def test_install_builds_the_scaleout_collector_only_when_asked(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    go = fake_go(isolated)
-    monkeypatch.setenv("PATH", f"{go.parent}{os.pathsep}{os.environ['PATH']}")
-    prom_dir = isolated / "prom"
-    script(prom_dir / "prometheus", "")
-    script(prom_dir / "promtool", "")
-    monkeypatch.setenv("OTEL_MCP_PROMETHEUS_BIN_DIR", str(prom_dir))
+    fake_toolchain(isolated, monkeypatch)
 
     assert install(progress=False).otelcol_scaleout is None
     binaries = install(progress=False, scale_out=True)
