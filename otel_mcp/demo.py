@@ -9,6 +9,7 @@ a short workload with a real MCP client that sends its trace context in
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -214,9 +215,18 @@ def traced_workload(url: str, otlp_endpoint: str) -> dict[str, Any]:
     return result
 
 
+def _free_port(host: str) -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 def run_demo(settings: Settings, with_stack: bool = True, duration: float | None = None) -> int:
     import anyio
 
+    if settings.port == 0:  # "any free port": choose it here, since every link printed below names it
+        settings = dataclasses.replace(settings, port=_free_port(settings.host))
     seeded = seed_samples(settings)
     print(f"==> rules database: {redact(settings.db)} ({seeded} sample rules imported)")
     stack_env: dict[str, str] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -140,9 +141,11 @@ def test_the_demo_keeps_its_samples_out_of_the_users_rules(run_cli: Callable[...
     assert not (data / "otel-mcp" / "rules.db").exists()
 
     chosen = tmp_path / "chosen.db"
-    again = run_cli("demo", "--no-stack", "--duration", "0", "--port", str(free_port()), "--db", str(chosen), env=env)
+    again = run_cli("demo", "--no-stack", "--duration", "0", "--port", "0", "--db", str(chosen), env=env)
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"==> rules database: {chosen} (4 sample rules imported)" in again.stdout
+    # --port 0 means any free port: the links name the one chosen
+    assert re.search(r"otel-mcp stats --url http://127\.0\.0\.1:[1-9]\d*\n", again.stdout), again.stdout
 
 
 def test_the_demo_refuses_a_taken_port_instead_of_using_whatever_answers(
