@@ -137,21 +137,23 @@ class Receiver:
         self.http.shutdown()
 
 
-async def _run(tmp: Path, protocol: str, launcher: str) -> tuple[Received, dict[str, Any], str]:
-    """One server run: (what was exported, the otel-mcp://stats snapshot after the workload, the server log)."""
+async def _run(tmp: Path, protocol: str, launcher: str, db: str | None = None,
+               extra_env: dict[str, str] | None = None) -> tuple[Received, dict[str, Any], str]:
+    """One server run: (what was exported, the otel-mcp://stats snapshot after the workload, the server log).
+
+    On ``db`` (seeded, the workload only reads it) or on a new seeded SQLite file."""
     receiver = Receiver()
     prefix: tuple[str, ...] = ()
     env = {**FAST_EXPORT, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint(protocol),
-           "OTEL_EXPORTER_OTLP_PROTOCOL": protocol}
+           "OTEL_EXPORTER_OTLP_PROTOCOL": protocol, **(extra_env or {})}
     if launcher == "opentelemetry-instrument":
         instrument = shutil.which("opentelemetry-instrument", path=str(Path(sys.executable).parent))
         assert instrument is not None
         prefix = (instrument,)
         env.update(OTEL_PYTHON_DISTRO="otel_mcp", OTEL_PYTHON_CONFIGURATOR="otel_mcp")
     name = f"{protocol.replace('/', '-')}-{launcher}"
-    db = _seed(tmp / f"{name}.db")
     try:
-        with live_server(tmp, db, env, prefix=prefix, name=name) as server:
+        with live_server(tmp, db or _seed(tmp / f"{name}.db"), env, prefix=prefix, name=name) as server:
             await _calls(server.url)
             async with Client(server.url) as client:
                 contents = (await client.read_resource("otel-mcp://stats")).contents
@@ -180,3 +182,17 @@ async def test_both_launch_paths_export_the_same_telemetry(tmp_path: Path, proto
     for stats in (own_stats, auto_stats):
         assert stats["telemetry"]["enabled"] is True
         assert any(key.startswith("tools/call compose_rules") for key in stats["methods"]), stats["methods"]
+
+
+async def test_both_launch_paths_trace_and_meter_the_postgresql_store(tmp_path: Path, postgres_dsn: str) -> None:
+    """``psycopg`` is instrumented on both paths (reads traced on request here: the workload only reads)."""
+    _seed(postgres_dsn)
+    runs = [await _run(tmp_path, "grpc", launcher, db=postgres_dsn, extra_env={"OTEL_MCP_DB_TRACE_READS": "true"})
+            for launcher in ("otel-mcp", "opentelemetry-instrument")]
+    for received, stats, log in runs:
+        assert "Traceback" not in log, log[-3000:]
+        assert {"db.system.name", "db.query.text", "db.namespace"} <= received.spans["SELECT"], dict(received.spans)
+        assert "db.client.operation.duration" in received.metrics
+        assert stats["database"]["backend"] == "postgresql" and "SELECT rules" in stats["db"], stats["db"]
+    assert dict(runs[0][0].spans) == dict(runs[1][0].spans)
+    assert runs[0][0].metrics == runs[1][0].metrics

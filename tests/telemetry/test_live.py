@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from mcp import Client
 
-from otel_mcp.store import RuleStore
+from otel_mcp.store.backends import open_store
 
 pytestmark = pytest.mark.anyio
 
@@ -41,8 +41,8 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _seed(db: Path) -> Path:
-    store = RuleStore(db)
+def _seed(db: Path | str) -> Path | str:
+    store = open_store(db)
     try:
         for rule in RULES:
             store.create(rule)
@@ -80,7 +80,7 @@ class Live:
 
 
 @contextmanager
-def live_server(tmp: Path, db: Path, env: Mapping[str, str], prefix: tuple[str, ...] = (),
+def live_server(tmp: Path, db: Path | str, env: Mapping[str, str], prefix: tuple[str, ...] = (),
                 name: str = "server") -> Iterator[Live]:
     port = _free_port()
     log = tmp / f"{name}.log"
