@@ -64,7 +64,7 @@ class HAProxy:
 
     def stop(self) -> None:
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGUSR1)  # soft stop: finish what is in flight, then exit
+            self.process.send_signal(signal.SIGTERM)  # immediate stop: the tests are done with it
             try:
                 self.process.wait(timeout=5)
             except subprocess.TimeoutExpired:
