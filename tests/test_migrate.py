@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -98,3 +99,18 @@ def test_migrate_refuses_what_it_cannot_read(tmp_path: Path, run_cli: Cli, args:
     refused = run_cli("migrate", *(a.format(tmp=tmp_path) for a in args))
     assert refused.returncode != 0 and message in refused.stderr, refused.stderr
     assert not (tmp_path / "t.db").exists()
+
+
+def test_history_is_copied_as_written_even_where_todays_hash_differs(
+        tmp_path: Path, postgres_dsn: str, run_cli: Cli) -> None:
+    """An entry written by an older release (another etag scheme) keeps its etag: the copy is the history."""
+    source = tmp_path / "rules.db"
+    with open_store(source) as store:
+        store.create({"id": "old", "body": "one"})
+        store.update("old", 1, {"body": "two"})
+    with sqlite3.connect(source) as conn:
+        conn.execute("UPDATE rule_versions SET etag = 'etag-of-an-older-release' WHERE version = 1")
+    done = run_cli("migrate", "--from", str(source), "--to", postgres_dsn)
+    assert done.returncode == 0, done.stderr
+    with open_store(postgres_dsn) as target:
+        assert [e.etag for e in target.history("old")][1] == "etag-of-an-older-release"

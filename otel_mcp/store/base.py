@@ -390,7 +390,7 @@ class RuleStoreBase(ABC):
                 # A rule's created_at is when its current life began: its first entry or the one after a delete.
                 alive_since = previous[1] if previous and previous[0].operation != "delete" else entry.written_at
                 last[entry.rule_id] = (entry, alive_since)
-                self._record(tx, entry.spec, entry.version, entry.operation, entry.written_at)
+                self._record(tx, entry.spec, entry.version, entry.operation, entry.written_at, entry.etag)
             for entry, created_at in last.values():
                 if entry.operation != "delete":
                     rule = Rule(**entry.spec.__dict__, version=entry.version, etag=entry.etag,
@@ -451,13 +451,15 @@ class RuleStoreBase(ABC):
         """A backend's extra write for a rule row just written (PostgreSQL: its search vector)."""
 
     @staticmethod
-    def _record(tx: Transaction, spec: RuleSpec, version: int, operation: str, at: float) -> None:
+    def _record(tx: Transaction, spec: RuleSpec, version: int, operation: str, at: float,
+                etag: str | None = None) -> None:
+        """Append ``spec`` to the history; ``etag``: the one it was written with (a copy), else its hash now."""
         tx.execute(
             "INSERT INTO rule_versions (rule_id, version, operation, etag, spec, written_at, generation)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
-                spec.id, version, operation, spec.content_hash(), json.dumps(spec.to_dict(), sort_keys=True), at,
-                tx.generation,
+                spec.id, version, operation, etag or spec.content_hash(),
+                json.dumps(spec.to_dict(), sort_keys=True), at, tx.generation,
             ),
         )
         tx.changed = True
