@@ -6,9 +6,10 @@
 - Change notifications reach subscribers on any replica, handshake (``resources/subscribe``, 2025-11-25)
   and 2026-07-28 (``subscriptions/listen``) clients alike, pushed by PostgreSQL (``LISTEN``/``NOTIFY``):
   polling is off in these replicas.
-- A replica SIGKILLed while writes are in flight loses nothing acknowledged; restarted, it catches up.
+- A replica SIGKILLed while writes are in flight loses nothing acknowledged; restarted, it catches up. One
+  killed inside its write transaction leaves neither a half-applied write nor a held lock.
 
-One cluster for the module (starting three servers is most of the time); the kill test runs last.
+One cluster for the module (starting three servers is most of the time); the kill tests run last.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
+import psycopg
 import pytest
 from anyio.streams.memory import MemoryObjectReceiveStream
 from mcp import Client, types
@@ -186,6 +188,49 @@ async def test_subscribers_on_any_replica_hear_of_writes_on_every_other(
 
 
 # -- a replica killed mid-write --------------------------------------------------------------------------
+
+
+async def _until_a_writer_waits(holder: psycopg.Connection[Any]) -> None:
+    """Until some session of this database waits for a lock (the writers' lock ``holder`` holds)."""
+    with anyio.fail_after(EVENT_TIMEOUT):
+        while not holder.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                                 " AND datname = current_database()").fetchone()[0]:  # type: ignore[index]
+            await anyio.sleep(0.02)
+
+
+async def test_a_write_cut_off_by_a_kill_is_not_half_applied_and_leaves_no_lock(replicas: Cluster) -> None:
+    """Provably mid-write: the replica is killed while its write transaction waits for the writers' lock,
+    which the test holds."""
+    async with replicas.replica(0).client() as other:
+        await _create(other, "cut")
+        unanswered: list[BaseException] = []
+
+        async def doomed() -> None:
+            try:
+                async with replicas.replica(2).client() as victim:
+                    await call(victim, "update_rule", {"id": "cut", "expected_version": 1, "body": "# cut\n\nnever\n"})
+            except Exception as exc:
+                unanswered.append(exc)
+
+        with psycopg.connect(replicas.db, autocommit=True) as holder:
+            holder.execute("BEGIN")
+            holder.execute("SELECT value FROM store_meta WHERE key = 'generation' FOR UPDATE")
+            async with anyio.create_task_group() as group:
+                group.start_soon(doomed)
+                await _until_a_writer_waits(holder)
+                replicas.kill(2)
+            holder.execute("ROLLBACK")
+        assert len(unanswered) == 1, "the cut write must have had no answer"
+        # The lock is free at once (another replica writes), and the cut write left nothing.
+        written = await call(other, "update_rule", {"id": "cut", "expected_version": 1, "body": "# cut\n\nafter\n"})
+        assert written["version"] == 2
+    store = open_store(replicas.db)
+    try:
+        history = store.history("cut")
+    finally:
+        store.close()
+    assert [(e.version, e.spec.body) for e in history] == [(2, "# cut\n\nafter\n"), (1, "# cut\n\nv1\n")]
+    await anyio.to_thread.run_sync(replicas.restart, 2)
 
 
 async def test_a_replica_killed_mid_write_loses_nothing_acknowledged_and_catches_up_when_restarted(
