@@ -6,8 +6,11 @@ WORKDIR /src
 COPY . .
 RUN pip install --no-cache-dir . && rm -rf /src
 WORKDIR /
-# Not root; the state and cache folders belong to the image's own user.
-RUN useradd --create-home --uid 10001 otel-mcp
+# Not root. The data, state and cache folders exist in the image, owned by its user, so that a volume mounted
+# on one (docker-compose.scale-out.yml mounts the cache) starts with that owner instead of root.
+RUN useradd --create-home --uid 10001 otel-mcp \
+    && mkdir -p /home/otel-mcp/.cache/otel-mcp /home/otel-mcp/.local/state/otel-mcp /home/otel-mcp/.local/share/otel-mcp \
+    && chown -R otel-mcp:otel-mcp /home/otel-mcp
 USER otel-mcp
 ENV OTEL_MCP_TRANSPORT=http OTEL_MCP_HOST=0.0.0.0 OTEL_MCP_PORT=8000
 EXPOSE 8000

@@ -51,7 +51,10 @@ def test_the_compose_topology_matches_the_load_balancer_configuration() -> None:
     mounted = {v.split(":")[0]: v.split(":")[1] for v in balancer["volumes"]}
     assert mounted == {"./haproxy/haproxy.cfg": "/usr/local/etc/haproxy/haproxy.cfg"}
     assert balancer["environment"]["OTEL_MCP_LB_BIND"] == "0.0.0.0:8000"
-    assert (REPO_ROOT / services["replica-1"]["build"] / "Dockerfile").is_file()
+    dockerfile = (REPO_ROOT / services["replica-1"]["build"] / "Dockerfile").read_text()
+    for name in replicas:  # a volume starts with the owner of the image's folder: it must exist there
+        (target,) = [v.split(":")[1] for v in services[name]["volumes"]]
+        assert target in dockerfile, f"{name} mounts {target}, which the image does not create for its user"
     assert services["postgres"]["healthcheck"]["test"][0] == "CMD-SHELL"
 
 
