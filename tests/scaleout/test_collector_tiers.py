@@ -380,6 +380,19 @@ def test_spanmetrics_count_every_request_sent(tiers: Tiers, workload: dict[str, 
     assert {r["metric"]["otelcol_gateway"] for r in by_gateway["data"]["result"]} == set(tiers.gateways)
 
 
+def test_jaegers_monitor_tab_reads_the_gateways_span_metrics(tiers: Tiers, workload: dict[str, Any]) -> None:
+    """Jaeger's SPM queries Prometheus as with one Collector: call rates of the replicas' server spans."""
+
+    def rates() -> list[float]:
+        end = int(time.time() * 1000)
+        doc = get_json(f"{tiers.jaeger}/api/metrics/calls?service={SERVICE}&endTs={end}&lookback=900000&step=5000"
+                       "&ratePer=60000&spanKind=server")
+        points = [p for m in doc.get("metrics", []) for p in m.get("metricPoints", [])]
+        return [v for p in points if (v := p.get("gaugeValue", {}).get("doubleValue", 0)) > 0]
+
+    wait_for(rates, ARRIVAL_TIMEOUT, "call rates of the replicas in Jaeger's Monitor tab")
+
+
 def test_errors_and_slow_traces_always_reach_jaeger_the_rest_is_sampled(tiers: Tiers, workload: dict[str, Any]) -> None:
     trace_ids = {t["trace_id"] for t in workload["traces"]}
     records = _all_arrived(tiers, trace_ids, "the workload")
