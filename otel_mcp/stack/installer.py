@@ -243,11 +243,12 @@ def _ensure_debian(find: Callable[[], Path | None], package: str, progress: bool
     if found is not None:
         _say(progress, f"{package} found: {found}")
         return found
-    if os.geteuid() != 0:
+    as_root = os.geteuid() == 0
+    if not as_root and not _passwordless_sudo():
         raise InstallError(f"Debian's {package} package is missing and installing it needs root: "
                            f"run `sudo apt-get install --no-install-recommends {package}` "
                            f"(or `sudo otel-mcp stack install`)")
-    apt_install([package], progress)
+    apt_install([package], progress, sudo=not as_root)
     found = find()
     if found is None:
         raise InstallError(f"{package} was installed but its binaries are still not found")
@@ -437,8 +438,9 @@ def _apt_env() -> dict[str, str]:
     return dict(os.environ) | {"DEBIAN_FRONTEND": "noninteractive"}
 
 
-def apt_install(packages: Sequence[str], progress: bool) -> None:
-    """``apt-get update`` then ``install --no-install-recommends`` (as root), starting no service.
+def apt_install(packages: Sequence[str], progress: bool, *, sudo: bool = False) -> None:
+    """``apt-get update`` then ``install --no-install-recommends`` as root (or through ``sudo -n``: a CI
+    runner's passwordless sudo), starting no service as root.
 
     Waits up to 10 minutes for the dpkg lock, which another install on the machine may hold.
 
@@ -447,12 +449,20 @@ def apt_install(packages: Sequence[str], progress: bool) -> None:
     apt = shutil.which("apt-get")
     if apt is None:
         raise InstallError(f"apt-get is missing: install {' '.join(packages)} by other means")
+    command = ["sudo", "-n", "env", "DEBIAN_FRONTEND=noninteractive", apt] if sudo else [apt]
     lock_wait = ["-o", "DPkg::Lock::Timeout=600"]
-    _say(progress, f"installing Debian's {' '.join(packages)} (apt-get, --no-install-recommends)")
-    run_streamed([apt, *lock_wait, "update"], label="apt", progress=progress, env=_apt_env())
+    _say(progress, f"installing Debian's {' '.join(packages)} (apt-get, --no-install-recommends"
+                   f"{', through sudo' if sudo else ''})")
+    run_streamed([*command, *lock_wait, "update"], label="apt", progress=progress, env=_apt_env())
     with _no_service_start():
-        run_streamed([apt, *lock_wait, "install", "-y", "--no-install-recommends", *packages],
+        run_streamed([*command, *lock_wait, "install", "-y", "--no-install-recommends", *packages],
                      label="apt", progress=progress, env=_apt_env())
+
+
+def _passwordless_sudo() -> bool:
+    sudo = shutil.which("sudo")
+    return sudo is not None and subprocess.run([sudo, "-n", "true"], stdin=subprocess.DEVNULL, check=False,
+                                               capture_output=True).returncode == 0
 
 
 _POLICY_RC_D = Path("/usr/sbin/policy-rc.d")

@@ -509,8 +509,34 @@ def test_postgresql_is_found_by_globbing_and_installed_when_missing(
 def test_missing_package_without_root_says_how_to_install(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(install_mod, "haproxy_path", lambda: None)
     monkeypatch.setattr(install_mod.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(install_mod, "_passwordless_sudo", lambda: False)
     with pytest.raises(InstallError, match="sudo apt-get install --no-install-recommends haproxy"):
         install_mod.ensure_haproxy(progress=False)
+
+
+def test_without_root_a_passwordless_sudo_installs_the_package(
+        isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CI runner: not root, but `sudo -n` works; apt-get runs through it."""
+    installed = isolated / "usr" / "sbin" / "haproxy"
+    monkeypatch.setattr(install_mod, "haproxy_path", lambda: installed if installed.exists() else None)
+    monkeypatch.setattr(install_mod, "_POLICY_RC_D", isolated / "policy-rc.d")
+    monkeypatch.setattr(install_mod.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(install_mod, "_passwordless_sudo", lambda: True)
+    log = isolated / "sudo.log"
+    script(isolated / "fakebin" / "sudo", f"""\
+        import os, sys
+        open({str(log)!r}, "a").write(" ".join(sys.argv[1:]) + "\\n")
+        if "install" in sys.argv:
+            os.makedirs({str(installed.parent)!r}, exist_ok=True)
+            open({str(installed)!r}, "w").close()
+        """)
+    script(isolated / "fakebin" / "apt-get", "raise SystemExit('apt-get must run through sudo')\n")
+    monkeypatch.setenv("PATH", f"{isolated / 'fakebin'}{os.pathsep}{os.environ['PATH']}")
+    assert install_mod.ensure_haproxy(progress=False) == installed
+    calls = log.read_text().splitlines()
+    through_sudo = f"-n env DEBIAN_FRONTEND=noninteractive {isolated}/fakebin/apt-get"
+    assert [c.split(" -o ")[0] for c in calls] == [through_sudo] * 2
+    assert calls[1].endswith("install -y --no-install-recommends haproxy")
 
 
 def test_install_without_root_goes_on_without_the_server_packages(
@@ -522,6 +548,7 @@ def test_install_without_root_goes_on_without_the_server_packages(
     monkeypatch.setattr(install_mod.jaeger_ui, "find_ui", lambda: isolated)
     monkeypatch.setattr(install_mod, "postgres_bin_dir", lambda: None)
     monkeypatch.setattr(install_mod.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(install_mod, "_passwordless_sudo", lambda: False)
     binaries = install(progress=False)
     assert binaries.postgres_bin is None and binaries.haproxy is not None
     assert "sudo apt-get install --no-install-recommends postgresql" in capsys.readouterr().err
