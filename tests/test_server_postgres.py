@@ -1,5 +1,6 @@
-"""A server on PostgreSQL whose database goes away and comes back: /readyz follows it, tool calls fail clearly
-and lose nothing, and the password of the connection string shows nowhere (errors, logs, stats)."""
+"""A PostgreSQL database that goes away and comes back: /readyz follows it, tool calls fail clearly
+and lose nothing, the password of the connection string shows nowhere (errors, logs, stats), and the first
+read after a restart does not fail."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from typing import Any
 import pytest
 from postgres_server import PostgresServer
 from server_process import HttpServer
+
+from otel_mcp.store.backends import open_store
 
 pytestmark = pytest.mark.anyio
 
@@ -61,3 +64,14 @@ async def test_readyz_follows_the_database_and_no_password_shows(
     assert database == {"backend": "postgresql", "location": dsn.replace(own_postgres.password, "***")}
     for seen in (refused, stats.stdout, server.output()):
         assert own_postgres.password not in seen
+
+
+def test_the_first_read_after_a_database_restart_succeeds(own_postgres: PostgresServer) -> None:
+    """Pooled connections die with the database; a read that meets one tries again once on a fresh one."""
+    with open_store(own_postgres.create_database(), pool_size=2) as store:
+        store.create({"id": "kept", "body": "x"})
+        assert store.get("kept").version == 1  # the pool now holds a connection to the old server process
+        own_postgres.stop()
+        own_postgres.start()
+        assert store.get("kept").version == 1
+        assert store.update("kept", 1, {"body": "y"}).version == 2

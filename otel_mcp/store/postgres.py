@@ -47,6 +47,10 @@ APPLICATION_NAME = "otel-mcp"
 _SNIPPET_OPTIONS = "StartSel=[, StopSel=], MaxWords=12, MinWords=4, ShortWord=0, MaxFragments=1, FragmentDelimiter=..."
 
 
+class _ConnectionLost(StoreUnavailable):
+    """A pooled connection broke (a restarted database): a read may try again on a fresh one."""
+
+
 @lru_cache(maxsize=256)
 def _sql(statement: str) -> str:
     """The shared SQL's ``?`` placeholders as psycopg's ``%s`` (none of our statements holds a ``?`` or ``%``)."""
@@ -127,24 +131,22 @@ class PostgresRuleStore(RuleStoreBase):
         """A connection broke: the idle ones probably died with it (a database restart), so replace them now
         rather than fail one request per pooled connection."""
         self._pool.check()
-        return self._unavailable("cannot be reached", exc)
+        reason = self._unavailable("cannot be reached", exc)
+        return _ConnectionLost(str(reason))
 
     # -- reads -------------------------------------------------------------
 
     def _fetch(self, sql: str, params: Any, many: bool) -> Any:
         """One read statement, tried again once on a fresh connection when its connection had broken."""
-        for retry in (True, False):
-            try:
-                with self._pool.connection() as conn:
-                    cursor = self._execute(conn, _sql(sql), params)
-                    return cursor.fetchall() if many else cursor.fetchone()
-            except PoolTimeout as exc:
-                raise self._unavailable("cannot be reached", exc) from None
-            except psycopg.OperationalError as exc:
-                lost = self._lost(exc)
-                if not retry:
-                    raise lost from None
-        raise AssertionError("unreachable")
+        try:
+            return self._fetch_on_one_connection(sql, params, many)
+        except _ConnectionLost:
+            return self._fetch_on_one_connection(sql, params, many)
+
+    def _fetch_on_one_connection(self, sql: str, params: Any, many: bool) -> Any:
+        with self._connection() as conn:
+            cursor = self._execute(conn, _sql(sql), params)
+            return cursor.fetchall() if many else cursor.fetchone()
 
     def _fetchone(self, sql: str, params: Any = ()) -> Any:
         return self._fetch(sql, params, many=False)
