@@ -18,6 +18,7 @@ async def test_health_and_readiness(mcp_server: Any, mcp_client: Any, calls: Any
     status, body = mcp_server.http.get("/readyz")
     assert status == 200 and body["ready"] is True
     assert body["checks"]["database"] == "ok" and body["checks"]["rules"] == 1
+    assert body["checks"]["other_writes"] == "polled every 1000 ms"  # SQLite: change_poll_ms
 
 
 async def test_request_over_the_size_limit_is_refused(mcp_server: Any, mcp_client: Any, calls: Any) -> None:

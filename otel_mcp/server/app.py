@@ -43,7 +43,7 @@ INSTRUCTIONS = (
 
 def build_server(rules: RulesContext) -> MCPServer:
     bus = ChangeBus()
-    changes = ChangeAnnouncer(rules.store, bus)
+    changes = rules.changes = ChangeAnnouncer(rules.store, bus)
     poll_seconds = rules.settings.change_poll_ms / 1000
 
     @asynccontextmanager

@@ -48,6 +48,8 @@ class ChangeAnnouncer:
         self._generation = store.generation()
         self._lock = anyio.Lock()
         self._throttle = Throttle()
+        #: how this process learns of other processes' writes, for /readyz and the stats
+        self.other_writes = "not watched"
 
     async def announce(self) -> None:
         """Publish what changed since the last announcement (nothing if nothing did)."""
@@ -76,12 +78,23 @@ class ChangeAnnouncer:
             if held is not None:
                 log.warning("announcing other processes' writes failed: %s%s", exc, held_back(held))
 
+    async def _heard(self, generation: int | None) -> None:
+        if generation is None:  # (re)connected
+            self.other_writes = "pushed by the database (listening)"
+        await self.written(generation)
+
+    def _lost(self, reason: str) -> None:
+        self.other_writes = f"pushed by the database (reconnecting: {reason})"
+
     async def watch(self, poll_interval: float) -> None:
         """Announce other processes' writes until cancelled: as the database pushes them when it can, else by
         looking at the generation every ``poll_interval`` seconds (0: never)."""
         feed = self._store.write_feed()
         if feed is not None:
-            await feed(self.written)
+            self.other_writes = "pushed by the database (connecting)"
+            await feed(self._heard, self._lost)
+        if poll_interval > 0:
+            self.other_writes = f"polled every {poll_interval * 1000:g} ms"
         while poll_interval > 0:
             await anyio.sleep(poll_interval)
             # A probe a second is no operation of anyone's: no span, no DB metric point.

@@ -35,6 +35,7 @@ class RulesContext:
     composer: ComposeService
     cache: Any = None  # otel_mcp.cache.TieredCache when caching is on
     warming: Any = None  # otel_mcp.cache.WarmProgress of the start-up warm-up
+    changes: Any = None  # otel_mcp.server.changes.ChangeAnnouncer, once the server is built
 
     @classmethod
     def open(cls, settings: Settings, *, warm: bool = False) -> RulesContext:
@@ -68,10 +69,13 @@ class RulesContext:
         return context
 
     def readiness(self) -> dict[str, Any]:
-        """What ``/readyz`` and the stats show about warm-up."""
-        if self.warming is None:
-            return {"cache": "on" if self.cache is not None else "off"}
-        return {"cache": "on", "warm_up": self.warming.to_dict()}
+        """What ``/readyz`` shows about the cache, its warm-up, and how other processes' writes are heard."""
+        shown: dict[str, Any] = {"cache": "on" if self.cache is not None else "off"}
+        if self.warming is not None:
+            shown["warm_up"] = self.warming.to_dict()
+        if self.changes is not None:
+            shown["other_writes"] = self.changes.other_writes
+        return shown
 
     def close(self) -> None:
         """Save the cache's popularity snapshot and close everything (graceful shutdown)."""

@@ -42,7 +42,8 @@ READ_ONLY_MESSAGE = "the server is in read-only mode; writes are disabled"
 
 Execute = Callable[[str, Any], Any]  # (sql with ? placeholders, parameters) -> a cursor
 OnWrite = Callable[[int | None], Awaitable[None]]  # told a committed write's generation (None: look yourself)
-WriteFeed = Callable[[OnWrite], Awaitable[NoReturn]]  # calls back for every write, until cancelled
+OnLost = Callable[[str], None]  # told why the feed stopped hearing writes (it reconnects by itself)
+WriteFeed = Callable[[OnWrite, OnLost], Awaitable[NoReturn]]  # calls back for every write, until cancelled
 
 
 class StoreBusy(Exception):

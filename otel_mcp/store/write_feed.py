@@ -12,7 +12,7 @@ last saw, and nothing written during the outage goes untold.
 
 Usage::
 
-    await listen_for_writes(url, channel, on_write)   # in a task, until cancelled; on_write(generation | None)
+    await listen_for_writes(url, channel, on_write, on_lost)   # in a task, until cancelled
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import anyio
 import psycopg
 from psycopg import sql
 
-from otel_mcp.store.base import OnWrite
+from otel_mcp.store.base import OnLost, OnWrite
 from otel_mcp.throttle import Throttle, held_back
 
 RECONNECT_FIRST_S = 0.1  # the first retry after a lost connection, doubled up to RECONNECT_MAX_S
@@ -44,9 +44,10 @@ def _generation(payload: str) -> int | None:
         return None
 
 
-async def listen_for_writes(url: str, channel: str, on_write: OnWrite) -> NoReturn:
+async def listen_for_writes(url: str, channel: str, on_write: OnWrite, on_lost: OnLost) -> NoReturn:
     """Call ``on_write(generation)`` for each committed write, and ``on_write(None)`` after each (re)connection,
-    until cancelled. A lost or refused connection is retried with backoff; ``on_write`` must not raise."""
+    until cancelled; ``on_lost(reason)`` when the connection is lost or refused, then retry with backoff.
+    Neither callback may raise."""
     delay = RECONNECT_FIRST_S
     throttle = Throttle()
     lost = False
@@ -65,11 +66,14 @@ async def listen_for_writes(url: str, channel: str, on_write: OnWrite) -> NoRetu
                 await on_write(None)  # whatever was written while no one here was listening
                 async for note in conn.notifies():
                     await on_write(_generation(note.payload))
+            reason = "the database closed the connection"
         except psycopg.Error as exc:
-            lost = True
-            held = throttle.allow("lost")
-            if held is not None:
-                log.warning("listening for other replicas' writes: %s; reconnecting (change notifications wait, "
-                            "compositions stay current)%s", str(exc).strip() or type(exc).__name__, held_back(held))
+            reason = str(exc).strip() or type(exc).__name__
+        lost = True
+        on_lost(reason)
+        held = throttle.allow("lost")
+        if held is not None:
+            log.warning("listening for other replicas' writes: %s; reconnecting (change notifications wait, "
+                        "compositions stay current)%s", reason, held_back(held))
         await anyio.sleep(delay)
         delay = min(delay * 2, RECONNECT_MAX_S)

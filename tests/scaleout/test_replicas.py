@@ -185,6 +185,9 @@ async def test_subscribers_on_any_replica_hear_of_writes_on_every_other(
             assert await _next_uri(listening) == uri, f"listen watcher on {listen_on}, write on {index}"
         # Three writes, one on each replica: both watchers heard at least two made on another replica.
         assert {handshake_on, listen_on} <= {replicas.name(i) for i in range(3)}
+    for index in range(3):
+        status, ready = replicas.replica(index).get("/readyz")
+        assert status == 200 and ready["checks"]["other_writes"] == "pushed by the database (listening)", ready
 
 
 # -- a replica killed mid-write --------------------------------------------------------------------------

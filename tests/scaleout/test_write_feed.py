@@ -20,6 +20,7 @@ async def test_the_feed_tells_each_commit_and_asks_for_a_look_after_a_lost_conne
     feed = store.write_feed()
     assert feed is not None
     told: list[int | None] = []
+    lost: list[str] = []
     arrived = anyio.Event()
 
     async def on_write(generation: int | None) -> None:
@@ -35,7 +36,7 @@ async def test_the_feed_tells_each_commit_and_asks_for_a_look_after_a_lost_conne
 
     try:
         async with anyio.create_task_group() as group:
-            group.start_soon(feed, on_write)
+            group.start_soon(feed, on_write, lost.append)
             assert await next_told() is None  # connected: look at what happened before
             await anyio.to_thread.run_sync(store.create, {"id": "fed", "body": "v1"})
             assert await next_told() == store.generation()
@@ -47,6 +48,7 @@ async def test_the_feed_tells_each_commit_and_asks_for_a_look_after_a_lost_conne
                                     " WHERE application_name = 'otel-mcp listener'").fetchall()
             assert cut and all(row == (True,) for row in cut)  # ours, and any other test's still running
             assert await next_told() is None
+            assert len(lost) == 1 and "terminat" in lost[0], lost  # told why, once
             await anyio.to_thread.run_sync(store.update, "fed", 1, {"body": "v2"})
             assert await next_told() == store.generation()
             assert told == []
