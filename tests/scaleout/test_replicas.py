@@ -169,13 +169,13 @@ async def _next_uri(stream: Any) -> str:
 async def test_subscribers_on_any_replica_hear_of_writes_on_every_other(
     replicas: Cluster, handshake_version: Any
 ) -> None:
-    uri = "rules://announced"
+    uri, sentinel = "rules://announced", "rules://zz-sentinel"
     async with contextlib.AsyncExitStack() as stack:
         direct = [await stack.enter_async_context(replicas.replica(i).client()) for i in range(3)]
         await _create(direct[0], "announced")
-        handshake_on, handshake = await stack.enter_async_context(_handshake_watcher(replicas, [uri],
+        handshake_on, handshake = await stack.enter_async_context(_handshake_watcher(replicas, [uri, sentinel],
                                                                                      handshake_version))
-        listen_on, listening = await stack.enter_async_context(_listen_watcher(replicas, [uri]))
+        listen_on, listening = await stack.enter_async_context(_listen_watcher(replicas, [uri, sentinel]))
         version = 1
         for index, writer in enumerate(direct):
             written = await call(writer, "update_rule", {"id": "announced", "expected_version": version,
@@ -183,6 +183,11 @@ async def test_subscribers_on_any_replica_hear_of_writes_on_every_other(
             version = int(written["version"])
             assert await _next_uri(handshake) == uri, f"handshake watcher on {handshake_on}, write on {index}"
             assert await _next_uri(listening) == uri, f"listen watcher on {listen_on}, write on {index}"
+        # Each write told once: the writer's own announcement and the database's NOTIFY make no duplicate, so the
+        # next thing either watcher hears is the sentinel written last.
+        await _create(direct[1], "zz-sentinel")
+        assert await _next_uri(handshake) == sentinel
+        assert await _next_uri(listening) == sentinel
         # Three writes, one on each replica: both watchers heard at least two made on another replica.
         assert {handshake_on, listen_on} <= {replicas.name(i) for i in range(3)}
     for index in range(3):
