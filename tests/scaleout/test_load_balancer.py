@@ -8,9 +8,11 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import anyio
 import pytest
 import yaml
 from load_balancer import HAPROXY, TEMPLATE, render_config
+from mcp.shared.exceptions import MCPError
 from replica_cluster import Cluster
 
 pytestmark = pytest.mark.anyio
@@ -76,3 +78,21 @@ async def test_sessionless_requests_spread_and_handshake_sessions_stick(
     # The initialize answer (which names the session) may come from any replica; every request after it
     # carries the session id and must reach that same replica.
     assert len(legacy) >= 7 and len(set(legacy)) == 1, legacy
+
+
+async def test_a_session_whose_replica_died_gets_a_clear_error_and_a_new_session_works(
+    cluster: Callable[..., Cluster], db_path: Path
+) -> None:
+    replicas = cluster(3, db=db_path)
+    seen: list[str] = []
+    async with replicas.client(seen=seen, mode="legacy") as client:
+        assert not (await client.call_tool("list_rules", {})).is_error
+        home = seen[-1]
+        replicas.kill(int(home.rsplit("-", 1)[1]) - 1)
+        # HAProxy cannot connect to it and sends the request to another replica (option redispatch), which does not
+        # know the session: the client is told at once, it does not hang.
+        with anyio.fail_after(10), pytest.raises(MCPError, match="Session not found"):
+            await client.call_tool("list_rules", {})
+    async with replicas.client(seen=seen, mode="legacy") as fresh:
+        assert not (await fresh.call_tool("list_rules", {})).is_error
+    assert seen[-1] != home
