@@ -25,6 +25,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, NoReturn, Self
 
 from otel_mcp.errors import InvalidRule, RuleError, RuleExists, RuleNotFound, VersionConflict
@@ -160,6 +161,8 @@ class RuleStoreBase(ABC):
     BACKEND: str
     #: SQL that is true when the rule's JSON ``tags`` array holds the parameter
     TAG_MATCH: str
+    #: what a backend stores in ``rules`` beside ``RULE_COLUMNS``: (column, placeholder, value of a rule)
+    EXTRA_COLUMNS: tuple[tuple[str, str, Callable[[Rule], Any]], ...] = ()
     limits: RuleLimits
     read_only: bool
     store_id: int
@@ -396,9 +399,7 @@ class RuleStoreBase(ABC):
                 if entry.operation != "delete":
                     rule = Rule(**entry.spec.__dict__, version=entry.version, etag=entry.etag,
                                 created_at=created_at, updated_at=entry.written_at)
-                    tx.execute(f"INSERT INTO rules ({RULE_COLUMNS}) VALUES ({', '.join('?' * 16)})",
-                               rule_values(rule))
-                    self._after_put(tx, rule)
+                    tx.execute(self._rule_statements[0], self._row(rule))
 
     def _validated(self, spec: RuleSpec | dict[str, Any]) -> RuleSpec:
         return build_spec(spec.to_dict() if isinstance(spec, RuleSpec) else spec, self.limits)
@@ -434,22 +435,21 @@ class RuleStoreBase(ABC):
             created_at=created_at if created_at is not None else now,
             updated_at=now,
         )
-        tx.execute(
-            f"INSERT INTO rules ({RULE_COLUMNS}) VALUES ({', '.join('?' * 16)})"
-            " ON CONFLICT(id) DO UPDATE SET version=excluded.version, etag=excluded.etag,"
-            " description=excluded.description, body=excluded.body, activation=excluded.activation,"
-            " globs=excluded.globs, exclude_globs=excluded.exclude_globs, tags=excluded.tags,"
-            " priority=excluded.priority, imports=excluded.imports, overrides=excluded.overrides,"
-            " settings=excluded.settings, enabled=excluded.enabled, updated_at=excluded.updated_at",
-            rule_values(rule),
-        )
-        self._after_put(tx, rule)
+        tx.execute(self._rule_statements[1], self._row(rule))
         self._record(tx, spec, version, operation, now)
         return rule
 
-    @abstractmethod
-    def _after_put(self, tx: Transaction, rule: Rule) -> None:
-        """A backend's extra write for a rule row just written (PostgreSQL: its search vector)."""
+    @cached_property
+    def _rule_statements(self) -> tuple[str, str]:
+        """``INSERT`` of a rule row, and the same replacing a row of that id but its ``created_at``."""
+        names = [c.strip() for c in RULE_COLUMNS.split(",")] + [name for name, _, _ in self.EXTRA_COLUMNS]
+        marks = ["?"] * (len(names) - len(self.EXTRA_COLUMNS)) + [mark for _, mark, _ in self.EXTRA_COLUMNS]
+        insert = f"INSERT INTO rules ({', '.join(names)}) VALUES ({', '.join(marks)})"
+        replaced = ", ".join(f"{n}=excluded.{n}" for n in names if n not in ("id", "created_at"))
+        return insert, f"{insert} ON CONFLICT(id) DO UPDATE SET {replaced}"
+
+    def _row(self, rule: Rule) -> tuple[Any, ...]:
+        return rule_values(rule) + tuple(value(rule) for _, _, value in self.EXTRA_COLUMNS)
 
     @staticmethod
     def _record(tx: Transaction, spec: RuleSpec, version: int, operation: str, at: float,

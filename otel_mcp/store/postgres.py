@@ -51,6 +51,10 @@ class _ConnectionLost(StoreUnavailable):
     """A pooled connection broke (a restarted database): a read may try again on a fresh one."""
 
 
+def _search_vector(rule: Rule) -> str:
+    return tsvector_literal((rule.id, rule.description, rule.body))
+
+
 @lru_cache(maxsize=256)
 def _sql(statement: str) -> str:
     """The shared SQL's ``?`` placeholders as psycopg's ``%s`` (none of our statements holds a ``?`` or ``%``)."""
@@ -69,6 +73,7 @@ class PostgresRuleStore(RuleStoreBase):
 
     BACKEND = "postgresql"
     TAG_MATCH = "EXISTS (SELECT 1 FROM jsonb_array_elements_text(rules.tags::jsonb) AS t(tag) WHERE t.tag = ?)"
+    EXTRA_COLUMNS = (("search_vector", "CAST(? AS tsvector)", _search_vector),)  # SQLite's FTS5 has triggers
 
     def __init__(self, url: str, limits: RuleLimits = RuleLimits(), *, read_only: bool = False,
                  pool_size: int = 10, timeout: float = 5.0) -> None:
@@ -221,7 +226,3 @@ class PostgresRuleStore(RuleStoreBase):
     def _abandon(cls, conn: psycopg.Connection[Any]) -> None:
         with suppress(psycopg.Error):
             cls._execute(conn, "ROLLBACK")
-
-    def _after_put(self, tx: Transaction, rule: Rule) -> None:
-        tx.execute("UPDATE rules SET search_vector = CAST(? AS tsvector) WHERE id = ?",
-                   (tsvector_literal((rule.id, rule.description, rule.body)), rule.id))

@@ -28,7 +28,7 @@ from otel_mcp.store.base import (
     row_to_rule,
     search_terms,
 )
-from otel_mcp.store.model import Rule, RuleLimits
+from otel_mcp.store.model import RuleLimits
 from otel_mcp.store.schema import migrate
 
 DEFAULT_BUSY_TIMEOUT = Settings.db_timeout_ms / 1000  # seconds a writer waits for the lock before failing
@@ -159,9 +159,6 @@ class RuleStore(RuleStoreBase):
             self._conn().execute("SELECT 1 FROM store_meta LIMIT 1").fetchone()
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"the database {str(self.path)!r} cannot be read ({exc})") from None
-
-    def _after_put(self, tx: Transaction, rule: Rule) -> None:
-        """Nothing: the FTS5 index follows the rules table through triggers (see schema.py)."""
 
     BACKEND = "sqlite"
     TAG_MATCH = "EXISTS (SELECT 1 FROM json_each(rules.tags) WHERE value = ?)"
