@@ -48,7 +48,7 @@ class ChangeAnnouncer:
         self._generation = store.generation()
         self._lock = anyio.Lock()
         self._throttle = Throttle()
-        #: how this process learns of other processes' writes, for /readyz and the stats
+        #: how this process hears of other processes' writes, shown by /readyz
         self.other_writes = "not watched"
 
     async def announce(self) -> None:
