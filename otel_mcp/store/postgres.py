@@ -44,6 +44,8 @@ from otel_mcp.store.write_feed import listen_for_writes
 
 CHANGES_CHANNEL = "otel_mcp_changes"  # NOTIFY channel; the payload is the committed generation
 APPLICATION_NAME = "otel-mcp"
+# The generation bump sends the NOTIFY too: PostgreSQL delivers it at commit only, so in one round trip.
+_BUMP_AND_NOTIFY = f"{BUMP_GENERATION_SQL}, pg_notify('{CHANGES_CHANNEL}', value::text)"
 _SNIPPET_OPTIONS = "StartSel=[, StopSel=], MaxWords=12, MinWords=4, ShortWord=0, MaxFragments=1, FragmentDelimiter=..."
 
 
@@ -196,7 +198,7 @@ class PostgresRuleStore(RuleStoreBase):
         with self._connection() as conn:
             try:
                 self._execute(conn, "BEGIN")
-                generation = int(self._execute(conn, BUMP_GENERATION_SQL).fetchone()[0])  # type: ignore[index]
+                generation = int(self._execute(conn, _BUMP_AND_NOTIFY).fetchone()[0])  # type: ignore[index]
             except pg_errors.LockNotAvailable as exc:
                 self._abandon(conn)
                 raise StoreBusy(f"database is locked by another writer ({exc}); retry later") from None
@@ -207,9 +209,8 @@ class PostgresRuleStore(RuleStoreBase):
             try:
                 yield tx
                 if not tx.changed:
-                    self._execute(conn, "ROLLBACK")
+                    self._execute(conn, "ROLLBACK")  # its NOTIFY with it
                     return
-                self._execute(conn, "SELECT pg_notify(%s, %s)", (CHANGES_CHANNEL, str(generation)))
             except psycopg.Error as exc:
                 self._abandon(conn)
                 raise self._unavailable("cannot be written; nothing was changed", exc) from None
