@@ -10,7 +10,8 @@ import pytest
 
 from otel_mcp.compose.engine import ComposeRequest
 from otel_mcp.compose.service import ComposeService
-from otel_mcp.store import RuleStore, RuleStoreBase
+from otel_mcp.store import RuleStoreBase
+from otel_mcp.store.backends import open_store
 
 
 @pytest.mark.both_backends
@@ -92,25 +93,35 @@ def test_l2_hits_take_bodies_from_the_rule_set_without_reading_them_from_disk(
     cache.close()
 
 
-def test_a_database_copied_from_a_template_never_gets_the_templates_cached_compositions(tmp_path: Path) -> None:
-    """Copies share store id and generation numbers but diverge: keys come from content, not counters."""
+@pytest.mark.both_backends
+def test_a_database_copied_from_a_template_never_gets_the_templates_cached_compositions(
+        tmp_path: Path, store_backend: str, request: pytest.FixtureRequest) -> None:
+    """Copies (a file copy; PostgreSQL's CREATE DATABASE ... TEMPLATE, as a restore would) share store id and
+    generation numbers but diverge: keys come from content, not counters."""
     import shutil
 
     from otel_mcp.cache import TieredCache
 
-    template = RuleStore(tmp_path / "template.db")
-    template.create({"id": "a", "body": "a1", "activation": "always"})
-    template.create({"id": "b", "body": "b1", "activation": "always"})
-    template.close()
-    shutil.copy(tmp_path / "template.db", tmp_path / "one.db")
-    shutil.copy(tmp_path / "template.db", tmp_path / "two.db")
-    request = ComposeRequest.from_args()
+    copies: dict[str, Path | str]
+    if store_backend == "postgresql":
+        server = request.getfixturevalue("postgres_server")
+        source: Path | str = server.create_database()
+    else:
+        source = tmp_path / "template.db"
+    with open_store(source) as template:
+        template.create({"id": "a", "body": "a1", "activation": "always"})
+        template.create({"id": "b", "body": "b1", "activation": "always"})
+    if isinstance(source, Path):
+        copies = {name: Path(shutil.copy(source, tmp_path / f"{name}.db")) for name in ("one", "two")}
+    else:
+        copies = {name: server.create_database(template=source.rsplit("/", 1)[1]) for name in ("one", "two")}
+    everything = ComposeRequest.from_args()
     markdowns = []
     for name, rule in (("one", "a"), ("two", "b")):  # the same generation, different contents
-        store = RuleStore(tmp_path / f"{name}.db")
+        store = open_store(copies[name])
         store.update(rule, 1, {"body": f"{rule} changed in {name}"})
         with TieredCache(tmp_path / "shared-cache") as cache:
-            markdowns.append(ComposeService(store, cache).compose(request).markdown)
+            markdowns.append(ComposeService(store, cache).compose(everything).markdown)
         store.close()
     assert "a changed in one" in markdowns[0] and "b1" in markdowns[0]
     assert "b changed in two" in markdowns[1] and "a1" in markdowns[1]

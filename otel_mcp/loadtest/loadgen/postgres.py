@@ -117,11 +117,13 @@ class PostgresServer:
         secret = f":{self.password}" if password else ""
         return f"postgresql://{self.user}{secret}@127.0.0.1:{self.port}/{database}"
 
-    def create_database(self, name: str | None = None) -> str:
-        """A new empty database (``template0``: nothing any test added to ``template1``); its DSN."""
+    def create_database(self, name: str | None = None, template: str = "template0") -> str:
+        """A new database, a copy of ``template`` (default ``template0``: empty, nothing any test added to
+        ``template1``); its DSN."""
         name = name or f"t_{secrets.token_hex(6)}"
         with psycopg.connect(self.dsn(), autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name),
+                                                                          sql.Identifier(template)))
         return self.dsn(name)
 
     def drop_database(self, name: str) -> None:
