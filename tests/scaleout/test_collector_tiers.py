@@ -48,6 +48,8 @@ SLOW_THRESHOLD_MS = 700  # the gateways' "slow trace" threshold here (500 ms by 
 SLOW_S = 1.0  # client time a "slow" trace spends, past the threshold
 SAMPLE_PERCENT = 10  # the share of the other traces kept (the default)
 OUTAGE_S = 10.0
+PRE_STOP_S = 10.0  # traffic before the stop: longer than decision_wait, so some traces are decided before it
+IN_FLIGHT_S = 1.5  # a trace's last span reaches a gateway within this after it ends (SDK 200 ms + agent batch)
 
 
 # -- processes ---------------------------------------------------------------------------------------
@@ -408,13 +410,16 @@ def test_errors_and_slow_traces_always_reach_jaeger_the_rest_is_sampled(tiers: T
 
 
 def test_a_gateway_down_for_10s_loses_no_span(tiers: Tiers) -> None:
-    """Traffic goes on while gateway-2 is stopped for 10 s and restarted: the agent queues its traces and
-    delivers them when it is back; every span reaches its gateway, every error and slow trace Jaeger."""
-    kinds = ["ok", "error", "slow", "ok"] * 12
-    proc = _workload(tiers, kinds, pause=0.3)
+    """Traffic goes on while gateway-2 is stopped (SIGTERM) for 10 s and restarted: the agent queues its traces
+    and delivers them when it is back, so every span reaches its gateway; every error and slow trace reaches
+    Jaeger whole (those gateway-2 held undecided are decided as it stops), except one still arriving at the
+    moment of the stop (the documented window: it is decided in two parts)."""
+    kinds = ["ok", "error", "slow", "ok"] * 16  # ~12 error and slow traces during the outage, half for gateway-2
+    proc = _workload(tiers, kinds, pause=0.1)
     try:
-        time.sleep(3.0)
+        time.sleep(PRE_STOP_S)
         gateway = tiers.gateways["gateway-2"]
+        stopping = time.time()
         gateway.stop()
         stopped = time.time()
         time.sleep(OUTAGE_S)
@@ -424,6 +429,7 @@ def test_a_gateway_down_for_10s_loses_no_span(tiers: Tiers) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+    assert result["traces"][-1]["start"] > restarted, "the workload ended before the gateway came back"
     trace_ids = {t["trace_id"] for t in result["traces"]}
     records = _all_arrived(tiers, trace_ids, "the workload around the outage")
     lost = set(records["agent"]) - {s for g in tiers.gateways for s in records[g]}
@@ -431,9 +437,12 @@ def test_a_gateway_down_for_10s_loses_no_span(tiers: Tiers) -> None:
     where = _gateway_of_each_trace(records, list(tiers.gateways))
     assert not [t for t in trace_ids if len(where[t]) > 1], "a trace split across gateways"
 
-    # The traces sent entirely while gateway-2 was down, held by the agent for it: the error and slow ones
-    # reach Jaeger whole once it is back. (Traces it held undecided when it stopped are not in this set.)
-    during = [t for t in result["traces"] if t["start"] > stopped + 0.5 and t["end"] < restarted]
-    held = [t["trace_id"] for t in during if where[t["trace_id"]] == {"gateway-2"} and t["kind"] != "ok"]
-    assert held, f"no error or slow trace was held for gateway-2 during its outage ({len(during)} traces then)"
-    _wait_whole_in_jaeger(tiers, set(held), _spans_per_trace(records["agent"]), "the error and slow traces held")
+    def in_the_window(trace: dict[str, Any]) -> bool:  # spans possibly on their way as gateway-2 stopped
+        at_gateway_2 = where[trace["trace_id"]] == {"gateway-2"}
+        return at_gateway_2 and trace["end"] > stopping - IN_FLIGHT_S and trace["start"] < stopped + 0.5
+
+    kept = [t for t in result["traces"] if t["kind"] != "ok" and not in_the_window(t)]
+    held = [t for t in kept if where[t["trace_id"]] == {"gateway-2"} and stopped < t["start"] and t["end"] < restarted]
+    assert held, "no error or slow trace was held for gateway-2 during its outage"
+    _wait_whole_in_jaeger(tiers, {t["trace_id"] for t in kept}, _spans_per_trace(records["agent"]),
+                          f"the error and slow traces ({len(held)} held by the agent during the outage)")
