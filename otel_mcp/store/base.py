@@ -11,10 +11,10 @@ update is lost. Readers see either the whole write or none of it.
 keys) compare it to know, with one cheap query, whether anything changed, including writes made by
 other processes (other replicas on PostgreSQL).
 
-A backend provides its connections (``_fetchone``/``_fetchall`` for one-statement reads,
-``_reading`` for a consistent multi-statement read, ``_write`` for a write transaction) and its
-full-text ``search``; the SQL here is written with ``?`` placeholders and the backend's execute
-function adapts them.
+A backend provides its connections (``_fetchone``/``_fetchall`` for reads, each one statement, so one
+consistent state without a transaction; ``_write`` for a write transaction) and its full-text
+``search``; the SQL here is written with ``?`` placeholders and the backend's execute function adapts
+them.
 """
 
 from __future__ import annotations
@@ -38,6 +38,18 @@ RULE_COLUMNS = (
     " imports, overrides, settings, enabled, created_at, updated_at"
 )
 GENERATION_SQL = "SELECT value FROM store_meta WHERE key = 'generation'"
+_QUALIFIED_COLUMNS = ", ".join("r." + c.strip() for c in RULE_COLUMNS.split(","))
+# One statement each, so both engines read one state without a transaction; always one row at least (the
+# generation), with the rule columns NULL when there is no rule.
+SNAPSHOT_SQL = (
+    f"SELECT m.value, {_QUALIFIED_COLUMNS} FROM store_meta m LEFT JOIN rules r ON 1 = 1"
+    " WHERE m.key = 'generation' ORDER BY r.id"
+)
+CHANGES_SQL = (  # the rules written after a generation: their row now, or NULLs for a deleted one
+    "WITH changed AS (SELECT DISTINCT rule_id FROM rule_versions WHERE generation > ?)"
+    f" SELECT m.value, c.rule_id, {_QUALIFIED_COLUMNS} FROM store_meta m"
+    " LEFT JOIN changed c ON 1 = 1 LEFT JOIN rules r ON r.id = c.rule_id WHERE m.key = 'generation'"
+)
 BUMP_GENERATION_SQL = "UPDATE store_meta SET value = value + 1 WHERE key = 'generation' RETURNING value"
 READ_ONLY_MESSAGE = "the server is in read-only mode; writes are disabled"
 
@@ -181,10 +193,6 @@ class RuleStoreBase(ABC):
     def _fetchall(self, sql: str, params: Any = ()) -> list[Any]: ...
 
     @abstractmethod
-    def _reading(self) -> AbstractContextManager[Execute]:
-        """A read transaction: every statement sees the same committed state."""
-
-    @abstractmethod
     def _write(self) -> AbstractContextManager[Transaction]:
         """One write transaction with the generation already bumped; committed only when ``changed``."""
 
@@ -232,31 +240,19 @@ class RuleStoreBase(ABC):
         )
 
     def snapshot(self) -> tuple[int, list[Rule]]:
-        """All rules and the generation they belong to, read in one transaction."""
-        with self._reading() as execute:
-            generation = execute(GENERATION_SQL, ()).fetchone()[0]
-            rows = execute(f"SELECT {RULE_COLUMNS} FROM rules ORDER BY id", ()).fetchall()
-        return int(generation), [row_to_rule(r) for r in rows]
+        """All rules and the generation they belong to, read by one statement (one consistent state)."""
+        rows = self._fetchall(SNAPSHOT_SQL)
+        return int(rows[0][0]), [row_to_rule(r[1:]) for r in rows if r[1] is not None]
 
     def changes_since(self, generation: int) -> Changes:
-        """The rules written or deleted after ``generation``, read in one transaction.
+        """The rules written (as they are now) or deleted after ``generation``, read by one statement.
 
         Lets a reader holding the rules of ``generation`` catch up without reloading everything.
         """
-        with self._reading() as execute:
-            current = execute(GENERATION_SQL, ()).fetchone()[0]
-            ids = [r[0] for r in execute(
-                "SELECT DISTINCT rule_id FROM rule_versions WHERE generation > ?", (generation,)
-            ).fetchall()]
-            written: list[Rule] = []
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                rows = execute(
-                    f"SELECT {RULE_COLUMNS} FROM rules WHERE id IN ({', '.join('?' * len(chunk))})", chunk
-                ).fetchall()
-                written.extend(row_to_rule(r) for r in rows)
-        present = {r.id for r in written}
-        return Changes(int(current), written, {i for i in ids if i not in present})
+        rows = self._fetchall(CHANGES_SQL, (generation,))
+        written = [row_to_rule(r[2:]) for r in rows if r[2] is not None]
+        deleted = {r[1] for r in rows if r[1] is not None and r[2] is None}
+        return Changes(int(rows[0][0]), written, deleted)
 
     def list_page(
         self,

@@ -5,8 +5,8 @@ Writers serialise on the row lock of the generation counter (the first statement
 transaction, see :mod:`otel_mcp.store.base`); a writer waits for it at most ``timeout`` seconds
 (``lock_timeout``), then gets ``StoreBusy``, as on SQLite. Every committed write also sends
 ``NOTIFY otel_mcp_changes, '<generation>'`` (delivered at commit, never for a rolled-back one), for
-whoever keeps caches or subscriptions coherent across replicas. Connections are autocommit; reads of
-more than one statement run in one ``REPEATABLE READ`` transaction so they see one state.
+whoever keeps caches or subscriptions coherent across replicas. Connections are autocommit; every read
+is one statement, so it sees one committed state.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from otel_mcp.store.base import (
     BUMP_GENERATION_SQL,
     MAX_PAGE_SIZE,
     RULE_COLUMNS,
-    Execute,
     RuleStoreBase,
     SearchHit,
     StoreBusy,
@@ -160,16 +159,6 @@ class PostgresRuleStore(RuleStoreBase):
 
     def _fetchall(self, sql: str, params: Any = ()) -> list[Any]:
         return self._fetch(sql, params, many=True)  # type: ignore[no-any-return]
-
-    @contextmanager
-    def _reading(self) -> Iterator[Execute]:
-        with self._connection() as conn:
-            self._execute(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            try:
-                yield lambda sql, params: self._execute(conn, _sql(sql), params)
-            finally:
-                with suppress(psycopg.Error):
-                    self._execute(conn, "COMMIT")
 
     def ping(self) -> None:
         self._fetchone("SELECT 1")

@@ -19,7 +19,6 @@ from otel_mcp.store.base import (
     BUMP_GENERATION_SQL,
     MAX_PAGE_SIZE,
     RULE_COLUMNS,
-    Execute,
     RuleStoreBase,
     SearchHit,
     StoreBusy,
@@ -144,15 +143,6 @@ class RuleStore(RuleStoreBase):
 
     def _fetchall(self, sql: str, params: Any = ()) -> list[Any]:
         return self._conn().execute(sql, params).fetchall()
-
-    @contextmanager
-    def _reading(self) -> Iterator[Execute]:
-        conn = self._conn()
-        conn.execute("BEGIN")
-        try:
-            yield conn.execute
-        finally:
-            conn.execute("COMMIT")
 
     def ping(self) -> None:
         try:
