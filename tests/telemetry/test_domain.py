@@ -111,6 +111,8 @@ def test_db_duration_metric_and_spans_for_writes_only(otel: Otel, store_db: Path
         insert = next(s for s in spans if str(s.attributes["db.query.text"]).startswith("INSERT INTO rules"))
         assert insert.kind is SpanKind.CLIENT
         assert insert.attributes["db.namespace"] == conninfo_to_dict(str(store_db))["dbname"]
+        password = str(conninfo_to_dict(str(store_db))["password"])
+        assert not [s.name for s in otel.finished() if password in repr(dict(s.attributes or {}))]
     otel.spans.clear()
     store.get("py")
     store.generation()
