@@ -403,7 +403,10 @@ def test_errors_and_slow_traces_always_reach_jaeger_the_rest_is_sampled(tiers: T
     _wait_whole_in_jaeger(tiers, kept, per_trace, "the error and slow traces")
     # Every OK trace has been decided by now (its decision_wait ended with the others'): a share is kept.
     time.sleep(DECISION_WAIT_S / 2)
-    ok = [t["trace_id"] for t in workload["traces"] if t["kind"] == "ok"]
+    # (An OK trace that took longer than the threshold on a loaded machine is slow, and kept as such.)
+    fast = SLOW_THRESHOLD_MS / 1000 * 0.8
+    ok = [t["trace_id"] for t in workload["traces"] if t["kind"] == "ok" and t["end"] - t["start"] < fast]
+    assert len(ok) >= 10, f"only {len(ok)} OK traces took less than {fast:.2f} s: the machine is too slow for this test"
     in_jaeger = [t for t in ok if _jaeger_spans(tiers, t)]
     assert len(in_jaeger) <= len(ok) // 2, f"{len(in_jaeger)} of {len(ok)} fast OK traces kept at {SAMPLE_PERCENT} %"
     assert all(_jaeger_spans(tiers, t) == per_trace[t] for t in in_jaeger), "a sampled OK trace is not whole"
