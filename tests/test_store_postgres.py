@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -138,3 +139,25 @@ def test_search_needs_a_word_and_a_phrase_stays_in_one_field(postgres_dsn: str) 
         assert store.search("+++") == []
         with pytest.raises(InvalidRule, match="at least one word"):
             store.search(' " ')
+
+
+def test_round_trips_per_operation(postgres_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What each operation costs in statements (each one round trip to the server), as docs/architecture.md says."""
+    store = open_store(postgres_dsn)
+    sent: list[str] = []
+    execute = PostgresRuleStore._execute
+    monkeypatch.setattr(PostgresRuleStore, "_execute", staticmethod(
+        lambda conn, sql, params=None: sent.append(sql.split()[0]) or execute(conn, sql, params)))
+
+    def verbs(operation: Callable[[], object]) -> list[str]:
+        sent.clear()
+        operation()
+        return list(sent)
+
+    assert verbs(lambda: store.create({"id": "a", "body": "one"})) == [
+        "BEGIN", "UPDATE", "SELECT", "SELECT", "INSERT", "INSERT", "COMMIT"]
+    assert verbs(lambda: store.update("a", 1, {"body": "two"})) == ["BEGIN", "UPDATE", "SELECT", "INSERT", "INSERT",
+                                                                   "COMMIT"]
+    assert verbs(store.generation) == verbs(store.snapshot) == verbs(lambda: store.get("a")) == ["SELECT"]
+    assert verbs(lambda: store.changes_since(0)) == ["WITH"]
+    store.close()
