@@ -76,8 +76,10 @@ def _cmd_install(args: argparse.Namespace) -> int:
     except (InstallError, FileNotFoundError) as exc:
         print(f"otel-mcp stack install: {exc}", file=sys.stderr)
         return 1
-    for name, path in vars(binaries).items():
-        print(f"{name:<11} {path}")
+    paths = vars(binaries)
+    width = max(map(len, paths))
+    for name, path in paths.items():
+        print(f"{name:<{width}} {path}")
     return 0
 
 

@@ -214,13 +214,18 @@ def test_install_builds_collector_and_jaeger_with_go(isolated: Path, monkeypatch
     assert (isolated / "go.log").read_text() == before
 
 
-def test_install_builds_the_scaleout_collector_only_when_asked(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_install_builds_the_scaleout_collector_only_when_asked(isolated: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
     fake_toolchain(isolated, monkeypatch)
 
     assert install(progress=False).otelcol_scaleout is None
-    binaries = install(progress=False, scale_out=True)
+    args = parser().parse_args(["stack", "install", "--quiet", "--scale-out"])
+    assert args.func(args) == 0
+    binaries = find_binaries()
 
+    assert binaries is not None
     assert binaries.otelcol_scaleout == install_mod.collector_path(install_mod.SCALEOUT_COLLECTOR)
+    assert f"otelcol_scaleout {binaries.otelcol_scaleout}" in capsys.readouterr().out.splitlines()
     assert binaries.otelcol_scaleout.parent.name.startswith("otelcol-otel-mcp-scaleout-v0.161.0-")
     assert "cmd/builder@v0.161.0" in (isolated / "go.log").read_text()
     # Rebuilding the main distribution clears its own stale builds, not the scale-out one's.
