@@ -201,10 +201,6 @@ class RuleStoreBase(ABC):
         """Full-text search over id, description and body, best match first."""
 
     @abstractmethod
-    def ping(self) -> None:
-        """One cheap query; raises ``StoreUnavailable`` when the database cannot answer."""
-
-    @abstractmethod
     def close(self) -> None: ...
 
     def __enter__(self) -> Self:

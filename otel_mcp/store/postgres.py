@@ -81,7 +81,6 @@ class PostgresRuleStore(RuleStoreBase):
         self.url = url
         self.limits = limits
         self.read_only = read_only
-        self.timeout = timeout
         connect_args: dict[str, Any] = {
             "autocommit": True,
             "application_name": APPLICATION_NAME,
@@ -159,9 +158,6 @@ class PostgresRuleStore(RuleStoreBase):
 
     def _fetchall(self, sql: str, params: Any = ()) -> list[Any]:
         return self._fetch(sql, params, many=True)  # type: ignore[no-any-return]
-
-    def ping(self) -> None:
-        self._fetchone("SELECT 1")
 
     def search(self, query: str, limit: int = 20) -> list[SearchHit]:
         """Full-text search (``tsvector`` + GIN, see ``postgres_search``) over id, description and body,

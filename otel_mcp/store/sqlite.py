@@ -144,12 +144,6 @@ class RuleStore(RuleStoreBase):
     def _fetchall(self, sql: str, params: Any = ()) -> list[Any]:
         return self._conn().execute(sql, params).fetchall()
 
-    def ping(self) -> None:
-        try:
-            self._conn().execute("SELECT 1 FROM store_meta LIMIT 1").fetchone()
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"the database {str(self.path)!r} cannot be read ({exc})") from None
-
     BACKEND = "sqlite"
     TAG_MATCH = "EXISTS (SELECT 1 FROM json_each(rules.tags) WHERE value = ?)"
 
