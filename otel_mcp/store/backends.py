@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from otel_mcp.config import Settings
 from otel_mcp.store.base import RuleStoreBase
 from otel_mcp.store.model import RuleLimits
 
@@ -46,22 +47,19 @@ def redact(db: Path | str) -> str:
 
 
 def open_store(db: Path | str, limits: RuleLimits = RuleLimits(), *, read_only: bool = False,
-               pool_size: int | None = None, timeout_s: float | None = None) -> RuleStoreBase:
-    """The store ``db`` names (see the module's docstring); read-only opens a SQLite file that must exist.
+               pool_size: int = Settings.db_pool_size, timeout_s: float = Settings.db_timeout_ms / 1000
+               ) -> RuleStoreBase:
+    """The store ``db`` names (see the module's docstring); read-only opens a SQLite file only if it exists.
 
     :param pool_size: PostgreSQL only: most connections this process opens (default: the ``db_pool_size`` setting)
     :param timeout_s: seconds to wait for a connection or for another writer (default: the ``db_timeout_ms`` setting)
     """
-    from otel_mcp.config import Settings
-
-    timeout = timeout_s if timeout_s is not None else Settings.db_timeout_ms / 1000
     if is_postgres(db):
         from otel_mcp.store.postgres import PostgresRuleStore
 
-        return PostgresRuleStore(str(db), limits, read_only=read_only,
-                                 pool_size=pool_size or Settings.db_pool_size, timeout=timeout)
+        return PostgresRuleStore(str(db), limits, read_only=read_only, pool_size=pool_size, timeout=timeout_s)
     from otel_mcp.store.sqlite import RuleStore
 
     path = database_setting(str(db))
     assert isinstance(path, Path)
-    return RuleStore(path, limits, busy_timeout=timeout, read_only=read_only and path.exists())
+    return RuleStore(path, limits, busy_timeout=timeout_s, read_only=read_only and path.exists())

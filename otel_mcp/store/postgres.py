@@ -22,6 +22,7 @@ from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from otel_mcp.config import Settings
 from otel_mcp.store.backends import redact
 from otel_mcp.store.base import (
     BUMP_GENERATION_SQL,
@@ -77,7 +78,7 @@ class PostgresRuleStore(RuleStoreBase):
     EXTRA_COLUMNS = (("search_vector", "CAST(? AS tsvector)", _search_vector),)  # SQLite's FTS5 has triggers
 
     def __init__(self, url: str, limits: RuleLimits = RuleLimits(), *, read_only: bool = False,
-                 pool_size: int = 10, timeout: float = 5.0) -> None:
+                 pool_size: int = Settings.db_pool_size, timeout: float = Settings.db_timeout_ms / 1000) -> None:
         self.url = url
         self.limits = limits
         self.read_only = read_only
