@@ -11,14 +11,18 @@ from mcp.shared.exceptions import MCPError
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("mcp_server", ["http"], indirect=True)]
 
 
-async def test_health_and_readiness(mcp_server: Any, mcp_client: Any, calls: Any) -> None:
+@pytest.mark.both_backends
+async def test_health_and_readiness(mcp_server: Any, mcp_client: Any, calls: Any, store_backend: str) -> None:
     status, body = mcp_server.http.get("/healthz")
     assert status == 200 and body["status"] == "ok" and body["version"]
     await calls.ok(mcp_client, "create_rule", {"id": "a", "body": "x"})
     status, body = mcp_server.http.get("/readyz")
     assert status == 200 and body["ready"] is True
     assert body["checks"]["database"] == "ok" and body["checks"]["rules"] == 1
-    assert body["checks"]["other_writes"] == "polled every 1000 ms"  # SQLite: change_poll_ms
+    if store_backend == "sqlite":
+        assert body["checks"]["other_writes"] == "polled every 1000 ms"  # change_poll_ms
+    else:
+        assert body["checks"]["other_writes"].startswith("pushed by the database")  # LISTEN/NOTIFY
 
 
 async def test_request_over_the_size_limit_is_refused(mcp_server: Any, mcp_client: Any, calls: Any) -> None:
@@ -30,6 +34,7 @@ async def test_request_over_the_size_limit_is_refused(mcp_server: Any, mcp_clien
     assert (await calls.ok(mcp_client, "get_rule", {"id": "a"}))["version"] == 1
 
 
+@pytest.mark.both_backends
 async def test_two_clients_see_each_other_and_conflict(mcp_server: Any, calls: Any) -> None:
     async with mcp_server.client() as first, mcp_server.client() as second:
         await calls.ok(first, "create_rule", {"id": "shared", "body": "v1"})
