@@ -66,12 +66,16 @@ async def test_readyz_follows_the_database_and_no_password_shows(
         assert own_postgres.password not in seen
 
 
-def test_the_first_read_after_a_database_restart_succeeds(own_postgres: PostgresServer) -> None:
-    """Pooled connections die with the database; a read that meets one tries again once on a fresh one."""
+def test_the_first_read_or_write_after_a_database_restart_succeeds(own_postgres: PostgresServer) -> None:
+    """Pooled connections die with the database; a read, or a write before it has done anything, that meets
+    one tries again once on a fresh one."""
     with open_store(own_postgres.create_database(), pool_size=2) as store:
         store.create({"id": "kept", "body": "x"})
         assert store.get("kept").version == 1  # the pool now holds a connection to the old server process
         own_postgres.stop()
         own_postgres.start()
         assert store.get("kept").version == 1
+        own_postgres.stop()
+        own_postgres.start()
         assert store.update("kept", 1, {"body": "y"}).version == 2
+        assert [e.version for e in store.history("kept")] == [2, 1]

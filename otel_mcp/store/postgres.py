@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from functools import lru_cache, partial
 from typing import Any
 
@@ -181,16 +181,8 @@ class PostgresRuleStore(RuleStoreBase):
     def _write(self) -> Iterator[Transaction]:
         """One write transaction; waits for the generation row's lock (other writers, any process)."""
         self._check_writable()
-        with self._connection() as conn:
-            try:
-                self._execute(conn, "BEGIN")
-                generation = int(self._execute(conn, _BUMP_AND_NOTIFY).fetchone()[0])  # type: ignore[index]
-            except pg_errors.LockNotAvailable as exc:
-                self._abandon(conn)
-                raise StoreBusy(f"database is locked by another writer ({exc}); retry later") from None
-            except psycopg.Error as exc:
-                self._abandon(conn)
-                raise self._unavailable("cannot be written; nothing was changed", exc) from None
+        with ExitStack() as held:
+            conn, generation = self._begin(held)
             tx = Transaction(lambda sql, params: self._execute(conn, _sql(sql), params), generation)
             try:
                 yield tx
@@ -208,6 +200,33 @@ class PostgresRuleStore(RuleStoreBase):
             except psycopg.Error as exc:
                 raise self._unavailable("did not confirm the write (see the rule's history for whether it"
                                         " was applied)", exc) from None
+
+    def _begin(self, held: ExitStack) -> tuple[psycopg.Connection[Any], int]:
+        """``BEGIN`` and the generation bump on a pooled connection, kept in ``held``; tried once more on a
+        fresh connection when the first had broken (a restarted database): nothing was done on it yet."""
+        for retry in (True, False):
+            attempt = ExitStack()
+            conn = attempt.enter_context(self._connection())
+            try:
+                self._execute(conn, "BEGIN")
+                generation = int(self._execute(conn, _BUMP_AND_NOTIFY).fetchone()[0])  # type: ignore[index]
+            except pg_errors.LockNotAvailable as exc:  # lock_timeout: another writer holds the generation row
+                self._abandon(conn)
+                attempt.close()
+                raise StoreBusy(f"database is locked by another writer ({exc}); retry later") from None
+            except psycopg.OperationalError as exc:
+                attempt.close()
+                lost = self._lost(exc)
+                if retry:
+                    continue
+                raise lost from None
+            except psycopg.Error as exc:
+                self._abandon(conn)
+                attempt.close()
+                raise self._unavailable("cannot be written; nothing was changed", exc) from None
+            held.enter_context(attempt)
+            return conn, generation
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
     @classmethod
     def _abandon(cls, conn: psycopg.Connection[Any]) -> None:
